@@ -1,0 +1,95 @@
+"""ORM classes for balances, the credit ledger and reservations.
+
+The ledger (``credit_transactions``) is append-only; ``credit_balances`` is its cache, updated
+under ``FOR UPDATE`` in the same transaction as every ledger row, so for every team
+``allocation_credits == sum(allocation_delta)``, ``bonus_credits == sum(bonus_delta)`` and
+``reserved_credits == sum(reserved_delta)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Numeric, String, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pixelmint.kit.db import Base, created_at_column
+
+CREDITS = Numeric(14, 2)
+
+
+class CreditBalance(Base):
+    """A team's balance in two buckets (monthly allocation, bonus) plus what is on hold."""
+
+    __tablename__ = "credit_balances"
+    __table_args__ = (
+        CheckConstraint("allocation_credits >= 0", name="allocation_nonnegative"),
+        CheckConstraint("bonus_credits >= 0", name="bonus_nonnegative"),
+        CheckConstraint("reserved_credits >= 0", name="reserved_nonnegative"),
+    )
+
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"), primary_key=True)
+    allocation_credits: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    bonus_credits: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    reserved_credits: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    total_allocated: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    next_replenishment_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = created_at_column()
+
+
+class CreditReservation(Base):
+    """A hold on credits, settled exactly once: ``held`` → ``captured`` | ``released``."""
+
+    __tablename__ = "credit_reservations"
+    __table_args__ = (
+        CheckConstraint("status IN ('held', 'captured', 'released')", name="status_valid"),
+        Index("ix_credit_reservations_held", "team_id", postgresql_where=text("status = 'held'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(CREDITS)
+    from_allocation: Mapped[Decimal] = mapped_column(CREDITS)
+    from_bonus: Mapped[Decimal] = mapped_column(CREDITS)
+    status: Mapped[str] = mapped_column(String(16), server_default="held")
+    captured_amount: Mapped[Decimal | None] = mapped_column(CREDITS)
+    created_at: Mapped[dt.datetime] = created_at_column()
+    settled_at: Mapped[dt.datetime | None]
+
+
+class CreditTransaction(Base):
+    """One ledger row. ``*_delta`` are signed changes; ``*_after`` the balance after the change."""
+
+    __tablename__ = "credit_transactions"
+    __table_args__ = (
+        CheckConstraint(
+            "type IN ('grant', 'reserve', 'capture', 'release', 'adjust', 'replenish', 'expire', 'consume')",
+            name="type_valid",
+        ),
+        Index("ix_credit_transactions_team_id_id", "team_id", text("id DESC")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    # Magnitude of the operation in credits (always >= 0), independent of which columns moved.
+    amount: Mapped[Decimal] = mapped_column(CREDITS)
+    allocation_delta: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    bonus_delta: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    reserved_delta: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
+    allocation_after: Mapped[Decimal] = mapped_column(CREDITS)
+    bonus_after: Mapped[Decimal] = mapped_column(CREDITS)
+    reserved_after: Mapped[Decimal] = mapped_column(CREDITS)
+    operation: Mapped[str | None] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    reservation_id: Mapped[uuid.UUID | None]
+    user_id: Mapped[uuid.UUID | None]
+    description: Mapped[str | None] = mapped_column(String(500))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[dt.datetime] = created_at_column()

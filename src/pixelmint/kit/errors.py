@@ -1,0 +1,52 @@
+"""One error hierarchy for the whole service, rendered to HTTP in one place (``api/errors.py``).
+
+Every error has a stable machine-readable ``code`` (the ``error`` field of the JSON body), an HTTP
+``status_code`` and a human ``message``; ``extra`` fields are added to the body as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PixelmintError(Exception):
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+class InvalidRequest(PixelmintError):
+    status_code = 422
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        if code:
+            self.code = code
+
+
+class Unauthorized(PixelmintError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(PixelmintError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(PixelmintError):
+    status_code = 409
+    code = "conflict"
+
+
+class Forbidden(PixelmintError):
+    status_code = 403
+    code = "forbidden"

@@ -1,0 +1,28 @@
+"""All ORM classes, imported once so ``metadata`` is complete (Alembic and the app use it)."""
+
+from pixelmint.accounts.tables import ApiKey, Plan, Team, User
+from pixelmint.catalog.tables import ReferenceModel
+from pixelmint.credits.tables import CreditBalance, CreditReservation, CreditTransaction
+from pixelmint.custom_models.tables import CustomModel
+from pixelmint.jobs.tables import Job, JobAttempt, TeamDispatch
+from pixelmint.kit.db import Base
+from pixelmint.storage.tables import Image
+
+metadata = Base.metadata
+
+__all__ = [
+    "ApiKey",
+    "CreditBalance",
+    "CreditReservation",
+    "CreditTransaction",
+    "CustomModel",
+    "Image",
+    "Job",
+    "JobAttempt",
+    "Plan",
+    "ReferenceModel",
+    "Team",
+    "TeamDispatch",
+    "User",
+    "metadata",
+]
