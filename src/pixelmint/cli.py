@@ -1,0 +1,156 @@
+"""The ``pixelmint`` command: serve, worker, admin and db commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from pixelmint.bootstrap import prepare_database, resolve_database
+from pixelmint.kit.logging import configure_logging
+from pixelmint.settings import get_settings
+
+app = typer.Typer(help="Pixelmint: self-hostable, credit-metered AI image generation.", no_args_is_help=True)
+admin = typer.Typer(help="Administration: teams, credits, ledger checks.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+app.add_typer(db_app, name="db")
+
+
+class PlanChoice(str, Enum):
+    free = "free"
+    basic = "basic"
+    pro = "pro"
+    enterprise = "enterprise"
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run a worker in-process.")] = True,
+) -> None:
+    """Run the HTTP API (and, unless --no-worker, one in-process worker)."""
+    import uvicorn
+
+    from pixelmint.api.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    handle = resolve_database(settings)
+    asyncio.run(prepare_database(handle.url))
+    typer.echo(f"Pixelmint on http://{host}:{port}  (data: {settings.data_dir})", err=True)
+    uvicorn.run(create_app(settings, handle.url, run_worker=worker), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Jobs in flight at once.")] = None,
+) -> None:
+    """Run a worker process alone (run several against one database to scale out)."""
+    from pixelmint.api.runtime import Runtime
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    handle = resolve_database(settings)
+
+    async def main() -> None:
+        await prepare_database(handle.url)
+        if concurrency:
+            settings.worker_concurrency = concurrency
+        runtime = await Runtime.start(settings, handle.url, run_worker=True)
+        assert runtime.worker is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runtime.worker.stop)
+        typer.echo(f"worker {runtime.worker.id} ready", err=True)
+        await runtime._worker_task  # type: ignore[misc]
+        await runtime.stop()
+
+    asyncio.run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations and seed the catalog."""
+    handle = resolve_database(get_settings())
+    asyncio.run(prepare_database(handle.url))
+    typer.echo("database is at head")
+
+
+@admin.command("create-team")
+def create_team(
+    name: str,
+    plan: Annotated[PlanChoice, typer.Option(help="Plan of the team.")] = PlanChoice.free,
+    credits: Annotated[str | None, typer.Option(help="Initial credits instead of the plan's allocation.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {teamId, userId, apiKey} as JSON.")] = False,
+) -> None:
+    """Create a team with its first user and API key (the key is printed once)."""
+    from pixelmint.accounts import service as accounts
+    from pixelmint.kit.db import Database
+
+    amount = None
+    if credits is not None:
+        try:
+            amount = Decimal(credits)
+            if amount < 0 or amount != amount.quantize(Decimal("0.01")):
+                raise InvalidOperation
+        except InvalidOperation:
+            typer.echo(f"--credits must be a non-negative amount with at most 2 decimals, got {credits!r}", err=True)
+            raise typer.Exit(2) from None
+    settings = get_settings()
+    handle = resolve_database(settings)
+
+    async def main() -> accounts.CreatedTeam:
+        await prepare_database(handle.url)
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            async with db.transaction() as session:
+                return await accounts.create_team(
+                    session, name=name, plan_code=plan.value, credits_amount=amount,
+                    free_generations=settings.free_generations_per_user,
+                )
+        finally:
+            await db.dispose()
+
+    created = asyncio.run(main())
+    if as_json:
+        typer.echo(json.dumps({"teamId": str(created.team_id), "userId": str(created.user_id), "apiKey": created.api_key}))
+    else:
+        typer.echo(f"team   {created.team_id}\nuser   {created.user_id}\napiKey {created.api_key}  (shown once)")
+
+
+@admin.command("check-ledger")
+def check_ledger() -> None:
+    """Verify balance == sum(ledger) for every team and that every hold is settled exactly once.
+    Exits 1 on any drift."""
+    from pixelmint.credits.service import check_ledger as run_check
+    from pixelmint.kit.db import Database
+
+    handle = resolve_database(get_settings())
+
+    async def main() -> list:
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            async with db.transaction() as session:
+                return await run_check(session)
+        finally:
+            await db.dispose()
+
+    problems = asyncio.run(main())
+    for problem in problems:
+        typer.echo(f"{problem.kind}\tteam {problem.team_id}\t{problem.detail}")
+    if problems:
+        typer.echo(f"ledger check FAILED: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    typer.echo("ledger check ok: every balance equals the sum of its ledger")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,106 @@
+"""LISTEN/NOTIFY plumbing: one dedicated connection per process.
+
+- ``pixelmint_jobs`` (no payload) wakes idle workers: work may be claimable.
+- ``pixelmint_job_events`` (payload ``"<job id> <state>"``) tells waiters a job changed state; the
+  API's ``waitForResult`` and the worker's cancellation watch use it.
+
+Notifications sent by this process are coalesced: while one wake-up NOTIFY is in flight, further
+requests set a flag and produce a single follow-up NOTIFY (queues.md §6 pitfall 8: NOTIFY takes a
+database-wide lock at commit, so fewer is better). A lost notification only costs latency: workers
+poll as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+from pixelmint.jobs.queue import JOB_EVENTS_CHANNEL, JOBS_CHANNEL
+from pixelmint.kit.db import asyncpg_connect_kwargs
+
+log = structlog.get_logger(__name__)
+
+
+class JobEvents:
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn: asyncpg.Connection | None = None
+        self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
+        self._state_listeners: list[Callable[[uuid.UUID, str], None]] = []
+        self.jobs_available = asyncio.Event()
+        self._notify_pending = False
+        self._notify_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._conn = await asyncpg.connect(**asyncpg_connect_kwargs(self._url))
+        await self._conn.add_listener(JOBS_CHANNEL, self._on_jobs)
+        await self._conn.add_listener(JOB_EVENTS_CHANNEL, self._on_job_event)
+
+    async def stop(self) -> None:
+        if self._notify_task:
+            await asyncio.gather(self._notify_task, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _on_jobs(self, *_: object) -> None:
+        self.jobs_available.set()
+
+    def _on_job_event(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            raw_id, state = payload.split(" ", 1)
+            job_id = uuid.UUID(raw_id)
+        except ValueError:
+            return
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+        for listener in self._state_listeners:
+            listener(job_id, state)
+
+    def add_state_listener(self, listener: Callable[[uuid.UUID, str], None]) -> None:
+        self._state_listeners.append(listener)
+
+    def watch(self, job_id: uuid.UUID) -> asyncio.Event:
+        """An event set on the job's next state change. Register before reading the job's state,
+        then ``unwatch`` when done."""
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        return event
+
+    def unwatch(self, job_id: uuid.UUID, event: asyncio.Event) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[job_id]
+
+    # -- sending --------------------------------------------------------------------------
+
+    def announce_jobs_available(self) -> None:
+        """Wake local and remote workers after a commit that made work claimable (coalesced)."""
+        self.jobs_available.set()
+        if self._conn is None:
+            return
+        if self._notify_task is not None and not self._notify_task.done():
+            self._notify_pending = True
+            return
+        self._notify_task = asyncio.create_task(self._send_wakeups())
+
+    async def _send_wakeups(self) -> None:
+        assert self._conn is not None
+        while True:
+            self._notify_pending = False
+            try:
+                await self._conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("notify_failed", error=str(exc))
+                return
+            if not self._notify_pending:
+                return

@@ -1,0 +1,321 @@
+"""The PostgreSQL job queue: enqueue, claim, lease, finish, retry, cancel and rescue.
+
+The jobs table is the queue (the pattern of River, Oban and graphile-worker). The claim is the
+lab-tested team-fair design of ``../shared/reference/queues.md`` §B, implemented by the SQL function
+``pixelmint_claim_jobs`` (migration 0001): per-team concurrency limits that hold whatever the number
+of workers, plan priority first, round robin between teams of equal priority, ``SKIP LOCKED`` so
+claimers never wait on each other.
+
+Lock order, everywhere: credit_balances → jobs → team_dispatch (enqueue touches new job rows only,
+claims take team_dispatch then jobs with ``SKIP LOCKED``), so there is no lock cycle.
+
+Every finishing transition is fenced (``state = 'running' AND locked_by = worker AND attempt =
+n``, queues.md §6 pitfall 11): a worker that lost its lease cannot finish a job twice, and credit
+settlement happens in the same transaction as the fenced update.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import TextClause, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.accounts.tables import Plan
+from pixelmint.credits import service as credits
+from pixelmint.jobs.tables import Job, TeamDispatch
+
+JOBS_CHANNEL = "pixelmint_jobs"  # payload-free wake-up: work may be available
+JOB_EVENTS_CHANNEL = "pixelmint_job_events"  # payload "<job id> <state>" on every state change
+
+ACTIVE_STATES = ("queued", "running", "awaiting_webhook")
+FINISHED_STATES = ("succeeded", "failed", "canceled", "expired")
+
+
+async def _jobs(session: AsyncSession, statement: TextClause, params: dict[str, Any]) -> list[Job]:
+    """Run a statement that returns job rows (``RETURNING *``) and map them to ``Job`` objects."""
+    query = select(Job).from_statement(statement).execution_options(populate_existing=True)
+    return list((await session.scalars(query, params)).all())
+
+
+def dispatch_limit(plan: Plan) -> int:
+    """Jobs a team may run at once: the plan's limit; a free plan runs its free generations one
+    at a time."""
+    return max(plan.max_concurrent_jobs, 1)
+
+
+async def open_team_dispatch(session: AsyncSession, *, team_id: uuid.UUID, plan: Plan) -> None:
+    session.add(
+        TeamDispatch(team_id=team_id, priority=plan.queue_priority, max_running=dispatch_limit(plan))
+    )
+    await session.flush()
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with ±10 % jitter: ``min(cap, base × 2^(attempt−1))`` (Oban/River style)."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay * random.uniform(0.9, 1.1)
+
+
+_ENQUEUE = text("""
+WITH job AS (
+    INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
+                      provider, estimated_credits, reservation_id, is_free, max_attempts)
+    VALUES (:id, :team_id, :user_id, :type, :priority, CAST(:params AS jsonb), :reference_model_id,
+            :custom_model_id, :provider, :estimated_credits, :reservation_id, :is_free, :max_attempts)
+    RETURNING *
+), dispatch AS (
+    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id
+)
+SELECT * FROM job
+""")
+
+
+async def enqueue(session: AsyncSession, **values: Any) -> Job:
+    """Insert a queued job and raise its team's ``has_ready`` flag, in the caller's transaction.
+
+    ``values`` are the job's columns (``params`` as a JSON string). Holding the team_dispatch row
+    lock until commit is what makes the claim's flag-clearing step safe (queues.md §B.2).
+    """
+    return (await _jobs(session, _ENQUEUE, values))[0]
+
+
+async def claim(session: AsyncSession, *, worker_id: str, demand: int, lease_seconds: float) -> list[Job]:
+    """Claim up to ``demand`` jobs for ``worker_id`` (state → running, attempt + 1, lease set)."""
+    return await _jobs(
+        session,
+        text("SELECT * FROM pixelmint_claim_jobs(:worker, :demand, :lease)"),
+        {"worker": worker_id, "demand": demand, "lease": lease_seconds},
+    )
+
+
+async def extend_leases(
+    session: AsyncSession, *, worker_id: str, job_ids: list[uuid.UUID], lease_seconds: float
+) -> dict[uuid.UUID, bool]:
+    """Heartbeat: push the leases of this worker's running jobs forward.
+
+    Returns ``{job id: cancel requested}`` for the jobs still held; a job missing from the answer
+    was taken from this worker (its lease ran out and it was rescued) and must be abandoned.
+    """
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        text("""
+            UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease)
+             WHERE id = ANY(:ids) AND state = 'running' AND locked_by = :worker
+            RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+        """),
+        {"ids": job_ids, "worker": worker_id, "lease": lease_seconds},
+    )
+    return {row.id: row.cancel_requested for row in rows}
+
+
+async def set_progress(session: AsyncSession, fence: Fence, progress: int) -> None:
+    await session.execute(
+        text("""UPDATE jobs SET progress = :progress
+                 WHERE id = :id AND state = 'running' AND locked_by = :worker AND attempt = :attempt"""),
+        {"progress": progress, "id": fence.job_id, "worker": fence.worker_id, "attempt": fence.attempt},
+    )
+    await _notify(session, fence.job_id, "running", slot_freed=False)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The claim a worker holds on a job: only this worker, on this attempt, may finish it."""
+
+    job_id: uuid.UUID
+    worker_id: str
+    attempt: int
+
+
+async def _finish_attempt(session: AsyncSession, fence: Fence, outcome: str, error: str | None) -> None:
+    await session.execute(
+        text("""
+            UPDATE job_attempts SET finished_at = clock_timestamp(), outcome = :outcome, error_message = :error
+             WHERE job_id = :job_id AND attempt = :attempt AND finished_at IS NULL
+        """),
+        {"job_id": fence.job_id, "attempt": fence.attempt, "outcome": outcome, "error": error},
+    )
+
+
+async def _notify(session: AsyncSession, job_id: uuid.UUID, state: str, *, slot_freed: bool) -> None:
+    await session.execute(
+        text("SELECT pg_notify(:events, :payload), CASE WHEN :slot THEN pg_notify(:jobs, '') END"),
+        {"events": JOB_EVENTS_CHANNEL, "payload": f"{job_id} {state}", "slot": slot_freed, "jobs": JOBS_CHANNEL},
+    )
+
+
+async def _transition(
+    session: AsyncSession, fence: Fence, state: str, **values: Any
+) -> Job | None:
+    """Fenced running → ``state``. Returns the job, or ``None`` if this worker no longer holds it."""
+    sets = "".join(f", {name} = :{name}" for name in values)
+    jobs = await _jobs(
+        session,
+        text(f"""
+            UPDATE jobs SET state = :state, locked_by = NULL, lease_expires_at = NULL{sets}
+             WHERE id = :job_id AND state = 'running' AND locked_by = :worker AND attempt = :attempt
+            RETURNING *
+        """),
+        {"state": state, "job_id": fence.job_id, "worker": fence.worker_id, "attempt": fence.attempt, **values},
+    )
+    return jobs[0] if jobs else None
+
+
+async def mark_succeeded(
+    session: AsyncSession, fence: Fence, *, result: dict[str, Any], charged: Any | None = None
+) -> Job | None:
+    """Fenced running → succeeded, capturing the job's reservation in the same transaction.
+
+    ``charged`` defaults to the whole reservation. Returns ``None`` (and changes nothing) if the
+    worker lost the job.
+    """
+
+    job = await _transition(
+        session, fence, "succeeded",
+        result=json.dumps(result), finished_at=dt.datetime.now(dt.UTC), progress=100,
+    )
+    if job is None:
+        return None
+    captured = None
+    if job.reservation_id is not None:
+        captured = await credits.capture(session, job.reservation_id, amount=charged, description="job succeeded")
+    job.charged_credits = captured if captured is not None else Decimal("0.00")
+    await session.flush()
+    await _finish_attempt(session, fence, "succeeded", None)
+    await _notify(session, job.id, "succeeded", slot_freed=True)
+    return job
+
+
+async def mark_failed(
+    session: AsyncSession, fence: Fence, *, code: str, message: str, retry_in: float | None
+) -> Job | None:
+    """Fenced running → queued again after ``retry_in`` seconds (if given and attempts remain), or
+    → failed with its reservation released. Returns ``None`` if the worker lost the job."""
+    job = await session.get(Job, fence.job_id, populate_existing=True)
+    if job is not None and retry_in is not None and job.attempt < job.max_attempts:
+        job = await _requeue(session, fence, code=code, message=message, delay=retry_in)
+        if job is not None:
+            await _finish_attempt(session, fence, "retry", message)
+        return job
+    job = await _transition(
+        session, fence, "failed", error_code=code, error_message=message[:2000],
+        finished_at=dt.datetime.now(dt.UTC),
+    )
+    if job is None:
+        return None
+    await _refund(session, job, reason=f"job failed: {code}")
+    await _finish_attempt(session, fence, "failed", message)
+    await _notify(session, job.id, "failed", slot_freed=True)
+    return job
+
+
+async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
+    """Fenced running → canceled (cancel requested while it ran), reservation released."""
+    job = await _transition(
+        session, fence, "canceled", error_code="canceled", error_message="Canceled by request.",
+        finished_at=dt.datetime.now(dt.UTC),
+    )
+    if job is None:
+        return None
+    await _refund(session, job, reason="job canceled")
+    await _finish_attempt(session, fence, "canceled", None)
+    await _notify(session, job.id, "canceled", slot_freed=True)
+    return job
+
+
+async def _requeue(session: AsyncSession, fence: Fence, *, code: str, message: str, delay: float) -> Job | None:
+    job = await _transition(
+        session, fence, "queued", error_code=code, error_message=message[:2000],
+        run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay),
+    )
+    if job is not None:
+        await session.execute(
+            text("UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id"), {"team_id": job.team_id}
+        )
+        await _notify(session, job.id, "queued", slot_freed=True)
+    return job
+
+
+async def _refund(session: AsyncSession, job: Job, *, reason: str) -> None:
+    """Give back what a job held: its credit reservation, or the user's free generation."""
+    if job.reservation_id is not None:
+        await credits.release(session, job.reservation_id, description=reason)
+    elif job.is_free and job.user_id is not None:
+        await session.execute(
+            text("UPDATE users SET free_generations_remaining = free_generations_remaining + 1 WHERE id = :id"),
+            {"id": job.user_id},
+        )
+
+
+async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:
+    """Cancel a job of ``team_id``.
+
+    A queued job is canceled at once and its reservation released; a running one gets
+    ``cancel_requested_at`` and its worker finishes it as canceled. Returns the job as it is now,
+    or ``None`` if the team has no such job.
+    """
+    canceled = await _jobs(
+        session,
+        text("""
+            UPDATE jobs SET state = 'canceled', finished_at = now(), error_code = 'canceled',
+                            error_message = 'Canceled by request.'
+             WHERE id = :id AND team_id = :team_id AND state = 'queued'
+            RETURNING *
+        """),
+        {"id": job_id, "team_id": team_id},
+    )
+    if canceled:
+        job = canceled[0]
+        await _refund(session, job, reason="job canceled")
+        await _notify(session, job.id, "canceled", slot_freed=False)
+        return job
+    requested = await session.scalar(
+        text("""
+            UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now())
+             WHERE id = :id AND team_id = :team_id AND state = 'running'
+            RETURNING id
+        """),
+        {"id": job_id, "team_id": team_id},
+    )
+    if requested is not None:
+        await _notify(session, job_id, "cancel_requested", slot_freed=False)
+    return await session.get(Job, job_id, populate_existing=True)
+
+
+async def rescue_expired(
+    session: AsyncSession, *, retry_base: float, retry_cap: float, batch: int = 100
+) -> list[Job]:
+    """Recover jobs whose lease ran out (their worker died or hung): retry them with backoff
+    while attempts remain, else fail them and release their credits. Safe to run from every
+    worker at once (``SKIP LOCKED``)."""
+    rows = await session.execute(
+        text("""
+            SELECT id, locked_by, attempt FROM jobs
+             WHERE state = 'running' AND lease_expires_at < clock_timestamp()
+             ORDER BY lease_expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
+        """),
+        {"batch": batch},
+    )
+    rescued = []
+    for row in rows.all():
+        fence = Fence(row.id, row.locked_by, row.attempt)
+        message = f"The worker {row.locked_by} stopped renewing its lease (attempt {row.attempt})."
+        job = await mark_failed(
+            session, fence, code="worker_lost", message=message,
+            retry_in=backoff_seconds(row.attempt, base=retry_base, cap=retry_cap),
+        )
+        if job is not None:
+            await session.execute(
+                text("""UPDATE job_attempts SET outcome = 'lease_expired'
+                         WHERE job_id = :id AND attempt = :attempt"""),
+                {"id": row.id, "attempt": row.attempt},
+            )
+            rescued.append(job)
+    return rescued

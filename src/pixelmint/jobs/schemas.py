@@ -1,0 +1,57 @@
+"""Request and response shapes for generation and jobs (camelCase JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.storage.schemas import ImageOut
+
+
+class GenerateRequest(CamelModel):
+    """``POST /api/v1/generate``. Exactly one of ``referenceModelId`` / ``customModelId``."""
+
+    reference_model_id: str | None = None
+    custom_model_id: uuid.UUID | None = None
+    prompt: str = Field(description="What to draw; 1 to 2,000 characters.", examples=["a red bicycle at dawn"])
+    negative_prompt: str | None = None
+    resolution: str = Field("1024x1024", description="WIDTHxHEIGHT in pixels, each 64..2048 and a multiple of 8.")
+    quality: Literal["standard", "hd"] = "standard"
+    num_images: int = Field(1, description="1 to 4 images.")
+    seed: int | None = Field(None, description="0..2^32-1; random (and returned) when omitted.")
+    wait_for_result: bool = Field(False, description="Wait (bounded) for the job to finish and answer 200.")
+
+
+class JobError(CamelModel):
+    code: str
+    message: str
+
+
+class JobOut(CamelModel):
+    id: uuid.UUID
+    type: str
+    status: str
+    progress: int
+    reference_model_id: str | None
+    custom_model_id: uuid.UUID | None
+    params: dict[str, Any]
+    estimated_credits: Credits
+    reserved_credits: Credits
+    charged_credits: Credits | None
+    is_free: bool
+    attempt: int
+    max_attempts: int
+    error: JobError | None
+    images: list[ImageOut]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobEnvelope(CamelModel):
+    job: JobOut
+    free_generations_remaining: int | None = None

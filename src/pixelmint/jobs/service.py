@@ -1,0 +1,213 @@
+"""Generation jobs: validate, price, reserve and enqueue in one transaction; read and cancel.
+
+``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation it runs at
+most four statements in the caller's transaction (free-generation check, model lookup, the
+one-statement reservation of ``credits.service.reserve``, the one-statement enqueue), and the
+balance row is locked only from the reservation to the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.accounts.service import Principal
+from pixelmint.accounts.tables import Plan
+from pixelmint.catalog import service as catalog
+from pixelmint.credits import service as credits
+from pixelmint.credits.errors import InsufficientCredits
+from pixelmint.credits.pricing import Pricing
+from pixelmint.custom_models.tables import CustomModel
+from pixelmint.jobs import queue
+from pixelmint.jobs.schemas import GenerateRequest
+from pixelmint.jobs.tables import Job
+from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from pixelmint.settings import Settings
+
+RESOLUTION = re.compile(r"^\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*$")
+SEED_LIMIT = 2**32
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    reference_model_id: str | None
+    custom_model_id: uuid.UUID | None
+    complexity: Decimal
+    provider: str
+    model_key: str
+
+
+def parse_resolution(value: str, settings: Settings) -> tuple[int, int]:
+    """``"WIDTHxHEIGHT"`` → (width, height) pixels. Raises ``InvalidRequest`` (invalid_resolution)."""
+    match = RESOLUTION.match(value or "")
+    lo, hi = settings.min_image_side, settings.max_image_side
+    if not match:
+        raise InvalidRequest(
+            f"resolution must look like '1024x768', got {value!r}.", code="invalid_resolution", field="resolution"
+        )
+    width, height = int(match[1]), int(match[2])
+    if not (lo <= width <= hi and lo <= height <= hi) or width % 8 or height % 8:
+        raise InvalidRequest(
+            f"resolution {width}x{height} is out of range: each side must be {lo}..{hi} pixels and a multiple of 8.",
+            code="invalid_resolution",
+            field="resolution",
+        )
+    return width, height
+
+
+def validate_generation(request: GenerateRequest, settings: Settings) -> tuple[int, int]:
+    """Checks beyond types. Returns (width, height). Raises ``InvalidRequest`` with a stable code."""
+    if not request.prompt.strip():
+        raise InvalidRequest("prompt must not be empty.", code="invalid_prompt", field="prompt")
+    if len(request.prompt) > settings.max_prompt_length:
+        raise InvalidRequest(
+            f"prompt is {len(request.prompt)} characters; the limit is {settings.max_prompt_length}.",
+            code="prompt_too_long", field="prompt",
+        )
+    if request.negative_prompt and len(request.negative_prompt) > settings.max_prompt_length:
+        raise InvalidRequest(
+            f"negativePrompt is longer than {settings.max_prompt_length} characters.",
+            code="prompt_too_long", field="negativePrompt",
+        )
+    if not 1 <= request.num_images <= settings.max_images_per_request:
+        raise InvalidRequest(
+            f"numImages must be 1..{settings.max_images_per_request}, got {request.num_images}.",
+            code="invalid_num_images", field="numImages",
+        )
+    if request.seed is not None and not 0 <= request.seed < SEED_LIMIT:
+        raise InvalidRequest(f"seed must be 0..{SEED_LIMIT - 1}.", code="invalid_seed", field="seed")
+    if (request.reference_model_id is None) == (request.custom_model_id is None):
+        raise InvalidRequest(
+            "Give exactly one of referenceModelId or customModelId.", code="model_required", field="referenceModelId"
+        )
+    return parse_resolution(request.resolution, settings)
+
+
+async def resolve_model(session: AsyncSession, principal: Principal, request: GenerateRequest) -> ResolvedModel:
+    """The model to generate from. Raises ``NotFound`` (model_not_found) for an unknown, inactive,
+    deleted or another team's model and ``Conflict`` (model_not_ready) for an untrained one."""
+    if request.reference_model_id is not None:
+        model = await catalog.get_active_model(session, request.reference_model_id)
+        return ResolvedModel(model.id, None, model.complexity_factor, model.provider, model.id)
+    custom = await session.scalar(
+        select(CustomModel).where(
+            CustomModel.id == request.custom_model_id, CustomModel.team_id == principal.team_id
+        )
+    )
+    if custom is None:
+        raise NotFound(f"No custom model {request.custom_model_id}.", code="model_not_found")
+    if custom.deleted_at is not None:
+        raise Conflict("This custom model was deleted.", code="model_deleted")
+    if custom.status != "ready":
+        raise Conflict(f"This custom model is {custom.status}, not ready.", code="model_not_ready")
+    reference = await catalog.get_active_model(session, custom.reference_model_id)
+    return ResolvedModel(
+        reference.id, custom.id, reference.complexity_factor, reference.provider,
+        f"custom:{custom.id}:v{custom.version}",
+    )
+
+
+_TAKE_FREE_GENERATION = text("""
+UPDATE users SET free_generations_remaining = free_generations_remaining - 1
+ WHERE id = :user_id AND free_generations_remaining > 0
+RETURNING free_generations_remaining
+""")
+
+
+async def submit_generation(
+    session: AsyncSession,
+    principal: Principal,
+    request: GenerateRequest,
+    *,
+    settings: Settings,
+    pricing: Pricing,
+) -> tuple[Job, int]:
+    """Validate, price and queue an image-generation job; returns (job, free generations left).
+
+    A user's free generations are used first (cost 0, no reservation). Otherwise the estimate is
+    reserved from the team's balance in the same transaction as the job insert. Raises
+    ``InvalidRequest``, ``NotFound``/``Conflict`` (model), ``InsufficientCredits`` (402, nothing
+    written) or ``Forbidden`` (plan_upgrade_required: a free plan after its free generations).
+    """
+    width, height = validate_generation(request, settings)
+    model = await resolve_model(session, principal, request)
+    cost = pricing.image_generation(
+        width=width, height=height, quality=request.quality, complexity=model.complexity,
+        num_images=request.num_images,
+    )
+    seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
+    params = {
+        "prompt": request.prompt,
+        "negativePrompt": request.negative_prompt,
+        "width": width,
+        "height": height,
+        "quality": request.quality,
+        "numImages": request.num_images,
+        "seed": seed,
+        "modelKey": model.model_key,
+    }
+    job_id = uuid.uuid4()
+    free_left = await session.scalar(_TAKE_FREE_GENERATION, {"user_id": principal.user_id})
+    reservation = None
+    if free_left is None:
+        free_left = 0
+        plan = await session.get(Plan, principal.plan_code)
+        assert plan is not None
+        if plan.max_concurrent_jobs == 0:
+            balance = await credits.get_balance(session, principal.team_id)
+            available = balance.allocation_credits + balance.bonus_credits
+            if available < cost:
+                raise InsufficientCredits(required=cost, available=available, operation="image_generation")
+            raise Forbidden(
+                "The free plan runs only its free generations; upgrade the plan for paid jobs.",
+                code="plan_upgrade_required",
+            )
+        reservation = await credits.reserve(
+            session, team_id=principal.team_id, amount=cost, operation="image_generation",
+            job_id=job_id, user_id=principal.user_id,
+        )
+    job = await queue.enqueue(
+        session,
+        id=job_id,
+        team_id=principal.team_id,
+        user_id=principal.user_id,
+        type="image_generation",
+        priority=0,
+        params=json.dumps(params),
+        reference_model_id=model.reference_model_id,
+        custom_model_id=model.custom_model_id,
+        provider=model.provider,
+        estimated_credits=cost if reservation else Decimal("0.00"),
+        reservation_id=reservation.id if reservation else None,
+        is_free=reservation is None,
+        max_attempts=settings.max_attempts,
+    )
+    return job, free_left
+
+
+async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
+    """A job of the caller's team; another team's job is ``NotFound`` as if it did not exist."""
+    job = await session.scalar(
+        select(Job).where(Job.id == job_id, Job.team_id == principal.team_id).execution_options(populate_existing=True)
+    )
+    if job is None:
+        raise NotFound(f"No job {job_id}.", code="job_not_found")
+    return job
+
+
+async def cancel_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
+    """Cancel a queued job (full release) or request cancellation of a running one.
+    Raises ``NotFound`` for an unknown job and ``Conflict`` (job_finished) for a finished one."""
+    job = await queue.cancel(session, job_id=job_id, team_id=principal.team_id)
+    if job is None or job.team_id != principal.team_id:
+        raise NotFound(f"No job {job_id}.", code="job_not_found")
+    if job.state in queue.FINISHED_STATES and job.error_code != "canceled":
+        raise Conflict(f"Job {job_id} already finished ({job.state}).", code="job_finished")
+    return job

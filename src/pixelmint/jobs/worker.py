@@ -1,0 +1,215 @@
+"""The worker: claims jobs, runs their handlers, heartbeats leases, rescues dead workers' jobs.
+
+One ``Worker`` runs up to ``concurrency`` jobs at once in its event loop. It sleeps until a
+``pixelmint_jobs`` NOTIFY (or its own finished job, or the poll interval as a fallback) says work
+may be claimable. Every ``lease/3`` seconds it extends the leases of its running jobs (and learns
+of cancellations); every ``lease/2`` seconds it rescues jobs whose lease ran out, from any worker.
+``pixelmint worker`` runs workers alone; ``pixelmint serve`` runs one in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from contextlib import suppress
+
+import structlog
+
+from pixelmint.jobs import queue
+from pixelmint.jobs.events import JobEvents
+from pixelmint.jobs.queue import Fence
+from pixelmint.jobs.tables import Job
+from pixelmint.jobs.tasks import HANDLERS, TaskContext
+from pixelmint.kit.db import Database
+from pixelmint.providers.base import ProviderError
+from pixelmint.providers.registry import Providers
+from pixelmint.settings import Settings
+from pixelmint.storage.backend import Storage, StorageError
+
+log = structlog.get_logger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: JobEvents,
+        settings: Settings,
+        providers: Providers,
+        storage: Storage,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.events = events
+        self.settings = settings
+        self.providers = providers
+        self.storage = storage
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until ``stop()``; then wait for the jobs in hand to finish."""
+        log.info("worker_started", worker=self.id, concurrency=self.concurrency)
+        self.events.add_state_listener(self._on_job_state)
+        background = [
+            asyncio.create_task(self._every(self.settings.lease_seconds / 3, self._heartbeat)),
+            asyncio.create_task(self._every(self.settings.lease_seconds / 2, self._rescue)),
+        ]
+        try:
+            while not self._stopping.is_set():
+                claimed = await self._claim_available()
+                if not claimed:
+                    await self._wait_for_work()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if self._running:
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            log.info("worker_stopped", worker=self.id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._slot_freed.set()
+
+    async def _claim_available(self) -> int:
+        """Claim until full or nothing is claimable; returns how many jobs were claimed."""
+        total = 0
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                return total
+            self.events.jobs_available.clear()
+            try:
+                async with self.db.transaction() as session:
+                    jobs = await queue.claim(
+                        session, worker_id=self.id, demand=free, lease_seconds=self.settings.lease_seconds
+                    )
+            except Exception:
+                log.exception("claim_failed", worker=self.id)
+                return total
+            if not jobs:
+                return total
+            for job in jobs:
+                self._running[job.id] = asyncio.create_task(self._process(job))
+            total += len(jobs)
+        return total
+
+    async def _wait_for_work(self) -> None:
+        self._slot_freed.clear()
+        waits = [asyncio.create_task(self._slot_freed.wait())]
+        if len(self._running) < self.concurrency:
+            waits.append(asyncio.create_task(self.events.jobs_available.wait()))
+        try:
+            await asyncio.wait(waits, timeout=self.settings.poll_interval_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def _every(self, seconds: float, action) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await action()
+            except Exception:
+                log.exception("periodic_task_failed", worker=self.id, task=action.__name__)
+
+    async def _heartbeat(self) -> None:
+        if not self._running:
+            return
+        async with self.db.transaction() as session:
+            held = await queue.extend_leases(
+                session, worker_id=self.id, job_ids=list(self._running), lease_seconds=self.settings.lease_seconds
+            )
+        for job_id, task in list(self._running.items()):
+            if job_id not in held or held[job_id]:
+                task.cancel()
+
+    async def _rescue(self) -> None:
+        async with self.db.transaction() as session:
+            rescued = await queue.rescue_expired(
+                session, retry_base=self.settings.retry_base_seconds, retry_cap=self.settings.retry_max_seconds
+            )
+        for job in rescued:
+            log.warning("job_rescued", job=str(job.id), state=job.state, attempt=job.attempt)
+        if rescued:
+            self.events.jobs_available.set()
+
+    def _on_job_state(self, job_id: uuid.UUID, state: str) -> None:
+        task = self._running.get(job_id)
+        if task is not None and state == "cancel_requested":
+            task.cancel()
+
+    async def _process(self, job: Job) -> None:
+        fence = Fence(job.id, self.id, job.attempt)
+        logger = log.bind(job=str(job.id), type=job.type, attempt=job.attempt, worker=self.id)
+        outcome = None
+        try:
+            if job.cancel_requested_at is not None:
+                raise asyncio.CancelledError
+            context = TaskContext(self.settings, self.providers, self.storage, self._progress_reporter(fence))
+            outcome = await HANDLERS[job.type](context, job)
+            async with self.db.transaction() as session:
+                session.add_all(outcome.images)
+                await session.flush()
+                finished = await queue.mark_succeeded(session, fence, result=outcome.result)
+                if finished is None:
+                    raise _LostJob
+            logger.info("job_succeeded", charged=str(finished.charged_credits))
+        except _LostJob:
+            logger.warning("job_lost_before_finish")
+            await self._discard(outcome)
+        except asyncio.CancelledError:
+            await self._discard(outcome)
+            async with self.db.transaction() as session:
+                canceled = await queue.mark_canceled(session, fence)
+            logger.info("job_canceled" if canceled else "job_abandoned")
+        except Exception as exc:  # noqa: BLE001 - every failure must end the job and settle credits
+            await self._discard(outcome)
+            code, message, retryable = _describe_failure(exc)
+            retry_in = (
+                queue.backoff_seconds(job.attempt, base=self.settings.retry_base_seconds, cap=self.settings.retry_max_seconds)
+                if retryable
+                else None
+            )
+            async with self.db.transaction() as session:
+                after = await queue.mark_failed(session, fence, code=code, message=message, retry_in=retry_in)
+            logger.warning("job_failed", code=code, error=message, next_state=after.state if after else "lost")
+            if code == "internal_error":
+                logger.exception("job_internal_error")
+        finally:
+            self._running.pop(job.id, None)
+            self._slot_freed.set()
+
+    def _progress_reporter(self, fence: Fence):  # type: ignore[no-untyped-def]
+        async def report(progress: int) -> None:
+            async with self.db.transaction() as session:
+                await queue.set_progress(session, fence, progress)
+
+        return report
+
+    async def _discard(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        if outcome is None:
+            return
+        for key in outcome.stored_keys:
+            with suppress(Exception):
+                await self.storage.delete(key)
+
+
+class _LostJob(Exception):
+    """The fenced transition found the job no longer ours (rescued after a lost lease)."""
+
+
+def _describe_failure(exc: Exception) -> tuple[str, str, bool]:
+    if isinstance(exc, ProviderError):
+        return exc.code, str(exc), exc.retryable
+    if isinstance(exc, StorageError):
+        return "storage_error", f"Storing the output failed: {exc}. Check the storage settings.", True
+    return "internal_error", f"{type(exc).__name__}: {exc}", False

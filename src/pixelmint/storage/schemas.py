@@ -1,0 +1,43 @@
+"""Image response shapes and their presentation with signed URLs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pixelmint.kit.schemas import CamelModel
+from pixelmint.storage.backend import Storage
+from pixelmint.storage.tables import Image
+
+
+class ImageOut(CamelModel):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    url: str
+    url_expires_at: dt.datetime
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    seed: int
+    params: dict[str, Any]
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class ImagePage(CamelModel):
+    items: list[ImageOut]
+    next_cursor: str | None
+
+
+def present_image(image: Image, storage: Storage, *, base_url: str, ttl_seconds: int) -> ImageOut:
+    """An image with a signed URL valid for ``ttl_seconds`` (never past the image's expiry)."""
+    now = dt.datetime.now(dt.UTC)
+    ttl = max(1, min(ttl_seconds, int((image.expires_at - now).total_seconds())))
+    return ImageOut(
+        id=image.id, job_id=image.job_id, url=storage.url(image.storage_key, base_url=base_url, ttl_seconds=ttl),
+        url_expires_at=now + dt.timedelta(seconds=ttl), content_type=image.content_type, width=image.width,
+        height=image.height, size_bytes=image.size_bytes, seed=image.seed, params=image.params,
+        created_at=image.created_at, expires_at=image.expires_at,
+    )

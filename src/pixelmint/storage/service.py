@@ -1,0 +1,62 @@
+"""Images: rows in ``images`` plus objects in storage; listing, lookup and deletion per team."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.kit.errors import NotFound
+from pixelmint.storage.tables import Image
+
+
+def storage_key(team_id: uuid.UUID, image_id: uuid.UUID, created: dt.datetime, extension: str = "png") -> str:
+    """Keys are laid out by team and date: ``<team>/<yyyy>/<mm>/<dd>/<image>.<ext>``."""
+    return f"{team_id}/{created:%Y/%m/%d}/{image_id}.{extension}"
+
+
+def readable(team_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    """Images a team may see: its own, not deleted."""
+    return select(Image).where(Image.team_id == team_id, Image.deleted_at.is_(None))
+
+
+async def get_image(session: AsyncSession, team_id: uuid.UUID, image_id: uuid.UUID) -> Image:
+    image = await session.scalar(readable(team_id).where(Image.id == image_id))
+    if image is None:
+        raise NotFound("No such image.", code="image_not_found")
+    return image
+
+
+async def list_images(
+    session: AsyncSession,
+    team_id: uuid.UUID,
+    *,
+    limit: int,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+    job_id: uuid.UUID | None = None,
+) -> list[Image]:
+    """Newest first; ``after`` is the (created_at, id) of the last image of the previous page."""
+    query = readable(team_id)
+    if job_id is not None:
+        query = query.where(Image.job_id == job_id)
+    if after is not None:
+        query = query.where(tuple_(Image.created_at, Image.id) < tuple_(*after))
+    query = query.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def images_for_jobs(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Image]]:
+    rows = await session.scalars(
+        select(Image).where(Image.job_id.in_(job_ids), Image.deleted_at.is_(None)).order_by(Image.seed)
+    )
+    found: dict[uuid.UUID, list[Image]] = {job_id: [] for job_id in job_ids}
+    for image in rows:
+        found[image.job_id].append(image)
+    return found
+
+
+async def mark_deleted(session: AsyncSession, image: Image) -> None:
+    image.deleted_at = dt.datetime.now(dt.UTC)
+    await session.flush()
