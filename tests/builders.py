@@ -1,0 +1,42 @@
+"""Small keyword-only builders for test data."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pixelmint.accounts.service import CreatedTeam, create_team
+from pixelmint.credits.service import check_ledger
+from pixelmint.kit.db import Database
+
+
+async def make_team(
+    db: Database,
+    *,
+    plan: str = "basic",
+    credits: Decimal | str | None = None,
+    free_generations: int = 0,
+    name: str = "team",
+) -> CreatedTeam:
+    async with db.transaction() as session:
+        return await create_team(
+            session, name=name, plan_code=plan,
+            credits_amount=Decimal(str(credits)) if credits is not None else None,
+            free_generations=free_generations,
+        )
+
+
+def auth(team: CreatedTeam) -> dict[str, str]:
+    return {"Authorization": f"Bearer {team.api_key}"}
+
+
+def generate_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"referenceModelId": "business-headshot", "prompt": "a lighthouse at dusk", "resolution": "512x512"}
+    body.update(overrides)
+    return body
+
+
+async def assert_ledger_ok(db: Database) -> None:
+    async with db.transaction() as session:
+        problems = await check_ledger(session)
+    assert problems == [], problems
