@@ -46,6 +46,9 @@ def serve(
     handle = resolve_database(settings)
     asyncio.run(prepare_database(handle.url))
     typer.echo(f"Pixelmint on http://{host}:{port}  (data: {settings.data_dir})", err=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
+    # lets atexit stop the embedded PostgreSQL server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings, handle.url, run_worker=worker), host=host, port=port, log_level="warning")
 
 

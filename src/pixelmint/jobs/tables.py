@@ -39,7 +39,7 @@ class Job(Base):
         Index("ix_jobs_team_created", "team_id", text("created_at DESC"), "id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     type: Mapped[str] = mapped_column(String(32))

@@ -158,7 +158,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_api_keys_team_id'), 'api_keys', ['team_id'], unique=False)
     op.create_table('jobs',
-    sa.Column('id', sa.UUID(), nullable=False),
+    sa.Column('id', sa.UUID(), server_default=sa.text('gen_random_uuid()'), nullable=False),
     sa.Column('team_id', sa.UUID(), nullable=False),
     sa.Column('user_id', sa.UUID(), nullable=True),
     sa.Column('type', sa.String(length=32), nullable=False),
@@ -264,7 +264,8 @@ def upgrade() -> None:
 # recently served (round robin), skipping teams other workers hold; statement 2 runs with a fresh
 # snapshot taken after those locks, so its running count is exact, and claims at most
 # least(free, p_per_team) jobs per team; statement 3 clears has_ready for teams with nothing queued
-# (safe because enqueue holds the same team_dispatch row lock until it commits).
+# (safe because enqueue holds the same team_dispatch row lock until it commits). Each claimed job
+# is announced on pixelmint_job_events as '<id> running'.
 CLAIM_FUNCTION = """
 CREATE FUNCTION pixelmint_claim_jobs(
     p_worker text, p_demand int, p_lease_seconds double precision, p_per_team int DEFAULT 1
@@ -307,7 +308,8 @@ BEGIN
     UPDATE team_dispatch d SET last_dispatched_at = clock_timestamp()
      WHERE d.team_id IN (SELECT c.team_id FROM claimed c)
   )
-  SELECT * FROM claimed;
+  SELECT c.* FROM claimed c
+   CROSS JOIN LATERAL pg_notify('pixelmint_job_events', c.id::text || ' running') AS announce;
 
   UPDATE team_dispatch d SET has_ready = false
    WHERE d.team_id = ANY (v_teams)

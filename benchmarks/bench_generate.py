@@ -1,0 +1,737 @@
+#!/usr/bin/env python
+"""Throughput of ``POST /api/v1/generate`` against the bare SQL transaction it stands on.
+
+Run (about a minute with the defaults)::
+
+    /work/main/.venv/bin/python benchmarks/bench_generate.py            # embedded PostgreSQL
+    DATABASE_URL=postgresql://user:pw@host/db .venv/bin/python benchmarks/bench_generate.py
+    .venv/bin/python benchmarks/bench_generate.py --seconds 20 --py-spy /tmp/prof   # + server profile
+
+What it does: gets a PostgreSQL (a fresh ``pixelmint_bench_<random>`` database on ``DATABASE_URL``,
+else a throw-away embedded server), migrates it, creates 33 enterprise teams with plenty of credits
+and no free generations, starts ``pixelmint serve --no-worker`` as a subprocess, then for two
+scenarios — *hot* (every client charges the same team: one contended ``credit_balances`` row) and
+*spread* (client i charges team i % 32) — measures, for ``--seconds`` after a ``--warmup``, with
+``--concurrency`` (32) clients:
+
+- API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
+  connection per wrk thread, so client i keeps its team) or, without wrk, an httpx generator;
+- bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
+  ``BEGIN; _AUTHENTICATE; reference model; _TAKE_FREE_GENERATION; plan; _RESERVE; _ENQUEUE; COMMIT``
+  with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
+  asyncpg dialect does; checked at start-up).
+
+and prints req/s, p50 and p99 latency of each, the ratio API/bare throughput (project aim: >= 0.6)
+and where the CPU went (server process, PostgreSQL backends, load generator) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from pixelmint.accounts.service import _AUTHENTICATE, create_team
+from pixelmint.bootstrap import prepare_database
+from pixelmint.credits.pricing import DEFAULT_PRICING
+from pixelmint.credits.service import _RESERVE
+from pixelmint.jobs.queue import _ENQUEUE
+from pixelmint.jobs.service import _TAKE_FREE_GENERATION
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
+from pixelmint.settings import Settings
+
+MODEL_ID = "business-headshot"
+BODY = {"referenceModelId": MODEL_ID, "prompt": "bench", "resolution": "512x512"}
+SPREAD_TEAMS = 32
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------------------
+# SQL: the service's statements, with ``:name`` binds as asyncpg ``$n`` positional parameters
+
+
+def to_dollar_params(sql: str) -> tuple[str, list[str]]:
+    """``:name`` → ``$n`` (numbered by first appearance, a repeated name reuses its number, as
+    SQLAlchemy's ``numeric_dollar`` style does); ``::type`` casts are left alone."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return re.sub(r"(?<![:\w]):(\w+)", number, sql), names
+
+
+AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
+FREE_SQL, FREE_ARGS = to_dollar_params(_TAKE_FREE_GENERATION.text)
+RESERVE_SQL, RESERVE_ARGS = to_dollar_params(_RESERVE.text)
+ENQUEUE_SQL, ENQUEUE_ARGS = to_dollar_params(_ENQUEUE.text)
+MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"
+# The endpoint also reads the caller's plan (session.get(Plan, …)) when no free generation is left.
+PLAN_SQL = "SELECT * FROM plans WHERE code = $1"
+
+
+def check_sql_matches_sqlalchemy() -> None:
+    """The rewritten SQL must be what the service sends through SQLAlchemy's asyncpg dialect."""
+    from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+
+    dialect = pg_asyncpg.dialect()
+    for clause, (sql, names) in (
+        (_AUTHENTICATE, (AUTH_SQL, AUTH_ARGS)),
+        (_TAKE_FREE_GENERATION, (FREE_SQL, FREE_ARGS)),
+        (_RESERVE, (RESERVE_SQL, RESERVE_ARGS)),
+        (_ENQUEUE, (ENQUEUE_SQL, ENQUEUE_ARGS)),
+    ):
+        compiled = clause.compile(dialect=dialect)
+        if compiled.string != sql or list(compiled.positiontup or []) != names:
+            raise SystemExit(f"bare SQL differs from SQLAlchemy's rendering:\n{compiled.string}\nvs\n{sql}")
+
+
+def positional(names: list[str], values: dict[str, object]) -> list[object]:
+    return [values[name] for name in names]
+
+
+# ------------------------------------------------------------------------------------------------
+# Results and CPU accounting
+
+
+@dataclass
+class Result:
+    count: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per consumer
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile (what wrk reports)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), int(-(-p * len(sorted_values) // 100))))
+    return sorted_values[rank - 1]
+
+
+def _proc_jiffies(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
+                    pids.append(int(entry))
+    return pids
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """CPU used between ``start`` and ``stop``, as a share of one core: the server process, the
+    local PostgreSQL processes alive at both ends (the runs keep their connections open, so their
+    backends are), this process, children reaped meanwhile (wrk), and the whole machine."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.server0 = _proc_jiffies(self.server_pid) if self.server_pid else 0
+        self.pg0 = {pid: _proc_jiffies(pid) for pid in _postgres_pids()}
+        self.self0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.machine0 = _machine_jiffies()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.t0
+        server = (_proc_jiffies(self.server_pid) - self.server0) / CLK_TCK if self.server_pid else 0.0
+        pg = sum(_proc_jiffies(pid) - self.pg0.get(pid, 0) for pid in _postgres_pids()) / CLK_TCK
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy1, total1 = _machine_jiffies()
+        busy0, total0 = self.machine0
+        ncpu = os.cpu_count() or 1
+        return {
+            "server": server / wall,
+            "postgres": pg / wall,
+            "bench": (me.ru_utime + me.ru_stime - self.self0.ru_utime - self.self0.ru_stime) / wall,
+            "wrk": (kids.ru_utime + kids.ru_stime - self.kids0.ru_utime - self.kids0.ru_stime) / wall,
+            "machine": (busy1 - busy0) / max(1, total1 - total0) * ncpu,
+        }
+
+
+def cpu_text(cpu: dict[str, float], keys: tuple[str, ...]) -> str:
+    ncpu = os.cpu_count() or 1
+    parts = [f"{k} {cpu[k] * 100:.0f}%" for k in keys if k in cpu]
+    return f"cpu (% of one core): {', '.join(parts)}; machine busy {cpu['machine'] * 100:.0f}% of {ncpu * 100}%"
+
+
+# ------------------------------------------------------------------------------------------------
+# Load generators for the API
+
+
+WRK_SCRIPT = r"""
+local keys = {%(keys)s}
+local body = '%(body)s'
+local threads = {}
+local counter = 0
+
+function setup(thread)
+  thread:set("key", keys[(counter %% #keys) + 1])
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  req = wrk.format("POST", "/api/v1/generate",
+                   {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key}, body)
+  ok = 0
+  bad = 0
+  first_bad = ""
+end
+
+function request()
+  return req
+end
+
+function response(status, headers, resp_body)
+  if status == 202 then
+    ok = ok + 1
+  else
+    bad = bad + 1
+    if first_bad == "" then first_bad = status .. " " .. string.sub(resp_body, 1, 300) end
+  end
+end
+
+function done(summary, latency, requests)
+  local ok_total, bad_total, first = 0, 0, ""
+  for _, t in ipairs(threads) do
+    ok_total = ok_total + t:get("ok")
+    bad_total = bad_total + t:get("bad")
+    local f = t:get("first_bad")
+    if first == "" and f ~= nil then first = f end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "ok": %%d, "bad": %%d, '
+    .. '"connect": %%d, "read": %%d, "write": %%d, "status": %%d, "timeout": %%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), ok_total, bad_total,
+    e.connect, e.read, e.write, e.status, e.timeout))
+  if first ~= "" then io.write("WRK_FIRST_BAD " .. first .. "\n") end
+end
+"""
+
+
+def write_wrk_script(path: Path, keys: list[str]) -> None:
+    path.write_text(
+        WRK_SCRIPT % {"keys": ", ".join(f'"{k}"' for k in keys), "body": json.dumps(BODY, separators=(",", ":"))}
+    )
+
+
+def run_wrk(base_url: str, script: Path, *, concurrency: int, seconds: int) -> dict[str, object]:
+    # One connection per wrk thread: thread i always sends key i % len(keys).
+    cmd = [
+        "wrk", f"-t{concurrency}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s",
+        "-s", str(script), base_url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    result: dict[str, object] = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_RESULT "):
+            result = json.loads(line[len("WRK_RESULT "):])
+        elif line.startswith("WRK_FIRST_BAD "):
+            result["first_bad"] = line[len("WRK_FIRST_BAD "):]
+    if not result:
+        raise RuntimeError(f"wrk failed (rc {out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return result
+
+
+def api_wrk(base_url: str, keys: list[str], *, concurrency: int, seconds: int, warmup: int, workdir: Path,
+            meter: CpuMeter, on_measure_start=None) -> Result:
+    script = workdir / "generate.lua"
+    write_wrk_script(script, keys)
+    if warmup > 0:
+        run_wrk(base_url, script, concurrency=concurrency, seconds=warmup)
+    profiler = on_measure_start() if on_measure_start else None
+    meter.start()
+    r = run_wrk(base_url, script, concurrency=concurrency, seconds=seconds)
+    cpu = meter.stop()
+    if profiler is not None:
+        profiler.wait()
+    errors = int(r["bad"]) + sum(int(r[k]) for k in ("connect", "read", "write", "timeout"))
+    return Result(
+        count=int(r["ok"]),
+        seconds=int(r["duration_us"]) / 1e6,
+        p50_ms=int(r["p50_us"]) / 1000,
+        p99_ms=int(r["p99_us"]) / 1000,
+        errors=errors,
+        cpu=cpu,
+        note=str(r.get("first_bad", "")),
+    )
+
+
+async def api_httpx(base_url: str, keys: list[str], *, concurrency: int, seconds: float, warmup: float,
+                    meter: CpuMeter, on_measure_start=None) -> Result:
+    """Fallback generator: ``concurrency`` tasks on one httpx client (much costlier than wrk)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    errors = 0
+    first_bad = ""
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        record_from = time.perf_counter() + warmup
+        stop_at = record_from + seconds
+
+        async def one_client(i: int) -> None:
+            nonlocal errors, first_bad
+            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                try:
+                    resp = await client.post("/api/v1/generate", json=BODY, headers=headers)
+                    good = resp.status_code == 202
+                    if not good and not first_bad:
+                        first_bad = f"{resp.status_code} {resp.text[:300]}"
+                except httpx.HTTPError as exc:
+                    good = False
+                    first_bad = first_bad or repr(exc)
+                end = time.perf_counter()
+                if record_from <= end <= stop_at:
+                    if good:
+                        latencies.append(end - start)
+                    else:
+                        errors += 1
+
+        async def measure() -> dict[str, float]:
+            await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
+            profiler = on_measure_start() if on_measure_start else None
+            meter.start()
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            cpu = meter.stop()
+            if profiler is not None:
+                await asyncio.to_thread(profiler.wait)
+            return cpu
+
+        measuring = asyncio.create_task(measure())
+        await asyncio.gather(*(one_client(i) for i in range(concurrency)))
+        cpu = await measuring
+    latencies.sort()
+    return Result(len(latencies), seconds, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000,
+                  errors, {**cpu, "load generator (in bench)": cpu.pop("bench")}, first_bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# The bare transaction
+
+
+@dataclass(frozen=True)
+class Caller:
+    team_id: uuid.UUID
+    user_id: uuid.UUID
+    api_key: str
+
+    @property
+    def key_hash(self) -> str:
+        return hashlib.sha256(self.api_key.encode()).hexdigest()
+
+
+async def bare_run(url: str, callers: list[Caller], *, concurrency: int, seconds: float, warmup: float,
+                   meter: CpuMeter) -> Result:
+    """``concurrency`` asyncpg connections, each running the endpoint's transaction in a loop."""
+    kwargs = asyncpg_connect_kwargs(url)
+    conns = await asyncio.gather(*(asyncpg.connect(**kwargs) for _ in range(concurrency)))
+    max_attempts = Settings.model_fields["max_attempts"].default
+    latencies: list[float] = []
+    errors = 0
+    first_error = ""
+    try:
+        record_from = time.perf_counter() + warmup
+        stop_at = record_from + seconds
+
+        async def one_client(i: int) -> None:
+            nonlocal errors, first_error
+            conn = conns[i]
+            key_hash = callers[i % len(callers)].key_hash
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                try:
+                    async with conn.transaction():
+                        auth = await conn.fetchrow(AUTH_SQL, key_hash)
+                        model = await conn.fetchrow(MODEL_SQL, MODEL_ID)
+                        free_left = await conn.fetchval(FREE_SQL, auth["user_id"])
+                        assert free_left is None  # teams have no free generations: the paid path
+                        await conn.fetchrow(PLAN_SQL, auth["plan_code"])
+                        cost = DEFAULT_PRICING.image_generation(
+                            width=512, height=512, quality="standard", complexity=model["complexity_factor"],
+                            num_images=1,
+                        )
+                        job_id, reservation_id = uuid.uuid4(), uuid.uuid4()
+                        reserved = await conn.fetchrow(RESERVE_SQL, *positional(RESERVE_ARGS, {
+                            "team_id": auth["team_id"], "amount": cost, "operation": "image_generation",
+                            "job_id": job_id, "reservation_id": reservation_id, "user_id": auth["user_id"],
+                            "description": None,
+                        }))
+                        if reserved is None or reserved["from_allocation"] is None:
+                            raise RuntimeError(f"reserve failed: {reserved}")
+                        params = json.dumps({
+                            "prompt": BODY["prompt"], "negativePrompt": None, "width": 512, "height": 512,
+                            "quality": "standard", "numImages": 1, "seed": secrets.randbelow(2**32),
+                            "modelKey": model["id"],
+                        })
+                        await conn.fetchrow(ENQUEUE_SQL, *positional(ENQUEUE_ARGS, {
+                            "id": job_id, "team_id": auth["team_id"], "user_id": auth["user_id"],
+                            "type": "image_generation", "priority": 0, "params": params,
+                            "reference_model_id": model["id"], "custom_model_id": None,
+                            "provider": model["provider"], "estimated_credits": cost,
+                            "reservation_id": reservation_id, "is_free": False, "max_attempts": max_attempts,
+                        }))
+                    good = True
+                except (asyncpg.PostgresError, RuntimeError) as exc:
+                    good = False
+                    first_error = first_error or repr(exc)
+                end = time.perf_counter()
+                if record_from <= end <= stop_at:
+                    if good:
+                        latencies.append(end - start)
+                    else:
+                        errors += 1
+
+        async def measure() -> dict[str, float]:
+            await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
+            meter.start()
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            return meter.stop()
+
+        measuring = asyncio.create_task(measure())
+        await asyncio.gather(*(one_client(i) for i in range(concurrency)))
+        cpu = await measuring
+    finally:
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+    latencies.sort()
+    return Result(len(latencies), seconds, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000,
+                  errors, cpu, first_error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Database, teams and the server
+
+
+async def create_callers(url: str, n: int) -> list[Caller]:
+    db = Database.connect(url, pool_size=1)
+    try:
+        async with db.transaction() as session:
+            callers = []
+            for i in range(n):
+                created = await create_team(
+                    session, name=f"bench-{i}", plan_code="enterprise", credits_amount=Decimal("100000000"),
+                    free_generations=0,
+                )
+                callers.append(Caller(created.team_id, created.user_id, created.api_key))
+            return callers
+    finally:
+        await db.dispose()
+
+
+async def checkpoint(url: str) -> None:
+    """Start every run from a fresh checkpoint (fewer full-page writes and checkpoint spikes)."""
+    with contextlib.suppress(Exception):
+        conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
+        try:
+            await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pixelmint_executable() -> str:
+    here = Path(sys.executable).parent / "pixelmint"
+    return str(here if here.exists() else Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pixelmint")
+
+
+def start_server(url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": url, "PIXELMINT_DATA_DIR": str(data_dir), "PIXELMINT_LOG_LEVEL": "warning"}
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [pixelmint_executable(), "serve", "--port", str(port), "--no-worker"],
+        env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited ({proc.returncode}):\n{(data_dir / 'server.log').read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    return proc
+            time.sleep(0.2)
+    stop_server(proc)
+    raise RuntimeError(f"server not healthy after 90 s:\n{(data_dir / 'server.log').read_text()}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+            return
+
+
+# ------------------------------------------------------------------------------------------------
+# Optional: py-spy profile of the server during the measured API runs
+
+
+def py_spy_executable() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def start_profile(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [py_spy_executable() or "py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+         "--nonblocking", "--gil", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+FRAME = re.compile(r"\((?P<path>[^()]*?):\d+\)$")
+
+
+def frame_package(frame: str) -> str:
+    """``func (sqlalchemy/orm/session.py:123)`` → ``sqlalchemy``."""
+    match = FRAME.search(frame)
+    if not match:
+        return "other"
+    path = match.group("path")
+    return path.split("/", 1)[0] if "/" in path else path
+
+
+def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
+    """py-spy ``--format raw``: ``frame;frame;… count`` lines (a frame name may span lines)."""
+    samples: list[tuple[list[str], int]] = []
+    pending = ""
+    for line in path.read_text().splitlines():
+        pending += line
+        stack, _, count = pending.rpartition(" ")
+        if stack and count.isdigit():
+            samples.append((stack.split(";"), int(count)))
+            pending = ""
+    return samples
+
+
+def summarize_profile(path: Path, top: int = 15) -> str:
+    """Self time by package, time on the stack by package, and the hottest leaf frames."""
+    if not path.exists():
+        return f"  (no profile written to {path})"
+    by_package: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    by_leaf: collections.Counter[str] = collections.Counter()
+    total = 0
+    for frames, n in read_collapsed(path):
+        total += n
+        by_leaf[frames[-1]] += n
+        by_package[frame_package(frames[-1])] += n
+        for package in {frame_package(f) for f in frames[1:]}:  # frames[0] is the entry script
+            inclusive[package] += n
+    if not total:
+        return "  (empty profile)"
+    lines = [f"  {total} samples; self time by package: "
+             + ", ".join(f"{k} {v / total:.0%}" for k, v in by_package.most_common(12))]
+    lines.append("  on the stack (inclusive): "
+                 + ", ".join(f"{k} {v / total:.0%}" for k, v in inclusive.most_common(14)))
+    lines.append("  hottest leaf frames:")
+    lines += [f"    {v / total:5.1%}  {k}" for k, v in by_leaf.most_common(top)]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Main
+
+
+def fmt_result(kind: str, r: Result) -> str:
+    unit = "req/s" if kind == "API" else "tx/s "
+    text = f"  {kind:<4} {r.rate:8.1f} {unit}  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  ({r.count} in {r.seconds:.1f} s"
+    text += f", {r.errors} errors)" if r.errors else ")"
+    if r.note:
+        text += f"\n       first error: {r.note}"
+    return text
+
+
+async def main(args: argparse.Namespace) -> int:
+    check_sql_matches_sqlalchemy()
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
+    if args.loadgen == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install -y wrk), use --loadgen httpx")
+    if args.py_spy and not py_spy_executable():
+        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    workdir = Path(tempfile.mkdtemp(prefix="/tmp/pmbw"))
+    server_handle = None
+    admin_url = os.environ.get("DATABASE_URL")
+    bench_db = None
+    proc = None
+    results: dict[str, tuple[Result, Result]] = {}
+    try:
+        t_setup = time.monotonic()
+        if admin_url:
+            bench_db = f"pixelmint_bench_{secrets.token_hex(4)}"
+            conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
+            try:
+                await conn.execute(f'CREATE DATABASE "{bench_db}"')
+            finally:
+                await conn.close()
+            url = with_database(admin_url, bench_db)
+            where = f"database {bench_db} on DATABASE_URL"
+        else:
+            server_handle = embedded_server(Path(tempfile.mkdtemp(prefix="/tmp/pmb")), cleanup_mode="delete")
+            url = server_handle.get_uri()
+            where = f"embedded server {url}"
+        await prepare_database(url)
+        callers = await create_callers(url, SPREAD_TEAMS + 1)
+        hot, spread = callers[:1], callers[1:]
+        port = free_port()
+        proc = start_server(url, workdir, port)
+        base_url = f"http://127.0.0.1:{port}"
+        conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
+        try:
+            pg_version = await conn.fetchval("SHOW server_version")
+            sync_commit = await conn.fetchval("SHOW synchronous_commit")
+            fsync = await conn.fetchval("SHOW fsync")
+        finally:
+            await conn.close()
+        print(f"PostgreSQL {pg_version} ({where}; fsync={fsync}, synchronous_commit={sync_commit})")
+        print(f"server: pixelmint serve --no-worker on {base_url} (pid {proc.pid}); "
+              f"load generator: {'wrk' if use_wrk else 'httpx'}; {args.concurrency} clients; "
+              f"{args.seconds} s measured after {args.warmup} s warm-up; {os.cpu_count()} CPUs; "
+              f"setup took {time.monotonic() - t_setup:.1f} s")
+
+        scenarios = [("hot", "hot: 1 team (one balance row)", hot), ("spread", "spread: 32 teams (client i -> team i % 32)", spread)]
+        for name, title, team_callers in scenarios:
+            if args.only and name != args.only:
+                continue
+            print(f"\n{title}")
+            keys = [c.api_key for c in team_callers]
+            meter = CpuMeter(proc.pid)
+            profile_path = Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None
+            on_measure = (lambda p=profile_path: start_profile(proc.pid, p, args.seconds)) if profile_path else None
+            if profile_path:
+                profile_path.parent.mkdir(parents=True, exist_ok=True)
+            await checkpoint(url)
+            if use_wrk:
+                api = await asyncio.to_thread(
+                    api_wrk, base_url, keys, concurrency=args.concurrency, seconds=args.seconds,
+                    warmup=args.warmup, workdir=workdir, meter=meter, on_measure_start=on_measure,
+                )
+                print(fmt_result("API", api))
+                print("       " + cpu_text(api.cpu, ("server", "postgres", "wrk")))
+            else:
+                api = await api_httpx(
+                    base_url, keys, concurrency=args.concurrency, seconds=args.seconds, warmup=args.warmup,
+                    meter=meter, on_measure_start=on_measure,
+                )
+                print(fmt_result("API", api))
+                print("       " + cpu_text(api.cpu, ("server", "postgres", "load generator (in bench)")))
+            if profile_path:
+                print(f"  server profile ({profile_path}):")
+                print(summarize_profile(profile_path))
+            await checkpoint(url)
+            bare = await bare_run(url, team_callers, concurrency=args.concurrency, seconds=args.seconds,
+                                  warmup=args.warmup, meter=CpuMeter(None))
+            print(fmt_result("bare", bare))
+            print("       " + cpu_text(bare.cpu, ("postgres", "bench")))
+            ratio = api.rate / bare.rate if bare.rate else float("nan")
+            print(f"  API/bare throughput: {ratio:.2f}  (aim >= 0.60)")
+            results[title.split(":")[0]] = (api, bare)
+
+        print("\nsummary")
+        header = (f"{'scenario':<8} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8}   {'bare tx/s':>10} {'p50 ms':>8} "
+                  f"{'p99 ms':>8}   {'API/bare':>8}")
+        print(header)
+        print("-" * len(header))
+        for name, (api, bare) in results.items():
+            ratio = api.rate / bare.rate if bare.rate else float("nan")
+            flag = "ok" if ratio >= 0.6 else "below 0.6"
+            print(f"{name:<8} {api.rate:>10.1f} {api.p50_ms:>8.2f} {api.p99_ms:>8.2f}   {bare.rate:>10.1f} "
+                  f"{bare.p50_ms:>8.2f} {bare.p99_ms:>8.2f}   {ratio:>8.2f}  {flag}")
+        failed = any(api.errors or bare.errors or not api.count or not bare.count for api, bare in results.values())
+        return 1 if failed else 0
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        if bench_db and admin_url:
+            with contextlib.suppress(Exception):
+                conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
+                try:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
+                finally:
+                    await conn.close()
+        if server_handle is not None:
+            server_handle.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per run (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each run (default 2)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto",
+                        help="API load generator (auto: wrk if installed, else httpx)")
+    parser.add_argument("--only", choices=("hot", "spread"), help="run one scenario")
+    parser.add_argument("--py-spy", metavar="DIR", help="profile the server with py-spy during the measured API "
+                        "runs (collapsed stacks into DIR; slows the server, so the numbers are not comparable)")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        sys.exit(asyncio.run(main(arguments)))
+    sys.exit(uvloop.run(main(arguments)))
