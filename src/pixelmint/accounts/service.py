@@ -42,6 +42,8 @@ class Principal:
     user_id: uuid.UUID
     api_key_id: uuid.UUID
     plan_code: str
+    # The plan's paid-job concurrency; 0 means the team runs only free generations.
+    plan_max_concurrent_jobs: int
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,8 @@ async def create_team(
 
 
 _AUTHENTICATE = text("""
-SELECT k.id AS api_key_id, k.team_id, k.user_id, t.plan_code
-  FROM api_keys k JOIN teams t ON t.id = k.team_id
+SELECT k.id AS api_key_id, k.team_id, k.user_id, t.plan_code, p.max_concurrent_jobs
+  FROM api_keys k JOIN teams t ON t.id = k.team_id JOIN plans p ON p.code = t.plan_code
  WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL
 """)
 
@@ -115,7 +117,10 @@ async def authenticate(session: AsyncSession, api_key: str | None) -> Principal:
     row = (await session.execute(_AUTHENTICATE, {"key_hash": hash_api_key(api_key)})).one_or_none()
     if row is None:
         raise Unauthorized("Invalid or revoked API key.", code="invalid_api_key")
-    return Principal(team_id=row.team_id, user_id=row.user_id, api_key_id=row.api_key_id, plan_code=row.plan_code)
+    return Principal(
+        team_id=row.team_id, user_id=row.user_id, api_key_id=row.api_key_id, plan_code=row.plan_code,
+        plan_max_concurrent_jobs=row.max_concurrent_jobs,
+    )
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:

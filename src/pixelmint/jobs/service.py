@@ -19,7 +19,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
-from pixelmint.accounts.tables import Plan
 from pixelmint.catalog import service as catalog
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
@@ -158,9 +157,7 @@ async def submit_generation(
     reservation = None
     if free_left is None:
         free_left = 0
-        plan = await session.get(Plan, principal.plan_code)
-        assert plan is not None
-        if plan.max_concurrent_jobs == 0:
+        if principal.plan_max_concurrent_jobs == 0:
             balance = await credits.get_balance(session, principal.team_id)
             available = balance.allocation_credits + balance.bonus_credits
             if available < cost:
