@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Throughput of ``POST /api/v1/generate`` against the bare SQL transaction it stands on.
 
-Run (about a minute with the defaults)::
+Run (about a minute with the defaults; wants ``wrk`` — ``apt-get install -y wrk`` — else it falls
+back to a much costlier httpx load generator)::
 
-    /work/main/.venv/bin/python benchmarks/bench_generate.py            # embedded PostgreSQL
+    cd /work/main && .venv/bin/python benchmarks/bench_generate.py              # embedded PostgreSQL
     DATABASE_URL=postgresql://user:pw@host/db .venv/bin/python benchmarks/bench_generate.py
-    .venv/bin/python benchmarks/bench_generate.py --seconds 20 --py-spy /tmp/prof   # + server profile
+    .venv/bin/python benchmarks/bench_generate.py --seconds 20 --py-spy /tmp/prof  # + server profile
 
 What it does: gets a PostgreSQL (a fresh ``pixelmint_bench_<random>`` database on ``DATABASE_URL``,
 else a throw-away embedded server), migrates it, creates 33 enterprise teams with plenty of credits
@@ -17,9 +18,12 @@ scenarios — *hot* (every client charges the same team: one contended ``credit_
 - API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
   connection per wrk thread, so client i keeps its team) or, without wrk, an httpx generator;
 - bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
-  ``BEGIN; _AUTHENTICATE; reference model; _TAKE_FREE_GENERATION; plan; _RESERVE; _ENQUEUE; COMMIT``
+  ``BEGIN; _AUTHENTICATE; reference model; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT``
   with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
-  asyncpg dialect does; checked at start-up).
+  asyncpg dialect does; checked at start-up). These are the seven round trips one paid request
+  makes (``get_principal`` + ``submit_generation`` as of this writing: keep ``bare_run`` in step
+  when they change); the API also sends a coalesced ``NOTIFY`` after the commit, which the bare
+  run leaves out.
 
 and prints req/s, p50 and p99 latency of each, the ratio API/bare throughput (project aim: >= 0.6)
 and where the CPU went (server process, PostgreSQL backends, load generator) on this machine.
@@ -89,9 +93,7 @@ AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
 FREE_SQL, FREE_ARGS = to_dollar_params(_TAKE_FREE_GENERATION.text)
 RESERVE_SQL, RESERVE_ARGS = to_dollar_params(_RESERVE.text)
 ENQUEUE_SQL, ENQUEUE_ARGS = to_dollar_params(_ENQUEUE.text)
-MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"
-# The endpoint also reads the caller's plan (session.get(Plan, …)) when no free generation is left.
-PLAN_SQL = "SELECT * FROM plans WHERE code = $1"
+MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"  # catalog.get_active_model: session.get
 
 
 def check_sql_matches_sqlalchemy() -> None:
@@ -150,14 +152,37 @@ def _proc_jiffies(pid: int) -> int:
         return 0
 
 
-def _postgres_pids() -> list[int]:
-    pids = []
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _postgres_pids(postmaster: int | None) -> list[int]:
+    """The postmaster and its children (backends, walwriter, …): only the server under test."""
+    if postmaster is None:
+        return []
+    pids = [postmaster]
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
-                    pids.append(int(entry))
+        if entry.isdigit() and _ppid(int(entry)) == postmaster:
+            pids.append(int(entry))
     return pids
+
+
+async def find_postmaster(url: str) -> int | None:
+    """The local postmaster serving ``url`` (parent of one of its backends), or ``None`` if the
+    server is not on this machine."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        with contextlib.suppress(OSError):  # read while the backend lives
+            if Path(f"/proc/{backend}/comm").read_text().strip() == "postgres":
+                return _ppid(backend)
+        return None
+    finally:
+        await conn.close()
 
 
 def _machine_jiffies() -> tuple[int, int]:
@@ -172,13 +197,14 @@ class CpuMeter:
     local PostgreSQL processes alive at both ends (the runs keep their connections open, so their
     backends are), this process, children reaped meanwhile (wrk), and the whole machine."""
 
-    def __init__(self, server_pid: int | None) -> None:
+    def __init__(self, server_pid: int | None, postmaster: int | None) -> None:
         self.server_pid = server_pid
+        self.postmaster = postmaster
 
     def start(self) -> None:
         self.t0 = time.monotonic()
         self.server0 = _proc_jiffies(self.server_pid) if self.server_pid else 0
-        self.pg0 = {pid: _proc_jiffies(pid) for pid in _postgres_pids()}
+        self.pg0 = {pid: _proc_jiffies(pid) for pid in _postgres_pids(self.postmaster)}
         self.self0 = resource.getrusage(resource.RUSAGE_SELF)
         self.kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.machine0 = _machine_jiffies()
@@ -186,7 +212,7 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
         server = (_proc_jiffies(self.server_pid) - self.server0) / CLK_TCK if self.server_pid else 0.0
-        pg = sum(_proc_jiffies(pid) - self.pg0.get(pid, 0) for pid in _postgres_pids()) / CLK_TCK
+        pg = sum(_proc_jiffies(pid) - self.pg0.get(pid, 0) for pid in _postgres_pids(self.postmaster)) / CLK_TCK
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy1, total1 = _machine_jiffies()
@@ -194,16 +220,24 @@ class CpuMeter:
         ncpu = os.cpu_count() or 1
         return {
             "server": server / wall,
-            "postgres": pg / wall,
+            "postgres": pg / wall if self.postmaster else float("nan"),
             "bench": (me.ru_utime + me.ru_stime - self.self0.ru_utime - self.self0.ru_stime) / wall,
             "wrk": (kids.ru_utime + kids.ru_stime - self.kids0.ru_utime - self.kids0.ru_stime) / wall,
             "machine": (busy1 - busy0) / max(1, total1 - total0) * ncpu,
         }
 
 
+async def machine_busy(seconds: float) -> float:
+    """Busy share of the whole machine (in cores) over ``seconds`` of this process sleeping."""
+    busy0, total0 = _machine_jiffies()
+    await asyncio.sleep(seconds)
+    busy1, total1 = _machine_jiffies()
+    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
 def cpu_text(cpu: dict[str, float], keys: tuple[str, ...]) -> str:
     ncpu = os.cpu_count() or 1
-    parts = [f"{k} {cpu[k] * 100:.0f}%" for k in keys if k in cpu]
+    parts = [f"{k} {cpu[k] * 100:.0f}%" if cpu[k] == cpu[k] else f"{k} n/a" for k in keys if k in cpu]
     return f"cpu (% of one core): {', '.join(parts)}; machine busy {cpu['machine'] * 100:.0f}% of {ncpu * 100}%"
 
 
@@ -399,8 +433,8 @@ async def bare_run(url: str, callers: list[Caller], *, concurrency: int, seconds
                         auth = await conn.fetchrow(AUTH_SQL, key_hash)
                         model = await conn.fetchrow(MODEL_SQL, MODEL_ID)
                         free_left = await conn.fetchval(FREE_SQL, auth["user_id"])
-                        assert free_left is None  # teams have no free generations: the paid path
-                        await conn.fetchrow(PLAN_SQL, auth["plan_code"])
+                        if free_left is not None:
+                            raise RuntimeError("the bench teams should have no free generations")
                         cost = DEFAULT_PRICING.image_generation(
                             width=512, height=512, quality="standard", complexity=model["complexity_factor"],
                             num_images=1,
@@ -596,7 +630,8 @@ def summarize_profile(path: Path, top: int = 15) -> str:
 
 def fmt_result(kind: str, r: Result) -> str:
     unit = "req/s" if kind == "API" else "tx/s "
-    text = f"  {kind:<4} {r.rate:8.1f} {unit}  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  ({r.count} in {r.seconds:.1f} s"
+    text = f"  {kind:<4} {r.rate:8.1f} {unit}  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
+    text += f"  ({r.count} in {r.seconds:.1f} s"
     text += f", {r.errors} errors)" if r.errors else ")"
     if r.note:
         text += f"\n       first error: {r.note}"
@@ -612,6 +647,7 @@ async def main(args: argparse.Namespace) -> int:
         raise SystemExit("py-spy is not installed (pip install py-spy)")
     workdir = Path(tempfile.mkdtemp(prefix="/tmp/pmbw"))
     server_handle = None
+    embedded_dir: Path | None = None
     admin_url = os.environ.get("DATABASE_URL")
     bench_db = None
     proc = None
@@ -628,7 +664,8 @@ async def main(args: argparse.Namespace) -> int:
             url = with_database(admin_url, bench_db)
             where = f"database {bench_db} on DATABASE_URL"
         else:
-            server_handle = embedded_server(Path(tempfile.mkdtemp(prefix="/tmp/pmb")), cleanup_mode="delete")
+            embedded_dir = Path(tempfile.mkdtemp(prefix="/tmp/pmb"))
+            server_handle = embedded_server(embedded_dir, cleanup_mode="delete")
             url = server_handle.get_uri()
             where = f"embedded server {url}"
         await prepare_database(url)
@@ -644,19 +681,27 @@ async def main(args: argparse.Namespace) -> int:
             fsync = await conn.fetchval("SHOW fsync")
         finally:
             await conn.close()
+        postmaster = await find_postmaster(url)
         print(f"PostgreSQL {pg_version} ({where}; fsync={fsync}, synchronous_commit={sync_commit})")
         print(f"server: pixelmint serve --no-worker on {base_url} (pid {proc.pid}); "
               f"load generator: {'wrk' if use_wrk else 'httpx'}; {args.concurrency} clients; "
               f"{args.seconds} s measured after {args.warmup} s warm-up; {os.cpu_count()} CPUs; "
               f"setup took {time.monotonic() - t_setup:.1f} s")
+        idle_busy = await machine_busy(1.0)
+        if idle_busy > 0.15:
+            print(f"WARNING: the machine was {idle_busy * 100:.0f}% busy (of {os.cpu_count() * 100}%) before the "
+                  "runs: something else is running, the numbers will be low and noisy")
 
-        scenarios = [("hot", "hot: 1 team (one balance row)", hot), ("spread", "spread: 32 teams (client i -> team i % 32)", spread)]
+        scenarios = [
+            ("hot", "hot: 1 team (one balance row)", hot),
+            ("spread", "spread: 32 teams (client i -> team i % 32)", spread),
+        ]
         for name, title, team_callers in scenarios:
             if args.only and name != args.only:
                 continue
             print(f"\n{title}")
             keys = [c.api_key for c in team_callers]
-            meter = CpuMeter(proc.pid)
+            meter = CpuMeter(proc.pid, postmaster)
             profile_path = Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None
             on_measure = (lambda p=profile_path: start_profile(proc.pid, p, args.seconds)) if profile_path else None
             if profile_path:
@@ -681,7 +726,7 @@ async def main(args: argparse.Namespace) -> int:
                 print(summarize_profile(profile_path))
             await checkpoint(url)
             bare = await bare_run(url, team_callers, concurrency=args.concurrency, seconds=args.seconds,
-                                  warmup=args.warmup, meter=CpuMeter(None))
+                                  warmup=args.warmup, meter=CpuMeter(None, postmaster))
             print(fmt_result("bare", bare))
             print("       " + cpu_text(bare.cpu, ("postgres", "bench")))
             ratio = api.rate / bare.rate if bare.rate else float("nan")
@@ -711,7 +756,9 @@ async def main(args: argparse.Namespace) -> int:
                 finally:
                     await conn.close()
         if server_handle is not None:
-            server_handle.cleanup()
+            server_handle.cleanup()  # stops the server and deletes <dir>/pg
+        if embedded_dir is not None:
+            shutil.rmtree(embedded_dir, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
