@@ -18,7 +18,8 @@ scenarios — *hot* (every client charges the same team: one contended ``credit_
 - API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
   connection per wrk thread, so client i keeps its team) or, without wrk, an httpx generator;
 - bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
-  ``BEGIN; _AUTHENTICATE; reference model; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT``
+  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
+  from a per-process cache in both)
   with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
   asyncpg dialect does; checked at start-up). These are the seven round trips one paid request
   makes (``get_principal`` + ``submit_generation`` as of this writing: keep ``bare_run`` in step
@@ -93,7 +94,7 @@ AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
 FREE_SQL, FREE_ARGS = to_dollar_params(_TAKE_FREE_GENERATION.text)
 RESERVE_SQL, RESERVE_ARGS = to_dollar_params(_RESERVE.text)
 ENQUEUE_SQL, ENQUEUE_ARGS = to_dollar_params(_ENQUEUE.text)
-MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"  # catalog.get_active_model: session.get
+MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"  # catalog.get_pricing_info (cached 5 s)
 
 
 def check_sql_matches_sqlalchemy() -> None:
@@ -160,15 +161,25 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-def _postgres_pids(postmaster: int | None) -> list[int]:
-    """The postmaster and its children (backends, walwriter, …): only the server under test."""
-    if postmaster is None:
+def _with_children(parent: int | None) -> list[int]:
+    """A process and its direct children."""
+    if parent is None:
         return []
-    pids = [postmaster]
+    pids = [parent]
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ppid(int(entry)) == postmaster:
+        if entry.isdigit() and _ppid(int(entry)) == parent:
             pids.append(int(entry))
     return pids
+
+
+def _postgres_pids(postmaster: int | None) -> list[int]:
+    """The postmaster and its children (backends, walwriter, …): only the server under test."""
+    return _with_children(postmaster)
+
+
+def _server_jiffies(server_pid: int | None) -> int:
+    """The API server and its worker processes (``serve --processes N``)."""
+    return sum(_proc_jiffies(pid) for pid in _with_children(server_pid))
 
 
 async def find_postmaster(url: str) -> int | None:
@@ -203,7 +214,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self.t0 = time.monotonic()
-        self.server0 = _proc_jiffies(self.server_pid) if self.server_pid else 0
+        self.server0 = _server_jiffies(self.server_pid)
         self.pg0 = {pid: _proc_jiffies(pid) for pid in _postgres_pids(self.postmaster)}
         self.self0 = resource.getrusage(resource.RUSAGE_SELF)
         self.kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -211,7 +222,7 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
-        server = (_proc_jiffies(self.server_pid) - self.server0) / CLK_TCK if self.server_pid else 0.0
+        server = (_server_jiffies(self.server_pid) - self.server0) / CLK_TCK if self.server_pid else 0.0
         pg = sum(_proc_jiffies(pid) - self.pg0.get(pid, 0) for pid in _postgres_pids(self.postmaster)) / CLK_TCK
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -418,6 +429,9 @@ async def bare_run(url: str, callers: list[Caller], *, concurrency: int, seconds
     latencies: list[float] = []
     errors = 0
     first_error = ""
+    # The API keeps active reference models in a 5-second per-process cache
+    # (catalog.get_pricing_info): read once, as the API does in steady state.
+    model = await conns[0].fetchrow(MODEL_SQL, MODEL_ID)
     try:
         record_from = time.perf_counter() + warmup
         stop_at = record_from + seconds
@@ -431,7 +445,6 @@ async def bare_run(url: str, callers: list[Caller], *, concurrency: int, seconds
                 try:
                     async with conn.transaction():
                         auth = await conn.fetchrow(AUTH_SQL, key_hash)
-                        model = await conn.fetchrow(MODEL_SQL, MODEL_ID)
                         free_left = await conn.fetchval(FREE_SQL, auth["user_id"])
                         if free_left is not None:
                             raise RuntimeError("the bench teams should have no free generations")
@@ -527,11 +540,11 @@ def pixelmint_executable() -> str:
     return str(here if here.exists() else Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pixelmint")
 
 
-def start_server(url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(url: str, data_dir: Path, port: int, processes: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATABASE_URL": url, "PIXELMINT_DATA_DIR": str(data_dir), "PIXELMINT_LOG_LEVEL": "warning"}
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [pixelmint_executable(), "serve", "--port", str(port), "--no-worker"],
+        [pixelmint_executable(), "serve", "--port", str(port), "--no-worker", "--processes", str(processes)],
         env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 90
@@ -672,7 +685,7 @@ async def main(args: argparse.Namespace) -> int:
         callers = await create_callers(url, SPREAD_TEAMS + 1)
         hot, spread = callers[:1], callers[1:]
         port = free_port()
-        proc = start_server(url, workdir, port)
+        proc = start_server(url, workdir, port, args.processes)
         base_url = f"http://127.0.0.1:{port}"
         conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
         try:
@@ -769,6 +782,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto",
                         help="API load generator (auto: wrk if installed, else httpx)")
+    parser.add_argument("--processes", type=int, default=1, help="API server processes (default 1)")
     parser.add_argument("--only", choices=("hot", "spread"), help="run one scenario")
     parser.add_argument("--py-spy", metavar="DIR", help="profile the server with py-spy during the measured API "
                         "runs (collapsed stacks into DIR; slows the server, so the numbers are not comparable)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from decimal import Decimal, InvalidOperation
@@ -35,8 +36,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run a worker in-process.")] = True,
+    processes: Annotated[int, typer.Option(help="API processes (each with its own worker unless --no-worker).")] = 1,
 ) -> None:
-    """Run the HTTP API (and, unless --no-worker, one in-process worker)."""
+    """Run the HTTP API (and, unless --no-worker, one in-process worker per API process)."""
     import uvicorn
 
     from pixelmint.api.app import create_app
@@ -49,7 +51,15 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
     # lets atexit stop the embedded PostgreSQL server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(settings, handle.url, run_worker=worker), host=host, port=port, log_level="warning")
+    if processes > 1:
+        os.environ["DATABASE_URL"] = handle.url
+        os.environ["PIXELMINT_SERVE_WORKER"] = "1" if worker else "0"
+        uvicorn.run(
+            "pixelmint.api.app:create_app_from_environment", factory=True, workers=processes,
+            host=host, port=port, log_level="warning",
+        )
+    else:
+        uvicorn.run(create_app(settings, handle.url, run_worker=worker), host=host, port=port, log_level="warning")
 
 
 @app.command()

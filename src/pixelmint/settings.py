@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "PIXELMINT_DATABASE_URL")
     )
-    db_pool_size: int = 20
+    db_pool_size: int = 32
     # Secret for HMAC-signed local image URLs; generated once into the data directory when unset.
     secret_key: str | None = None
     public_url: str | None = None

@@ -49,3 +49,15 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         return {"status": "ok"}
 
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """App factory for multi-process serving (``pixelmint serve --processes N``): the parent
+    resolves the database and passes it in ``DATABASE_URL``; ``PIXELMINT_SERVE_WORKER=0`` turns
+    the in-process worker off."""
+    import os
+
+    settings = Settings()
+    if not settings.database_url:
+        raise RuntimeError("create_app_from_environment needs DATABASE_URL")
+    return create_app(settings, settings.database_url, run_worker=os.environ.get("PIXELMINT_SERVE_WORKER", "1") == "1")

@@ -17,7 +17,7 @@ from pixelmint.accounts.service import Principal, authenticate
 from pixelmint.api.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 

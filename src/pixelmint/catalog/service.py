@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 
@@ -52,7 +54,40 @@ async def list_models(session: AsyncSession, *, category: str | None = None) -> 
 
 
 async def get_active_model(session: AsyncSession, model_id: str) -> ReferenceModel:
+    """An active reference model. Raises ``NotFound`` (model_not_found)."""
     model = await session.get(ReferenceModel, model_id)
     if model is None or not model.is_active:
         raise NotFound(f"No reference model {model_id!r}.", code="model_not_found")
     return model
+
+
+@dataclass(frozen=True)
+class ModelPricingInfo:
+    id: str
+    complexity_factor: Decimal
+    provider: str
+
+
+_CACHE_SECONDS = 5.0
+_pricing_cache: dict[tuple[str, str], tuple[float, ModelPricingInfo | None]] = {}
+
+
+async def get_pricing_info(session: AsyncSession, model_id: str) -> ModelPricingInfo:
+    """What generation needs of an active reference model, cached per process for 5 seconds
+    (the catalog changes rarely; a deactivation takes effect within that time). Raises
+    ``NotFound`` (model_not_found)."""
+    key = (str(session.bind.url), model_id)
+    now = time.monotonic()
+    hit = _pricing_cache.get(key)
+    if hit is None or hit[0] < now:
+        model = await session.get(ReferenceModel, model_id)
+        info = (
+            ModelPricingInfo(model.id, model.complexity_factor, model.provider)
+            if model is not None and model.is_active
+            else None
+        )
+        hit = (now + _CACHE_SECONDS, info)
+        _pricing_cache[key] = hit
+    if hit[1] is None:
+        raise NotFound(f"No reference model {model_id!r}.", code="model_not_found")
+    return hit[1]

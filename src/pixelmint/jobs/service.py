@@ -93,7 +93,7 @@ async def resolve_model(session: AsyncSession, principal: Principal, request: Ge
     """The model to generate from. Raises ``NotFound`` (model_not_found) for an unknown, inactive,
     deleted or another team's model and ``Conflict`` (model_not_ready) for an untrained one."""
     if request.reference_model_id is not None:
-        model = await catalog.get_active_model(session, request.reference_model_id)
+        model = await catalog.get_pricing_info(session, request.reference_model_id)
         return ResolvedModel(model.id, None, model.complexity_factor, model.provider, model.id)
     custom = await session.scalar(
         select(CustomModel).where(
@@ -106,7 +106,7 @@ async def resolve_model(session: AsyncSession, principal: Principal, request: Ge
         raise Conflict("This custom model was deleted.", code="model_deleted")
     if custom.status != "ready":
         raise Conflict(f"This custom model is {custom.status}, not ready.", code="model_not_ready")
-    reference = await catalog.get_active_model(session, custom.reference_model_id)
+    reference = await catalog.get_pricing_info(session, custom.reference_model_id)
     return ResolvedModel(
         reference.id, custom.id, reference.complexity_factor, reference.provider,
         f"custom:{custom.id}:v{custom.version}",
