@@ -21,7 +21,7 @@ scenarios — *hot* (every client charges the same team: one contended ``credit_
   ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
   from a per-process cache in both)
   with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
-  asyncpg dialect does; checked at start-up). These are the seven round trips one paid request
+  asyncpg dialect does; checked at start-up). These are the round trips one paid request
   makes (``get_principal`` + ``submit_generation`` as of this writing: keep ``bare_run`` in step
   when they change); the API also sends a coalesced ``NOTIFY`` after the commit, which the bare
   run leaves out.
