@@ -148,8 +148,9 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision``. The schema comes only from here."""
+def migrate(url: str, revision: str = "heads") -> None:
+    """Apply Alembic migrations up to ``revision`` (all branch heads by default). The schema
+    comes only from here."""
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
