@@ -7,6 +7,7 @@ from typing import Any
 from pixelmint.catalog import service as catalog
 from pixelmint.kit.db import Database, embedded_server, migrate
 from pixelmint.settings import Settings
+from pixelmint.storage.backend import Storage
 
 
 class DatabaseHandle:
@@ -24,8 +25,9 @@ def resolve_database(settings: Settings) -> DatabaseHandle:
     return DatabaseHandle(server.get_uri(), server)
 
 
-async def prepare_database(url: str) -> None:
-    """Apply migrations and upsert the catalog seed data."""
+async def prepare_database(url: str, storage: Storage | None = None) -> None:
+    """Apply migrations and upsert the catalog seed data; with ``storage``, also render the
+    catalog's missing preview images."""
     import asyncio
 
     await asyncio.to_thread(migrate, url)
@@ -33,5 +35,7 @@ async def prepare_database(url: str) -> None:
     try:
         async with db.transaction() as session:
             await catalog.seed(session)
+            if storage is not None:
+                await catalog.seed_previews(session, storage)
     finally:
         await db.dispose()

@@ -16,6 +16,7 @@ import typer
 from pixelmint.bootstrap import prepare_database, resolve_database
 from pixelmint.kit.logging import configure_logging
 from pixelmint.settings import get_settings
+from pixelmint.storage.backend import from_settings as storage_from_settings
 
 app = typer.Typer(help="Pixelmint: self-hostable, credit-metered AI image generation.", no_args_is_help=True)
 admin = typer.Typer(help="Administration: teams, credits, ledger checks.", no_args_is_help=True)
@@ -46,7 +47,7 @@ def serve(
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     handle = resolve_database(settings)
-    asyncio.run(prepare_database(handle.url))
+    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
     typer.echo(f"Pixelmint on http://{host}:{port}  (data: {settings.data_dir})", err=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
     # lets atexit stop the embedded PostgreSQL server.
@@ -74,7 +75,7 @@ def worker(
     handle = resolve_database(settings)
 
     async def main() -> None:
-        await prepare_database(handle.url)
+        await prepare_database(handle.url, storage_from_settings(settings))
         if concurrency:
             settings.worker_concurrency = concurrency
         runtime = await Runtime.start(settings, handle.url, run_worker=True)
@@ -92,8 +93,9 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply migrations and seed the catalog."""
-    handle = resolve_database(get_settings())
-    asyncio.run(prepare_database(handle.url))
+    settings = get_settings()
+    handle = resolve_database(settings)
+    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
     typer.echo("database is at head")
 
 

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Secret for HMAC-signed local image URLs; generated once into the data directory when unset.
     secret_key: str | None = None
     public_url: str | None = None
+    # Bearer token for /api/v1/admin/*; the admin API is disabled while unset.
+    admin_token: str | None = None
     log_level: str = "info"
     log_json: bool = False
 

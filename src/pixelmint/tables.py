@@ -3,8 +3,8 @@
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
 from pixelmint.catalog.tables import ReferenceModel
 from pixelmint.credits.tables import CreditBalance, CreditReservation, CreditTransaction
-from pixelmint.custom_models.tables import CustomModel
-from pixelmint.jobs.tables import Job, JobAttempt, TeamDispatch
+from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
+from pixelmint.jobs.tables import Job, JobAttempt, JobLog, TeamDispatch
 from pixelmint.kit.db import Base
 from pixelmint.storage.tables import Image
 
@@ -16,9 +16,11 @@ __all__ = [
     "CreditReservation",
     "CreditTransaction",
     "CustomModel",
+    "CustomModelVersion",
     "Image",
     "Job",
     "JobAttempt",
+    "JobLog",
     "Plan",
     "ReferenceModel",
     "Team",

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from pixelmint.api.deps import RuntimeDep
 from pixelmint.api.errors import install_error_handlers
 from pixelmint.api.runtime import Runtime
+from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
 from pixelmint.catalog.endpoints import router as catalog_router
 from pixelmint.credits.endpoints import router as credits_router
 from pixelmint.jobs.endpoints import router as generate_router
@@ -39,7 +40,9 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (catalog_router, generate_router, credits_router, images_router, files_router):
+    for router in (
+        catalog_router, catalog_admin_router, generate_router, credits_router, images_router, files_router
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

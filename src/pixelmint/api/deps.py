@@ -6,6 +6,7 @@ that write commit explicitly, so that the commit happens before the answer is se
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal, authenticate
 from pixelmint.api.runtime import Runtime
+from pixelmint.kit.errors import Forbidden, Unauthorized
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -42,6 +44,21 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def require_admin(
+    runtime: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Admin endpoints take ``Authorization: Bearer <PIXELMINT_ADMIN_TOKEN>``; without that setting
+    they are disabled (403)."""
+    token = runtime.settings.admin_token
+    if not token:
+        raise Forbidden("Admin API is disabled: set PIXELMINT_ADMIN_TOKEN.", code="admin_disabled")
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise Unauthorized("Invalid admin token.", code="invalid_admin_token")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
 
 
 def base_url(request: Request, runtime: Runtime) -> str:

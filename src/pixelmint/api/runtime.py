@@ -11,7 +11,8 @@ from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
-from pixelmint.storage.backend import LocalStorage
+from pixelmint.storage.backend import Storage
+from pixelmint.storage.backend import from_settings as storage_from_settings
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Runtime:
     settings: Settings
     db: Database
     events: JobEvents
-    storage: LocalStorage
+    storage: Storage
     providers: Providers
     pricing: Pricing = DEFAULT_PRICING
     worker: Worker | None = None
@@ -34,7 +35,7 @@ class Runtime:
             settings=settings,
             db=db,
             events=events,
-            storage=LocalStorage(settings.storage_dir, settings.resolved_secret_key()),
+            storage=storage_from_settings(settings),
             providers=Providers.from_settings(settings),
         )
         if run_worker:

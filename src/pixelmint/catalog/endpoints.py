@@ -1,16 +1,27 @@
-"""``/api/v1/reference-models``: the catalog."""
+"""``/api/v1/reference-models``: the catalog; ``/api/v1/admin/reference-models``: its upkeep."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
 
-from pixelmint.api.deps import PrincipalDep, SessionDep
+from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, base_url
 from pixelmint.catalog import service
+from pixelmint.catalog.tables import ReferenceModel
+from pixelmint.kit.pagination import decode_cursor, encode_cursor
 from pixelmint.kit.schemas import CamelModel, Credits
 
 router = APIRouter(prefix="/api/v1/reference-models", tags=["catalog"])
+admin_router = APIRouter(prefix="/api/v1/admin/reference-models", tags=["admin"])
+
+
+class PreviewOut(CamelModel):
+    url: str
+    width: int
+    height: int
+    seed: int
 
 
 class ReferenceModelOut(CamelModel):
@@ -22,20 +33,105 @@ class ReferenceModelOut(CamelModel):
     popularity: int
     characteristics: dict[str, Any]
     provider: str
+    provider_models: dict[str, str]
+    preview_images: list[PreviewOut]
+    is_active: bool
 
 
-class ReferenceModelList(CamelModel):
+class ReferenceModelPage(CamelModel):
     items: list[ReferenceModelOut]
+    next_cursor: str | None
 
 
-@router.get("", response_model=ReferenceModelList, summary="The reference-model catalog")
+def present(model: ReferenceModel, runtime, request: Request) -> ReferenceModelOut:  # type: ignore[no-untyped-def]
+    url_base, ttl = base_url(request, runtime), runtime.settings.signed_url_ttl_seconds
+    return ReferenceModelOut(
+        id=model.id, name=model.name, category=model.category, description=model.description,
+        complexity_factor=model.complexity_factor, popularity=model.popularity,
+        characteristics=model.characteristics, provider=model.provider, provider_models=model.provider_models,
+        preview_images=[
+            PreviewOut(url=runtime.storage.url(p["key"], base_url=url_base, ttl_seconds=ttl),
+                       width=p["width"], height=p["height"], seed=p["seed"])
+            for p in model.preview_images
+        ],
+        is_active=model.is_active,
+    )
+
+
+@router.get("", response_model=ReferenceModelPage, summary="Browse the reference-model catalog")
 async def list_reference_models(
-    principal: PrincipalDep, session: SessionDep, category: str | None = None
-) -> ReferenceModelList:
-    models = await service.list_models(session, category=category)
-    return ReferenceModelList(items=[ReferenceModelOut.model_validate(m) for m in models])
+    principal: PrincipalDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    category: Annotated[Literal[service.CATEGORIES] | None, Query()] = None,  # type: ignore[valid-type]
+    q: Annotated[str | None, Query(max_length=200, description="Text search in name, description, characteristics")] = None,
+    sort: Annotated[Literal["popularity", "name"], Query()] = "popularity",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> ReferenceModelPage:
+    after = tuple(decode_cursor(cursor)) if cursor else None
+    page = await service.list_models(session, category=category, search=q, sort=sort, limit=limit, after=after)  # type: ignore[arg-type]
+    return ReferenceModelPage(
+        items=[present(m, runtime, request) for m in page.items],
+        next_cursor=encode_cursor(*page.next_after) if page.next_after else None,
+    )
 
 
 @router.get("/{model_id}", response_model=ReferenceModelOut, summary="One reference model")
-async def get_reference_model(model_id: str, principal: PrincipalDep, session: SessionDep) -> ReferenceModelOut:
-    return ReferenceModelOut.model_validate(await service.get_active_model(session, model_id))
+async def get_reference_model(
+    model_id: str, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> ReferenceModelOut:
+    return present(await service.get_model(session, model_id), runtime, request)
+
+
+class ReferenceModelIn(CamelModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,99}$", examples=["fashion-noir"])
+    name: str = Field(min_length=1, max_length=200)
+    category: Literal[service.CATEGORIES]  # type: ignore[valid-type]
+    description: str = Field("", max_length=2000)
+    complexity_factor: float = Field(gt=0, le=10)
+    popularity: int = Field(0, ge=0)
+    characteristics: dict[str, Any] = {}
+    provider: str = "default"
+    provider_models: dict[str, str] = {}
+
+
+class ReferenceModelPatch(CamelModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    category: Literal[service.CATEGORIES] | None = None  # type: ignore[valid-type]
+    description: str | None = Field(None, max_length=2000)
+    complexity_factor: float | None = Field(None, gt=0, le=10)
+    popularity: int | None = Field(None, ge=0)
+    characteristics: dict[str, Any] | None = None
+    provider: str | None = None
+    provider_models: dict[str, str] | None = None
+    is_active: bool | None = None
+
+
+@admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model")
+async def create_reference_model(
+    body: ReferenceModelIn, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> ReferenceModelOut:
+    model = await service.create_model(session, body.model_dump())
+    await service.seed_previews(session, runtime.storage)
+    await session.commit()
+    return present(model, runtime, request)
+
+
+@admin_router.patch("/{model_id}", response_model=ReferenceModelOut, summary="Change or (de)activate a reference model")
+async def update_reference_model(
+    model_id: str, body: ReferenceModelPatch, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> ReferenceModelOut:
+    model = await service.update_model(session, model_id, body.model_dump(exclude_unset=True))
+    await session.commit()
+    return present(model, runtime, request)
+
+
+@admin_router.delete("/{model_id}", response_model=ReferenceModelOut, summary="Deactivate a reference model")
+async def deactivate_reference_model(
+    model_id: str, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> ReferenceModelOut:
+    model = await service.update_model(session, model_id, {"is_active": False})
+    await session.commit()
+    return present(model, runtime, request)

@@ -23,7 +23,12 @@ class ReferenceModel(Base):
     complexity_factor: Mapped[Decimal] = mapped_column(Numeric(4, 2))
     popularity: Mapped[int] = mapped_column(server_default=text("0"))
     characteristics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    provider: Mapped[str] = mapped_column(String(50), server_default="procedural")
+    # "default" (the server's PIXELMINT_DEFAULT_PROVIDER) or a provider name
+    provider: Mapped[str] = mapped_column(String(50), server_default="default")
     provider_model: Mapped[str | None] = mapped_column(String(200))
+    # Model identifier at each provider, e.g. {"fal": "fal-ai/flux-lora", "replicate": "owner/model"}
+    provider_models: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # [{"key": storage key, "width": px, "height": px, "seed": int}] rendered when the catalog is seeded
+    preview_images: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     created_at: Mapped[dt.datetime] = created_at_column()

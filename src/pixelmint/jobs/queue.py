@@ -66,9 +66,10 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
 _ENQUEUE = text("""
 WITH job AS (
     INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
-                      provider, estimated_credits, reservation_id, is_free, max_attempts)
+                      custom_model_version, provider, estimated_credits, reservation_id, is_free, max_attempts)
     VALUES (:id, :team_id, :user_id, :type, :priority, CAST(:params AS jsonb), :reference_model_id,
-            :custom_model_id, :provider, :estimated_credits, :reservation_id, :is_free, :max_attempts)
+            :custom_model_id, :custom_model_version, :provider, :estimated_credits, :reservation_id, :is_free,
+            :max_attempts)
     RETURNING *
 ), dispatch AS (
     UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id

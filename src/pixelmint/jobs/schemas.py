@@ -17,6 +17,7 @@ class GenerateRequest(CamelModel):
 
     reference_model_id: str | None = None
     custom_model_id: uuid.UUID | None = None
+    custom_model_version: int | None = Field(None, description="A version of the custom model (default: its latest).")
     prompt: str = Field(description="What to draw; 1 to 2,000 characters.", examples=["a red bicycle at dawn"])
     negative_prompt: str | None = None
     resolution: str = Field("1024x1024", description="WIDTHxHEIGHT in pixels, each 64..2048 and a multiple of 8.")

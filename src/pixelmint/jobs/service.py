@@ -38,6 +38,7 @@ SEED_LIMIT = 2**32
 class ResolvedModel:
     reference_model_id: str | None
     custom_model_id: uuid.UUID | None
+    custom_model_version: int | None
     complexity: Decimal
     provider: str
     model_key: str
@@ -89,12 +90,20 @@ def validate_generation(request: GenerateRequest, settings: Settings) -> tuple[i
     return parse_resolution(request.resolution, settings)
 
 
-async def resolve_model(session: AsyncSession, principal: Principal, request: GenerateRequest) -> ResolvedModel:
+def provider_for(model: catalog.ModelPricingInfo, settings: Settings) -> tuple[str, str | None]:
+    """(provider name, the model's id at that provider) for a reference model."""
+    name = settings.default_provider if model.provider == "default" else model.provider
+    return name, model.provider_models.get(name)
+
+
+async def resolve_model(
+    session: AsyncSession, principal: Principal, request: GenerateRequest, settings: Settings
+) -> ResolvedModel:
     """The model to generate from. Raises ``NotFound`` (model_not_found) for an unknown, inactive,
     deleted or another team's model and ``Conflict`` (model_not_ready) for an untrained one."""
     if request.reference_model_id is not None:
         model = await catalog.get_pricing_info(session, request.reference_model_id)
-        return ResolvedModel(model.id, None, model.complexity_factor, model.provider, model.id)
+        return ResolvedModel(model.id, None, None, model.complexity_factor, provider_for(model, settings)[0], model.id)
     custom = await session.scalar(
         select(CustomModel).where(
             CustomModel.id == request.custom_model_id, CustomModel.team_id == principal.team_id
@@ -106,10 +115,15 @@ async def resolve_model(session: AsyncSession, principal: Principal, request: Ge
         raise Conflict("This custom model was deleted.", code="model_deleted")
     if custom.status != "ready":
         raise Conflict(f"This custom model is {custom.status}, not ready.", code="model_not_ready")
-    reference = await catalog.get_pricing_info(session, custom.reference_model_id)
+    version = request.custom_model_version or custom.version
+    if not 1 <= version <= custom.version:
+        raise NotFound(
+            f"Custom model {custom.id} has versions 1..{custom.version}, not {version}.", code="model_version_not_found"
+        )
+    reference = await catalog.get_pricing_info(session, custom.reference_model_id, require_active=False)
     return ResolvedModel(
-        reference.id, custom.id, reference.complexity_factor, reference.provider,
-        f"custom:{custom.id}:v{custom.version}",
+        reference.id, custom.id, version, reference.complexity_factor, provider_for(reference, settings)[0],
+        f"custom:{custom.id}:v{version}",
     )
 
 
@@ -136,7 +150,7 @@ async def submit_generation(
     written) or ``Forbidden`` (plan_upgrade_required: a free plan after its free generations).
     """
     width, height = validate_generation(request, settings)
-    model = await resolve_model(session, principal, request)
+    model = await resolve_model(session, principal, request, settings)
     cost = pricing.image_generation(
         width=width, height=height, quality=request.quality, complexity=model.complexity,
         num_images=request.num_images,
@@ -180,6 +194,7 @@ async def submit_generation(
         params=json.dumps(params),
         reference_model_id=model.reference_model_id,
         custom_model_id=model.custom_model_id,
+        custom_model_version=model.custom_model_version,
         provider=model.provider,
         estimated_credits=cost if reservation else Decimal("0.00"),
         reservation_id=reservation.id if reservation else None,

@@ -37,6 +37,7 @@ class Job(Base):
         Index("ix_jobs_running_team", "team_id", postgresql_where=text("state = 'running'")),
         Index("ix_jobs_running_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
         Index("ix_jobs_team_created", "team_id", text("created_at DESC"), "id"),
+        Index("ix_jobs_custom_model", "custom_model_id", postgresql_where=text("custom_model_id IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
@@ -48,6 +49,7 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     reference_model_id: Mapped[str | None] = mapped_column(ForeignKey("reference_models.id"))
     custom_model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("custom_models.id"))
+    custom_model_version: Mapped[int | None]
     provider: Mapped[str] = mapped_column(String(50))
     estimated_credits: Mapped[Decimal] = mapped_column(CREDITS)
     charged_credits: Mapped[Decimal | None] = mapped_column(CREDITS)
@@ -83,6 +85,18 @@ class JobAttempt(Base):
     # succeeded | failed | retry | canceled | lease_expired
     outcome: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(String(2000))
+
+
+class JobLog(Base):
+    """A log line of a job (worker and provider messages), in order."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (Index("ix_job_logs_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = created_at_column()
+    message: Mapped[str] = mapped_column(String(2000))
 
 
 class TeamDispatch(Base):

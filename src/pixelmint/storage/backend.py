@@ -17,6 +17,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from pixelmint.kit.errors import NotFound, PixelmintError
+from pixelmint.settings import Settings
 
 
 class StorageError(Exception):
@@ -25,6 +26,8 @@ class StorageError(Exception):
 
 class Storage(Protocol):
     async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None: ...
+
+    async def get(self, key: str) -> bytes: ...
 
     async def delete(self, key: str) -> None: ...
 
@@ -63,6 +66,13 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"could not write {key}: {exc}") from exc
 
+    async def get(self, key: str) -> bytes:
+        """The object's bytes. Raises ``StorageError`` if it cannot be read."""
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except OSError as exc:
+            raise StorageError(f"could not read {key}: {exc}") from exc
+
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
@@ -84,3 +94,8 @@ class LocalStorage:
         if not path.is_file():
             raise NotFound("No such file.", code="file_not_found")
         return path
+
+
+def from_settings(settings: Settings) -> Storage:
+    """The storage backend the settings choose (local directory by default)."""
+    return LocalStorage(settings.storage_dir, settings.resolved_secret_key())
