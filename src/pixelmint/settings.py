@@ -9,8 +9,9 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,23 @@ class Settings(BaseSettings):
     # Images
     signed_url_ttl_seconds: int = 3600
     image_retention_days: int = 90
+    # Retention cleanup in worker processes (storage/retention.py): seconds between runs, 0 = off.
+    retention_interval_seconds: float = 3600.0
+    retention_batch_size: int = 1000
+
+    # Storage (storage/backend.py, storage/s3.py): "local" = files under <data_dir>/images served
+    # through HMAC-signed URLs; "s3" = a bucket on AWS or any S3-compatible server.
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None  # unset: AWS; e.g. http://minio:9000 for MinIO
+    s3_region: str | None = None
+    # Unset: boto3's own chain (AWS_* variables, ~/.aws, instance or container role).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""  # prepended to every object key, e.g. "pixelmint/"
+    # Public CDN in front of the bucket: S3 image URLs become <cdn_base_url>/<object key>,
+    # unsigned and not expiring. Only for a CDN that serves the bucket publicly.
+    cdn_base_url: str | None = None
 
     # Generation input limits
     max_prompt_length: int = 2000
@@ -49,11 +67,46 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
+    # Per job type, seconds a handler may run before the attempt fails as a (retryable) timeout.
+    job_timeouts: dict[str, float] = {"image_generation": 600, "model_creation": 3600, "model_refinement": 1800}
+    # Queued (not yet running) jobs a team may have; more is 429 queue_full.
+    max_queued_jobs_per_team: int = 1000
 
     # Providers
     default_provider: str = "procedural"
     # Test and demo aid: seconds the procedural renderer waits per image (simulates model time).
     procedural_delay_seconds: float = 0.0
+
+    # Remote providers (providers/fal.py, replicate.py, openai_images.py). A provider is registered
+    # only when its credential is set. Base-URL overrides point the official SDKs elsewhere (tests,
+    # proxies). Timeouts in seconds.
+    provider_request_timeout_seconds: float = 30.0  # one HTTP call (submit, status, download)
+    provider_poll_interval_seconds: float = 0.5  # first status poll; grows ×1.5 per poll …
+    provider_poll_max_interval_seconds: float = 5.0  # … up to this
+    provider_generation_timeout_seconds: float = 600.0  # submit → images, then cancel + retryable error
+    provider_training_timeout_seconds: float = 7200.0
+    provider_webhook_tolerance_seconds: int = 300  # max |now − signed webhook timestamp|
+    fal_key: str | None = None
+    fal_base_url: str | None = None  # queue API, default https://queue.fal.run
+    fal_rest_url: str | None = None  # upload tokens, default https://rest.fal.ai
+    fal_cdn_url: str | None = None  # uploads, default https://v3.fal.media
+    fal_model: str = "fal-ai/flux-lora"  # when the reference model names none for fal
+    fal_training_model: str = "fal-ai/flux-lora-fast-training"
+    fal_webhook_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    fal_webhook_jwks_ttl_seconds: float = 86400.0
+    replicate_api_token: str | None = None
+    replicate_base_url: str | None = None  # without /v1, default https://api.replicate.com
+    replicate_webhook_secret: str | None = None  # "whsec_…" (GET /v1/webhooks/default/secret)
+    replicate_model: str = "black-forest-labs/flux-dev-lora"
+    replicate_training_model: str | None = None  # "owner/name:<version id>" of a trainer
+    replicate_training_destination: str | None = None  # "owner/model" that receives trained versions
+    replicate_wait_seconds: int = 60  # Prefer: wait=N on generate() (1..60; 0 = no sync wait)
+    replicate_webhook_events: list[str] = ["start", "completed"]
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None  # with /v1, default https://api.openai.com/v1
+    openai_model: str = "gpt-image-1"
+    openai_timeout_seconds: float = 300.0  # one synchronous images call
+    openai_max_retries: int = 2
 
     @property
     def storage_dir(self) -> Path:

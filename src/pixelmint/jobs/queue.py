@@ -22,6 +22,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import TextClause, select, text
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.accounts.tables import Plan
 from pixelmint.credits import service as credits
 from pixelmint.jobs.tables import Job, TeamDispatch
+from pixelmint.kit.errors import TooManyRequests
 
 JOBS_CHANNEL = "pixelmint_jobs"  # payload-free wake-up: work may be available
 JOB_EVENTS_CHANNEL = "pixelmint_job_events"  # payload "<job id> <state>" on every state change
@@ -78,6 +80,24 @@ SELECT * FROM job
 """)
 
 
+class QueueFull(TooManyRequests):
+    code = "queue_full"
+
+
+async def ensure_queue_capacity(session: AsyncSession, *, team_id: uuid.UUID, limit: int) -> None:
+    """Raise ``QueueFull`` (429) when the team already has ``limit`` queued jobs. A soft cap:
+    requests racing each other may pass it by at most their number."""
+    queued = await session.scalar(
+        text("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE team_id = :t AND state = 'queued' LIMIT :n) q"),
+        {"t": team_id, "n": limit},
+    )
+    if queued >= limit:
+        raise QueueFull(
+            f"The team has {limit} queued jobs, the most it may have; wait for some to run or cancel some.",
+            limit=limit,
+        )
+
+
 async def enqueue(session: AsyncSession, **values: Any) -> Job:
     """Insert a queued job and raise its team's ``has_ready`` flag, in the caller's transaction.
 
@@ -115,6 +135,14 @@ async def extend_leases(
         {"ids": job_ids, "worker": worker_id, "lease": lease_seconds},
     )
     return {row.id: row.cancel_requested for row in rows}
+
+
+async def add_log(session: AsyncSession, job_id: uuid.UUID, message: str) -> None:
+    """Append a log line to a job (shown by ``GET /api/v1/jobs/{id}`` and its event stream)."""
+    await session.execute(
+        text("INSERT INTO job_logs (job_id, message) VALUES (:id, :message)"), {"id": job_id, "message": message[:2000]}
+    )
+    await _notify(session, job_id, "log", slot_freed=False)
 
 
 async def set_progress(session: AsyncSession, fence: Fence, progress: int) -> None:
@@ -244,8 +272,22 @@ async def _requeue(session: AsyncSession, fence: Fence, *, code: str, message: s
     return job
 
 
+FailureHook = Callable[[AsyncSession, Job], Awaitable[None]]
+_failure_hooks: list[FailureHook] = []
+
+
+def on_failure(hook: FailureHook) -> FailureHook:
+    """Register a hook run in the same transaction whenever a job ends failed or canceled
+    (domains use it to react: a failed training marks its custom model failed)."""
+    _failure_hooks.append(hook)
+    return hook
+
+
 async def _refund(session: AsyncSession, job: Job, *, reason: str) -> None:
-    """Give back what a job held: its credit reservation, or the user's free generation."""
+    """A job ended failed or canceled: give back what it held (its credit reservation, or the
+    user's free generation) and run the failure hooks."""
+    for hook in _failure_hooks:
+        await hook(session, job)
     if job.reservation_id is not None:
         await credits.release(session, job.reservation_id, description=reason)
     elif job.is_free and job.user_id is not None:

@@ -166,6 +166,7 @@ async def submit_generation(
         "seed": seed,
         "modelKey": model.model_key,
     }
+    await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
     job_id = uuid.uuid4()
     free_left = await session.scalar(_TAKE_FREE_GENERATION, {"user_id": principal.user_id})
     reservation = None

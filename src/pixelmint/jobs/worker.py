@@ -21,7 +21,7 @@ from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
-from pixelmint.jobs.tasks import HANDLERS, TaskContext
+from pixelmint.jobs.tasks import HANDLERS, Handler, TaskContext
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError
 from pixelmint.providers.registry import Providers
@@ -42,6 +42,7 @@ class Worker:
         storage: Storage,
         concurrency: int | None = None,
         worker_id: str | None = None,
+        handlers: dict[str, Handler] | None = None,
     ) -> None:
         self.db = db
         self.events = events
@@ -49,6 +50,7 @@ class Worker:
         self.providers = providers
         self.storage = storage
         self.concurrency = concurrency or settings.worker_concurrency
+        self.handlers = handlers or HANDLERS
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
@@ -154,14 +156,22 @@ class Worker:
         try:
             if job.cancel_requested_at is not None:
                 raise asyncio.CancelledError
-            context = TaskContext(self.settings, self.providers, self.storage, self._progress_reporter(fence))
-            outcome = await HANDLERS[job.type](context, job)
+            context = TaskContext(
+                self.settings, self.providers, self.storage, self.db,
+                self._progress_reporter(fence), self._logger(fence),
+            )
+            timeout = self.settings.job_timeouts.get(job.type, 3600)
+            try:
+                async with asyncio.timeout(timeout):
+                    outcome = await self.handlers[job.type](context, job)
+            except TimeoutError:
+                raise _TimedOut(f"{job.type} took longer than {timeout:g} s (PIXELMINT_JOB_TIMEOUTS).") from None
             async with self.db.transaction() as session:
-                session.add_all(outcome.images)
-                await session.flush()
                 finished = await queue.mark_succeeded(session, fence, result=outcome.result)
                 if finished is None:
                     raise _LostJob
+                if outcome.apply is not None:
+                    await outcome.apply(session, finished)
             logger.info("job_succeeded", charged=str(finished.charged_credits))
         except _LostJob:
             logger.warning("job_lost_before_finish")
@@ -188,6 +198,13 @@ class Worker:
             self._running.pop(job.id, None)
             self._slot_freed.set()
 
+    def _logger(self, fence: Fence):  # type: ignore[no-untyped-def]
+        async def log_line(message: str) -> None:
+            async with self.db.transaction() as session:
+                await queue.add_log(session, fence.job_id, message)
+
+        return log_line
+
     def _progress_reporter(self, fence: Fence):  # type: ignore[no-untyped-def]
         async def report(progress: int) -> None:
             async with self.db.transaction() as session:
@@ -203,6 +220,10 @@ class Worker:
                 await self.storage.delete(key)
 
 
+class _TimedOut(Exception):
+    """The handler ran past its job type's timeout."""
+
+
 class _LostJob(Exception):
     """The fenced transition found the job no longer ours (rescued after a lost lease)."""
 
@@ -210,6 +231,8 @@ class _LostJob(Exception):
 def _describe_failure(exc: Exception) -> tuple[str, str, bool]:
     if isinstance(exc, ProviderError):
         return exc.code, str(exc), exc.retryable
+    if isinstance(exc, _TimedOut):
+        return "timeout", str(exc), True
     if isinstance(exc, StorageError):
         return "storage_error", f"Storing the output failed: {exc}. Check the storage settings.", True
     return "internal_error", f"{type(exc).__name__}: {exc}", False

@@ -47,3 +47,8 @@ class Conflict(PixelmintError):
 class Forbidden(PixelmintError):
     status_code = 403
     code = "forbidden"
+
+
+class TooManyRequests(PixelmintError):
+    status_code = 429
+    code = "too_many_requests"

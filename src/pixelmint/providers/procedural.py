@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 
 from pixelmint.providers.base import GeneratedImage, GenerationRequest, ProgressCallback
+from pixelmint.providers.style import derive_style, refine_style
 
 
 def _digest_int(*parts: str) -> int:
@@ -43,11 +44,22 @@ def render(request: GenerationRequest, index: int) -> GeneratedImage:
     negative = request.negative_prompt or ""
     rng = random.Random(_digest_int(request.model_key, request.prompt, negative, str(seed)))
     style = request.style or {}
+    palette = [tuple(c) for c in style.get("palette", [])]
     base_hue = float(style.get("hue", rng.random()))
     spread = float(style.get("hue_spread", rng.uniform(0.05, 0.35)))
+    cx_bias, cy_bias = style.get("composition", [None, None])
     w, h = request.width, request.height
 
-    top, bottom = _color(rng, base_hue, spread), _color(rng, base_hue + 0.5, spread)
+    def fill(source: random.Random, alpha: int | None = None) -> tuple[int, ...]:
+        if palette:  # a custom model draws with the colours of its training images
+            r, g, b = (max(0, min(255, int(v + source.uniform(-18, 18)))) for v in source.choice(palette))
+            return (r, g, b) if alpha is None else (r, g, b, alpha)
+        return _color(source, base_hue, spread + 0.1, alpha=alpha)
+
+    if palette:
+        top, bottom = tuple(palette[0]), tuple(palette[min(1, len(palette) - 1)])
+    else:
+        top, bottom = _color(rng, base_hue, spread), _color(rng, base_hue + 0.5, spread)
     gradient = Image.linear_gradient("L")
     if rng.random() < 0.5:
         gradient = gradient.transpose(Image.Transpose.ROTATE_90)
@@ -63,19 +75,27 @@ def render(request: GenerationRequest, index: int) -> GeneratedImage:
     for motif in motifs:
         for _ in range(motif.randint(1, 3)):
             kind = motif.choice(("ellipse", "rectangle", "polygon", "line"))
-            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            if cx_bias is None:
+                cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            else:  # the training images' composition: shapes gather around their centroid
+                cx, cy = rng.gauss(cx_bias * w, w / 4), rng.gauss(cy_bias * h, h / 4)
             size = scale * motif.uniform(0.05, 0.35)
-            fill = _color(motif, base_hue, spread + 0.1, alpha=motif.randint(60, 190))
+            color = fill(motif, alpha=motif.randint(60, 190))
             box = (cx - size, cy - size * motif.uniform(0.4, 1.2), cx + size, cy + size * motif.uniform(0.4, 1.2))
             if kind == "ellipse":
-                draw.ellipse(box, fill=fill)
+                draw.ellipse(box, fill=color)
             elif kind == "rectangle":
-                draw.rectangle((min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])), fill=fill)
+                draw.rectangle((min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])), fill=color)
             elif kind == "polygon":
                 sides = motif.randint(3, 7)
-                draw.regular_polygon((cx, cy, size), sides, rotation=motif.uniform(0, 360), fill=fill)
+                draw.regular_polygon((cx, cy, size), sides, rotation=motif.uniform(0, 360), fill=color)
             else:
-                draw.line(box, fill=fill, width=max(1, int(size * 0.08)))
+                draw.line(box, fill=color, width=max(1, int(size * 0.08)))
+    texture = float(style.get("texture", 0.0))
+    for _ in range(int(texture * 400)):  # texture: fine marks as dense as the training images' edges
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        length = scale * rng.uniform(0.005, 0.03)
+        draw.line((x, y, x + length, y + rng.uniform(-length, length)), fill=fill(rng, alpha=140), width=1)
     image = Image.alpha_composite(image.convert("RGBA"), overlay)
     if negative:
         image = image.filter(ImageFilter.SMOOTH)
@@ -122,3 +142,21 @@ class ProceduralProvider:
             if progress is not None:
                 await progress(int(100 * (index + 1) / request.num_images))
         return images
+
+    async def train(
+        self, images: list[bytes], *, trigger_word: str | None, steps: int, progress: ProgressCallback | None = None
+    ) -> dict:
+        """Offline training: the artifact is the style derived from the training images
+        (``providers/style.py``)."""
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        style = await asyncio.to_thread(derive_style, images)
+        if progress is not None:
+            await progress(100)
+        return {"provider": self.name, "style": style, "triggerWord": trigger_word, "steps": steps}
+
+    async def refine(self, artifact: dict, *, prompt: str, iteration: int) -> dict:
+        """Offline refinement: the style moved by the prompt (``providers/style.refine_style``)."""
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        return {**artifact, "style": refine_style(artifact.get("style", {}), prompt, iteration)}

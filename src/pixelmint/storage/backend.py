@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
@@ -21,7 +22,8 @@ from pixelmint.settings import Settings
 
 
 class StorageError(Exception):
-    """A storage write or delete failed."""
+    """A storage write, read or delete failed. When the cause is configuration (bucket,
+    credentials, endpoint), the message names the setting to fix."""
 
 
 class Storage(Protocol):
@@ -30,6 +32,8 @@ class Storage(Protocol):
     async def get(self, key: str) -> bytes: ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def delete_many(self, keys: Sequence[str]) -> None: ...
 
     def url(self, key: str, *, base_url: str, ttl_seconds: int) -> str: ...
 
@@ -76,6 +80,20 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete the files of ``keys`` (one thread hop for all); a missing file is not an error.
+        Raises ``StorageError`` if a file exists but cannot be removed."""
+        paths = [self._path(key) for key in keys]
+
+        def unlink_all() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(unlink_all)
+        except OSError as exc:
+            raise StorageError(f"could not delete files under {self.root}: {exc}") from exc
+
     def sign(self, key: str, expires: int) -> str:
         return hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
@@ -97,5 +115,11 @@ class LocalStorage:
 
 
 def from_settings(settings: Settings) -> Storage:
-    """The storage backend the settings choose (local directory by default)."""
+    """The storage backend the settings choose: ``PIXELMINT_STORAGE_BACKEND=local`` (default,
+    files under ``<data_dir>/images``) or ``s3`` (``storage/s3.py``). Raises ``StorageError`` when
+    the S3 settings are incomplete (no bucket)."""
+    if settings.storage_backend == "s3":
+        from pixelmint.storage.s3 import S3Storage  # boto3 is imported only when S3 is used
+
+        return S3Storage.from_settings(settings)
     return LocalStorage(settings.storage_dir, settings.resolved_secret_key())

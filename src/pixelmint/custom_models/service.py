@@ -1,0 +1,287 @@
+"""Custom models: create (a ``model_creation`` job), read, rename, soft delete, refine (a
+``model_refinement`` job), and the job outcomes that make versions.
+
+Creation and refinement follow the credit rules of every job: priced with the pricing formulas
+(``credits/pricing.py``), reserved in the same transaction as the job insert, captured when the
+job succeeds, released when it fails or is cancelled. Version 1 is the trained model; each
+successful refinement adds the next version and records prompt, iteration, cost and artifact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.accounts.service import Principal
+from pixelmint.catalog import service as catalog
+from pixelmint.credits import service as credits
+from pixelmint.credits.pricing import Pricing
+from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
+from pixelmint.jobs import queue
+from pixelmint.jobs.tables import Job
+from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from pixelmint.settings import Settings
+from pixelmint.storage.backend import Storage
+
+MAX_TRAINING_IMAGES = 50
+MAX_TRAINING_IMAGE_BYTES = 10 * 1024 * 1024
+STEPS_RANGE = (100, 10_000)
+MODEL_STATES = ("pending", "training", "ready", "failed")
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    filename: str
+    data: bytes
+
+
+def _check_training_images(images: list[TrainingImage]) -> list[str]:
+    """Content types of valid images. Raises ``InvalidRequest`` (invalid_training_images)."""
+    if not 1 <= len(images) <= MAX_TRAINING_IMAGES:
+        raise InvalidRequest(
+            f"Give 1 to {MAX_TRAINING_IMAGES} training images, got {len(images)}.",
+            code="invalid_training_images", field="trainingImages",
+        )
+    types = []
+    for image in images:
+        if len(image.data) > MAX_TRAINING_IMAGE_BYTES:
+            raise InvalidRequest(
+                f"{image.filename} is larger than {MAX_TRAINING_IMAGE_BYTES // 2**20} MiB.",
+                code="invalid_training_images", field="trainingImages",
+            )
+        try:
+            with Image.open(io.BytesIO(image.data)) as opened:
+                opened.verify()
+                types.append(Image.MIME.get(opened.format or "", "application/octet-stream"))
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise InvalidRequest(
+                f"{image.filename} is not an image Pillow can read (PNG, JPEG, WebP…).",
+                code="invalid_training_images", field="trainingImages",
+            ) from None
+    return types
+
+
+def _require_paid_plan(principal: Principal) -> None:
+    if principal.plan_max_concurrent_jobs == 0:
+        raise Forbidden("The free plan runs only free image generations; upgrade to train models.",
+                        code="plan_upgrade_required")
+
+
+async def create_model(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    reference_model_id: str,
+    name: str,
+    description: str,
+    trigger_word: str | None,
+    training_steps: int,
+    images: list[TrainingImage],
+    storage: Storage,
+    settings: Settings,
+    pricing: Pricing,
+) -> tuple[CustomModel, Job]:
+    """Create a ``pending`` custom model and queue its ``model_creation`` job.
+
+    Cost = model-creation formula (reference complexity, number of training images), reserved
+    now. The images are stored under ``<team>/training/<model>/``. Raises ``InvalidRequest``,
+    ``NotFound`` (reference model), ``Forbidden`` (free plan), ``InsufficientCredits``.
+    """
+    _require_paid_plan(principal)
+    if not STEPS_RANGE[0] <= training_steps <= STEPS_RANGE[1]:
+        raise InvalidRequest(f"trainingSteps must be {STEPS_RANGE[0]}..{STEPS_RANGE[1]}.",
+                             code="invalid_training_steps", field="trainingSteps")
+    content_types = _check_training_images(images)
+    reference = await catalog.get_pricing_info(session, reference_model_id)
+    await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
+    cost = pricing.model_creation(complexity=reference.complexity_factor, training_images=len(images))
+    model = CustomModel(
+        id=uuid.uuid4(), team_id=principal.team_id, reference_model_id=reference.id, name=name,
+        description=description, trigger_word=trigger_word, training_steps=training_steps,
+    )
+    session.add(model)
+    await session.flush()
+    job_id = uuid.uuid4()
+    reservation = await credits.reserve(
+        session, team_id=principal.team_id, amount=cost, operation="model_creation", job_id=job_id,
+        user_id=principal.user_id,
+    )
+    stored = []
+    for index, (image, content_type) in enumerate(zip(images, content_types, strict=True)):
+        key = f"{principal.team_id}/training/{model.id}/{index:03d}-{_safe(image.filename)}"
+        await storage.put(key, image.data, content_type=content_type,
+                          metadata={"team": str(principal.team_id), "model": str(model.id)})
+        stored.append({"key": key, "filename": image.filename, "contentType": content_type,
+                       "sizeBytes": len(image.data)})
+    model.training_images = stored
+    from pixelmint.jobs.service import provider_for
+
+    job = await queue.enqueue(
+        session, id=job_id, team_id=principal.team_id, user_id=principal.user_id, type="model_creation",
+        priority=0, params=json.dumps({"modelId": str(model.id), "triggerWord": trigger_word,
+                                       "trainingSteps": training_steps, "imageCount": len(stored)}),
+        reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=None,
+        provider=provider_for(reference, settings)[0], estimated_credits=cost, reservation_id=reservation.id,
+        is_free=False, max_attempts=settings.max_attempts,
+    )
+    await session.flush()
+    return model, job
+
+
+def _safe(filename: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[-80:]
+    return keep or "image"
+
+
+def readable(principal: Principal):  # type: ignore[no-untyped-def]
+    """Custom models the caller may see: its team's, not deleted."""
+    return select(CustomModel).where(CustomModel.team_id == principal.team_id, CustomModel.deleted_at.is_(None))
+
+
+async def get_model(session: AsyncSession, principal: Principal, model_id: uuid.UUID) -> CustomModel:
+    model = await session.scalar(readable(principal).where(CustomModel.id == model_id))
+    if model is None:
+        raise NotFound(f"No custom model {model_id}.", code="model_not_found")
+    return model
+
+
+async def list_models(
+    session: AsyncSession, principal: Principal, *, status: str | None, limit: int,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+) -> list[CustomModel]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = readable(principal)
+    if status:
+        query = query.where(CustomModel.status == status)
+    if after:
+        from sqlalchemy import tuple_
+
+        query = query.where(tuple_(CustomModel.created_at, CustomModel.id) < tuple_(*after))
+    query = query.order_by(CustomModel.created_at.desc(), CustomModel.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def versions(session: AsyncSession, model_id: uuid.UUID) -> list[CustomModelVersion]:
+    rows = await session.scalars(
+        select(CustomModelVersion).where(CustomModelVersion.model_id == model_id).order_by(CustomModelVersion.version)
+    )
+    return list(rows.all())
+
+
+async def update_model(
+    session: AsyncSession, principal: Principal, model_id: uuid.UUID, *, name: str | None, description: str | None
+) -> CustomModel:
+    model = await get_model(session, principal, model_id)
+    if name is not None:
+        model.name = name
+    if description is not None:
+        model.description = description
+    model.updated_at = func.now()
+    await session.flush()
+    await session.refresh(model)
+    return model
+
+
+async def delete_model(session: AsyncSession, principal: Principal, model_id: uuid.UUID) -> None:
+    """Soft delete: the model disappears and cannot be generated from or refined; its images stay."""
+    model = await get_model(session, principal, model_id)
+    model.deleted_at = dt.datetime.now(dt.UTC)
+    await session.flush()
+
+
+async def refine_model(
+    session: AsyncSession,
+    principal: Principal,
+    model_id: uuid.UUID,
+    *,
+    prompt: str,
+    settings: Settings,
+    pricing: Pricing,
+) -> tuple[CustomModel, Job]:
+    """Queue a ``model_refinement`` job: cost = refinement formula with iteration = the current
+    version. Raises ``Conflict`` (model_not_ready) unless the model is ready."""
+    _require_paid_plan(principal)
+    if not prompt.strip() or len(prompt) > settings.max_prompt_length:
+        raise InvalidRequest(f"prompt must be 1..{settings.max_prompt_length} characters.",
+                             code="invalid_prompt", field="prompt")
+    model = await get_model(session, principal, model_id)
+    if model.status != "ready":
+        raise Conflict(f"This custom model is {model.status}, not ready.", code="model_not_ready")
+    reference = await catalog.get_pricing_info(session, model.reference_model_id, require_active=False)
+    await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
+    iteration = model.version
+    cost = pricing.model_refinement(iteration=iteration, complexity=reference.complexity_factor)
+    job_id = uuid.uuid4()
+    reservation = await credits.reserve(
+        session, team_id=principal.team_id, amount=cost, operation="model_refinement", job_id=job_id,
+        user_id=principal.user_id,
+    )
+    from pixelmint.jobs.service import provider_for
+
+    job = await queue.enqueue(
+        session, id=job_id, team_id=principal.team_id, user_id=principal.user_id, type="model_refinement",
+        priority=0, params=json.dumps({"modelId": str(model.id), "prompt": prompt, "iteration": iteration,
+                                       "baseVersion": model.version}),
+        reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=model.version,
+        provider=provider_for(reference, settings)[0], estimated_credits=cost, reservation_id=reservation.id,
+        is_free=False, max_attempts=settings.max_attempts,
+    )
+    return model, job
+
+
+async def version_artifact(session: AsyncSession, model_id: uuid.UUID, version: int) -> dict[str, Any]:
+    artifact = await session.scalar(
+        select(CustomModelVersion.artifact).where(
+            CustomModelVersion.model_id == model_id, CustomModelVersion.version == version
+        )
+    )
+    if artifact is None:
+        raise NotFound(f"Custom model {model_id} has no version {version}.", code="model_version_not_found")
+    return artifact
+
+
+async def record_version(
+    session: AsyncSession, job: Job, *, artifact: dict[str, Any], kind: str, prompt: str | None, iteration: int
+) -> CustomModelVersion:
+    """Success of a creation or refinement job: the model gets its next version (row-locked, so
+    concurrent refinements number their versions one after another) and becomes ready."""
+    model = await session.scalar(
+        select(CustomModel).where(CustomModel.id == job.custom_model_id).with_for_update()
+    )
+    assert model is not None
+    model.version += 1
+    model.artifact = artifact
+    model.status = "ready"
+    model.error_message = None
+    model.updated_at = func.now()
+    version = CustomModelVersion(
+        model_id=model.id, version=model.version, kind=kind, prompt=prompt, iteration=iteration,
+        cost=job.charged_credits if job.charged_credits is not None else job.estimated_credits,
+        artifact=artifact, job_id=job.id,
+    )
+    session.add(version)
+    await session.flush()
+    return version
+
+
+async def on_job_failed(session: AsyncSession, job: Job) -> None:
+    """A creation job that failed or was cancelled leaves its model ``failed`` with the reason;
+    a failed refinement leaves the model as it was."""
+    if job.type != "model_creation" or job.custom_model_id is None:
+        return
+    model = await session.scalar(select(CustomModel).where(CustomModel.id == job.custom_model_id).with_for_update())
+    if model is not None and model.status in ("pending", "training"):
+        model.status = "failed"
+        model.error_message = job.error_message or job.error_code
+        await session.flush()
+
+
+queue.on_failure(on_job_failed)
