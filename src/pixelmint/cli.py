@@ -23,6 +23,8 @@ admin = typer.Typer(help="Administration: teams, credits, ledger checks.", no_ar
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.add_typer(db_app, name="db")
+storage_app = typer.Typer(help="Image storage: retention cleanup, S3 lifecycle rule.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
 
 
 class PlanChoice(str, Enum):
@@ -165,6 +167,59 @@ def check_ledger() -> None:
         typer.echo(f"ledger check FAILED: {len(problems)} problem(s)", err=True)
         sys.exit(1)
     typer.echo("ledger check ok: every balance equals the sum of its ledger")
+
+
+@storage_app.command("cleanup")
+def storage_cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be deleted; change nothing.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per transaction and delete request.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Delete expired images now (objects, then rows; their jobs become 'expired'). Workers also
+    do this every PIXELMINT_RETENTION_INTERVAL_SECONDS. Exits 1 on a storage error."""
+    from pixelmint.kit.db import Database
+    from pixelmint.storage.backend import StorageError
+    from pixelmint.storage.retention import cleanup_expired
+
+    settings = get_settings()
+    handle = resolve_database(settings)
+
+    async def main():  # type: ignore[no-untyped-def]
+        storage = storage_from_settings(settings)
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            return await cleanup_expired(db, storage, batch_size=batch_size, dry_run=dry_run)
+        finally:
+            await db.dispose()
+
+    try:
+        report = asyncio.run(main())
+    except StorageError as exc:
+        typer.echo(f"cleanup failed: {exc}", err=True)
+        sys.exit(1)
+    typer.echo(json.dumps(report.as_dict()) if as_json else report.summary())
+
+
+@storage_app.command("apply-lifecycle")
+def storage_apply_lifecycle() -> None:
+    """S3 only: set the bucket's lifecycle rule that expires generated images after
+    PIXELMINT_IMAGE_RETENTION_DAYS (other rules are kept). Exits 2 for the local backend, 1 on
+    an S3 error."""
+    from pixelmint.storage.backend import StorageError
+
+    settings = get_settings()
+    if settings.storage_backend != "s3":
+        typer.echo("apply-lifecycle needs the S3 backend (PIXELMINT_STORAGE_BACKEND=s3). The local backend has "
+                   "no lifecycle rules: `pixelmint storage cleanup` and the workers delete expired images.", err=True)
+        sys.exit(2)
+    try:
+        storage = storage_from_settings(settings)
+        rule = asyncio.run(storage.apply_lifecycle(days=settings.image_retention_days))  # type: ignore[attr-defined]
+    except StorageError as exc:
+        typer.echo(f"apply-lifecycle failed: {exc}", err=True)
+        sys.exit(1)
+    typer.echo(f"rule {rule['ID']}: objects under '{rule['Filter']['Prefix']}' expire after "
+               f"{settings.image_retention_days} days")
 
 
 if __name__ == "__main__":

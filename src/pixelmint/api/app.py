@@ -14,6 +14,8 @@ from pixelmint.api.runtime import Runtime
 from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
 from pixelmint.catalog.endpoints import router as catalog_router
 from pixelmint.credits.endpoints import router as credits_router
+from pixelmint.custom_models.endpoints import router as models_router
+from pixelmint.jobs.endpoints import jobs_router
 from pixelmint.jobs.endpoints import router as generate_router
 from pixelmint.settings import Settings
 from pixelmint.storage.endpoints import files_router
@@ -41,7 +43,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     )
     install_error_handlers(app)
     for router in (
-        catalog_router, catalog_admin_router, generate_router, credits_router, images_router, files_router
+        catalog_router, catalog_admin_router, models_router, generate_router, jobs_router, credits_router, images_router, files_router
     ):
         app.include_router(router)
 

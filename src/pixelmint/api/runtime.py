@@ -13,6 +13,7 @@ from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.backend import from_settings as storage_from_settings
+from pixelmint.storage.retention import RetentionTask
 
 
 @dataclass
@@ -25,9 +26,12 @@ class Runtime:
     pricing: Pricing = DEFAULT_PRICING
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    retention: RetentionTask | None = None
+    _retention_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def start(cls, settings: Settings, database_url: str, *, run_worker: bool) -> Runtime:
+        storage = storage_from_settings(settings)  # first: a storage misconfiguration fails fast
         db = Database.connect(database_url, pool_size=settings.db_pool_size)
         events = JobEvents(database_url)
         await events.start()
@@ -35,7 +39,7 @@ class Runtime:
             settings=settings,
             db=db,
             events=events,
-            storage=storage_from_settings(settings),
+            storage=storage,
             providers=Providers.from_settings(settings),
         )
         if run_worker:
@@ -43,11 +47,20 @@ class Runtime:
                 db=db, events=events, settings=settings, providers=runtime.providers, storage=runtime.storage
             )
             runtime._worker_task = asyncio.create_task(runtime.worker.run())
+            if settings.retention_interval_seconds > 0:  # expired images: storage/retention.py
+                runtime.retention = RetentionTask(
+                    db, storage, interval_seconds=settings.retention_interval_seconds,
+                    batch_size=settings.retention_batch_size,
+                )
+                runtime._retention_task = asyncio.create_task(runtime.retention.run())
         return runtime
 
     async def stop(self) -> None:
         if self.worker is not None and self._worker_task is not None:
             self.worker.stop()
             await asyncio.gather(self._worker_task, return_exceptions=True)
+        if self.retention is not None and self._retention_task is not None:
+            self.retention.stop()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         await self.events.stop()
         await self.db.dispose()

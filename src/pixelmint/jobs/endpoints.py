@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
+import json
 import time
 import uuid
-from decimal import Decimal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
+from sse_starlette import EventSourceResponse
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep, base_url
+from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from pixelmint.api.runtime import Runtime
 from pixelmint.jobs import service
 from pixelmint.jobs.queue import FINISHED_STATES
-from pixelmint.jobs.schemas import GenerateRequest, JobEnvelope, JobError, JobOut
-from pixelmint.jobs.tables import Job
-from pixelmint.storage.schemas import present_image
-from pixelmint.storage.service import images_for_jobs
+from pixelmint.jobs.presenters import present_job, present_jobs
+from pixelmint.jobs.schemas import (
+    CreditEntryOut,
+    GenerateRequest,
+    JobDetail,
+    JobEnvelope,
+    JobLogOut,
+    JobPage,
+)
+from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
+from pixelmint.kit.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 
@@ -29,36 +40,6 @@ ERRORS = {
     409: {"description": "Model not ready, or job already finished"},
     422: {"description": "Invalid input (stable codes: invalid_resolution, invalid_prompt, ...)"},
 }
-
-
-async def present_job(session: AsyncSession, job: Job, runtime: Runtime, request: Request) -> JobOut:
-    images = (await images_for_jobs(session, [job.id]))[job.id] if job.state == "succeeded" else []
-    url_base = base_url(request, runtime)
-    return JobOut(
-        id=job.id,
-        type=job.type,
-        status=job.state,
-        progress=job.progress,
-        reference_model_id=job.reference_model_id,
-        custom_model_id=job.custom_model_id,
-        params=job.params,
-        estimated_credits=job.estimated_credits,
-        reserved_credits=job.estimated_credits if job.reservation_id else Decimal("0.00"),
-        charged_credits=job.charged_credits,
-        is_free=job.is_free,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-        error=JobError(code=job.error_code, message=job.error_message or "")
-        if job.error_code and job.state != "succeeded"
-        else None,
-        images=[
-            present_image(i, runtime.storage, base_url=url_base, ttl_seconds=runtime.settings.signed_url_ttl_seconds)
-            for i in images
-        ],
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
 
 
 async def wait_until_finished(runtime: Runtime, session: AsyncSession, job: Job, timeout: float) -> Job:
@@ -128,3 +109,102 @@ async def cancel_generation(
     job = await service.cancel_job(session, principal, job_id)
     await session.commit()
     return JobEnvelope(job=await present_job(session, job, runtime, request))
+
+
+jobs_router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+@jobs_router.get("", response_model=JobPage, summary="The team's jobs, newest first")
+async def list_jobs(
+    principal: PrincipalDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    status_: Annotated[Literal[JOB_STATES] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
+    type_: Annotated[Literal[JOB_TYPES] | None, Query(alias="type")] = None,  # type: ignore[valid-type]
+    model_id: Annotated[str | None, Query(alias="modelId", description="A custom or reference model id")] = None,
+    created_after: Annotated[dt.datetime | None, Query(alias="createdAfter")] = None,
+    created_before: Annotated[dt.datetime | None, Query(alias="createdBefore")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> JobPage:
+    after = None
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        after = (dt.datetime.fromisoformat(created), uuid.UUID(job_id))
+    rows = await service.list_jobs(
+        session, principal, status=status_, job_type=type_, model_id=model_id, created_after=created_after,
+        created_before=created_before, limit=limit + 1, after=after,
+    )
+    page = rows[:limit]
+    return JobPage(
+        items=await present_jobs(session, page, runtime, request),
+        next_cursor=encode_cursor(page[-1].created_at.isoformat(), str(page[-1].id)) if len(rows) > limit else None,
+    )
+
+
+@jobs_router.get("/{job_id}", response_model=JobDetail, responses=ERRORS, summary="A job with its credits and logs")
+async def get_job(
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> JobDetail:
+    job = await service.get_job(session, principal, job_id)
+    return JobDetail(
+        job=await present_job(session, job, runtime, request),
+        credit_transactions=[
+            CreditEntryOut(id=t.id, type=t.type, amount=t.amount, reserved_delta=t.reserved_delta,
+                           created_at=t.created_at, description=t.description)
+            for t in await service.job_credit_transactions(session, job)
+        ],
+        logs=[JobLogOut(at=line.created_at, message=line.message) for line in await service.job_logs(session, job.id)],
+    )
+
+
+@jobs_router.delete("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a job")
+async def cancel_job(
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> JobEnvelope:
+    """Queued: canceled now, reservation released. Running: canceled at its worker/provider and
+    released when that is confirmed (``cancelRequested`` is true until then). Finished: 409."""
+    job = await service.cancel_job(session, principal, job_id)
+    await session.commit()
+    return JobEnvelope(job=await present_job(session, job, runtime, request))
+
+
+@jobs_router.get(
+    "/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "status, progress, log and done events"}},
+    summary="Server-sent events for a job",
+)
+async def job_events(
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+) -> EventSourceResponse:
+    """``event: status`` (``{"status", "progress"}``) on every change, ``event: log`` per log line,
+    and a final ``event: done`` with the finished job's status; woken by the job's NOTIFY events."""
+    await service.get_job(session, principal, job_id)  # 404 for another team's job
+    await session.close()
+
+    async def stream():  # type: ignore[no-untyped-def]
+        last_status, last_log = None, 0
+        while True:
+            changed = runtime.events.watch(job_id)
+            try:
+                async with runtime.db.transaction() as s:
+                    job = await s.get(Job, job_id, populate_existing=True)
+                    lines = await service.job_logs(s, job_id, after_id=last_log)
+                assert job is not None
+                for line in lines:
+                    last_log = line.id
+                    yield {"event": "log", "data": json.dumps({"at": line.created_at.isoformat(), "message": line.message})}
+                status = {"status": job.state, "progress": job.progress}
+                if status != last_status:
+                    last_status = status
+                    yield {"event": "status", "data": json.dumps(status)}
+                if job.state in FINISHED_STATES:
+                    yield {"event": "done", "data": json.dumps(status)}
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 30)
+            finally:
+                runtime.events.unwatch(job_id, changed)
+
+    return EventSourceResponse(stream(), ping=15)

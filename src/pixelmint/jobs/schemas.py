@@ -36,16 +36,20 @@ class JobOut(CamelModel):
     id: uuid.UUID
     type: str
     status: str
-    progress: int
+    progress: int = Field(description="0..100")
+    provider: str
     reference_model_id: str | None
     custom_model_id: uuid.UUID | None
+    custom_model_version: int | None
     params: dict[str, Any]
+    result: dict[str, Any]
     estimated_credits: Credits
     reserved_credits: Credits
     charged_credits: Credits | None
     is_free: bool
     attempt: int
     max_attempts: int
+    cancel_requested: bool
     error: JobError | None
     images: list[ImageOut]
     created_at: dt.datetime
@@ -56,3 +60,28 @@ class JobOut(CamelModel):
 class JobEnvelope(CamelModel):
     job: JobOut
     free_generations_remaining: int | None = None
+
+
+class JobPage(CamelModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class CreditEntryOut(CamelModel):
+    id: int
+    type: str
+    amount: Credits
+    reserved_delta: Credits
+    created_at: dt.datetime
+    description: str | None
+
+
+class JobLogOut(CamelModel):
+    at: dt.datetime
+    message: str
+
+
+class JobDetail(CamelModel):
+    job: JobOut
+    credit_transactions: list[CreditEntryOut]
+    logs: list[JobLogOut]

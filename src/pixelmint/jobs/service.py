@@ -8,6 +8,7 @@ balance row is locked only from the reservation to the commit.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import secrets
@@ -15,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
@@ -26,7 +27,8 @@ from pixelmint.credits.pricing import Pricing
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs import queue
 from pixelmint.jobs.schemas import GenerateRequest
-from pixelmint.jobs.tables import Job
+from pixelmint.credits.tables import CreditTransaction
+from pixelmint.jobs.tables import Job, JobLog
 from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from pixelmint.settings import Settings
 
@@ -224,3 +226,53 @@ async def cancel_job(session: AsyncSession, principal: Principal, job_id: uuid.U
     if job.state in queue.FINISHED_STATES and job.error_code != "canceled":
         raise Conflict(f"Job {job_id} already finished ({job.state}).", code="job_finished")
     return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    status: str | None = None,
+    job_type: str | None = None,
+    model_id: str | None = None,
+    created_after: dt.datetime | None = None,
+    created_before: dt.datetime | None = None,
+    limit: int = 20,
+    after: tuple[dt.datetime, uuid.UUID] | None = None,
+) -> list[Job]:
+    """The team's jobs, newest first, keyset-paginated on (created_at, id). ``model_id`` matches a
+    custom model id or a reference model id."""
+    query = select(Job).where(Job.team_id == principal.team_id)
+    if status:
+        query = query.where(Job.state == status)
+    if job_type:
+        query = query.where(Job.type == job_type)
+    if model_id:
+        try:
+            query = query.where(Job.custom_model_id == uuid.UUID(model_id))
+        except ValueError:
+            query = query.where(Job.reference_model_id == model_id)
+    if created_after:
+        query = query.where(Job.created_at >= created_after)
+    if created_before:
+        query = query.where(Job.created_at < created_before)
+    if after:
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*after))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def job_credit_transactions(session: AsyncSession, job: Job) -> list[CreditTransaction]:
+    rows = await session.scalars(
+        select(CreditTransaction)
+        .where(CreditTransaction.team_id == job.team_id, CreditTransaction.job_id == job.id)
+        .order_by(CreditTransaction.id)
+    )
+    return list(rows.all())
+
+
+async def job_logs(session: AsyncSession, job_id: uuid.UUID, *, after_id: int = 0, limit: int = 200) -> list[JobLog]:
+    rows = await session.scalars(
+        select(JobLog).where(JobLog.job_id == job_id, JobLog.id > after_id).order_by(JobLog.id).limit(limit)
+    )
+    return list(rows.all())

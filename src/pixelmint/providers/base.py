@@ -116,6 +116,10 @@ class Submission:
     cancel_url: str | None = None
     web_url: str | None = None  # a page showing the request and its logs (Replicate)
     images: tuple[GeneratedImage, ...] | None = None
+    # The status the submit reply already told (Replicate returns the prediction; with
+    # ``Prefer: wait`` it may be finished), so the first poll can be skipped.
+    observed: ProviderStatus | None = None
+    notes: tuple[str, ...] = ()  # our parameters this provider could not take (see ProviderTrace)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -159,9 +163,9 @@ class WebhookEvent:
 
 class WebhookVerificationError(PixelmintError):
     """A callback whose signature, timestamp or body does not check out: answer it with this
-    status and never act on it. ``reason`` is one of ``missing_header``, ``bad_signature``,
-    ``stale_timestamp``, ``unknown_key``, ``bad_payload``, ``not_configured``,
-    ``keys_unavailable`` (the JWKS could not be fetched: 503, so the provider retries later)."""
+    status and never act on it. ``reason`` is one of ``missing_header``, ``bad_signature`` (also:
+    signed by a key not in the JWKS), ``stale_timestamp``, ``bad_payload``, ``not_configured``
+    (503) and ``keys_unavailable`` (the JWKS could not be fetched: 503, so the provider retries)."""
 
     status_code = 400
     code = "invalid_webhook"
@@ -255,6 +259,7 @@ class ProviderTrace:
         self.provider, self.request_id, self.handle = submission.provider, submission.request_id, submission.handle
         self.web_url = submission.web_url
         self.submitted_at = self.submitted_at or submission.submitted_at
+        self.notes.extend(note for note in submission.notes if note not in self.notes)
         if self.on_submit is not None:
             await self.on_submit(submission)
 

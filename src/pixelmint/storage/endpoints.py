@@ -10,8 +10,10 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
 from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep, base_url
+from pixelmint.kit.errors import NotFound
 from pixelmint.kit.pagination import decode_cursor, encode_cursor
 from pixelmint.storage import service
+from pixelmint.storage.backend import LocalStorage
 from pixelmint.storage.schemas import ImageOut, ImagePage, present_image
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
@@ -62,5 +64,7 @@ async def delete_image(image_id: uuid.UUID, principal: PrincipalDep, session: Se
 
 @files_router.get("/files/{key:path}", include_in_schema=False)
 async def serve_file(key: str, expires: int, signature: str, runtime: RuntimeDep) -> FileResponse:
+    if not isinstance(runtime.storage, LocalStorage):  # S3 URLs point at the bucket or the CDN
+        raise NotFound("No such file.", code="file_not_found")
     path = runtime.storage.verified_path(key, expires=expires, signature=signature)
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -12,9 +12,15 @@ from pixelmint.kit.errors import NotFound
 from pixelmint.storage.tables import Image
 
 
+# Generated images live under their own top-level prefix, apart from objects that must not
+# expire (catalog previews under ``catalog/``, custom models' training images): the S3 lifecycle
+# rule (``pixelmint storage apply-lifecycle``) filters on it.
+GENERATED_PREFIX = "generated/"
+
+
 def storage_key(team_id: uuid.UUID, image_id: uuid.UUID, created: dt.datetime, extension: str = "png") -> str:
-    """Keys are laid out by team and date: ``<team>/<yyyy>/<mm>/<dd>/<image>.<ext>``."""
-    return f"{team_id}/{created:%Y/%m/%d}/{image_id}.{extension}"
+    """Keys are laid out by team and date: ``generated/<team>/<yyyy>/<mm>/<dd>/<image>.<ext>``."""
+    return f"{GENERATED_PREFIX}{team_id}/{created:%Y/%m/%d}/{image_id}.{extension}"
 
 
 def readable(team_id: uuid.UUID):  # type: ignore[no-untyped-def]

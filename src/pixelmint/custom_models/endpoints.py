@@ -1,0 +1,188 @@
+"""``/api/v1/models``: custom models: create (train), list, get, rename, delete, refine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from pixelmint.custom_models import service
+from pixelmint.custom_models.schemas import (
+    CreateModelJson,
+    CustomModelOut,
+    ModelPage,
+    ModelPatch,
+    ModelVersionOut,
+    ModelWithJob,
+    RefineRequest,
+)
+from pixelmint.custom_models.tables import CustomModel
+from pixelmint.jobs.presenters import present_job
+from pixelmint.kit.errors import InvalidRequest
+from pixelmint.kit.pagination import decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/api/v1/models", tags=["custom models"])
+
+
+def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignore[no-untyped-def]
+    return CustomModelOut(
+        id=model.id, name=model.name, description=model.description, reference_model_id=model.reference_model_id,
+        status=model.status, version=model.version, trigger_word=model.trigger_word,
+        training_steps=model.training_steps, training_image_count=len(model.training_images),
+        artifact=model.artifact, error_message=model.error_message, created_at=model.created_at,
+        updated_at=model.updated_at,
+        versions=None if versions is None else [ModelVersionOut.model_validate(v) for v in versions],
+    )
+
+
+async def _download(urls: list[str]) -> list[service.TrainingImage]:
+    images = []
+    async with httpx.AsyncClient(timeout=20, follow_redirects=True) as client:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise InvalidRequest(f"{url!r} is not an http(s) URL.", code="invalid_training_images",
+                                     field="trainingImageUrls")
+            try:
+                async with client.stream("GET", url) as response:
+                    response.raise_for_status()
+                    data = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > service.MAX_TRAINING_IMAGE_BYTES:
+                            raise InvalidRequest(f"{url} is larger than 10 MiB.", code="invalid_training_images")
+            except httpx.HTTPError as exc:
+                raise InvalidRequest(f"Could not download {url}: {exc}", code="training_image_unreachable",
+                                     field="trainingImageUrls") from None
+            images.append(service.TrainingImage(url.rsplit("/", 1)[-1].split("?")[0] or "image", bytes(data)))
+    return images
+
+
+async def _parse_create(request: Request) -> tuple[CreateModelJson, list[service.TrainingImage]]:
+    """JSON (training images by URL) or multipart form data (files in ``trainingImages``)."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
+            fields["trainingImageUrls"] = [v for v in form.getlist("trainingImageUrls") if isinstance(v, str)]
+            body = CreateModelJson.model_validate(fields)
+            files = [
+                service.TrainingImage(f.filename or "image", await f.read())
+                for f in form.getlist("trainingImages")
+                if isinstance(f, UploadFile)
+            ]
+        else:
+            body = CreateModelJson.model_validate_json(await request.body())
+            files = []
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
+    return body, files + await _download(body.training_image_urls)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ModelWithJob,
+    summary="Create a custom model (queues its training)",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": CreateModelJson.model_json_schema(by_alias=True)},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "referenceModelId": {"type": "string"}, "name": {"type": "string"},
+                            "description": {"type": "string"}, "triggerWord": {"type": "string"},
+                            "trainingSteps": {"type": "integer"},
+                            "trainingImages": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "trainingImageUrls": {"type": "array", "items": {"type": "string"}},
+                        },
+                        "required": ["referenceModelId", "name"],
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def create_model(request: Request, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> ModelWithJob:
+    """Price the training with the model-creation formula, reserve it and queue a
+    ``model_creation`` job; the model is ``pending`` until the job succeeds (then ``ready``,
+    version 1) or fails (``failed``, credits released)."""
+    body, images = await _parse_create(request)
+    model, job = await service.create_model(
+        session, principal, reference_model_id=body.reference_model_id, name=body.name,
+        description=body.description, trigger_word=body.trigger_word, training_steps=body.training_steps,
+        images=images, storage=runtime.storage, settings=runtime.settings, pricing=runtime.pricing,
+    )
+    await session.commit()
+    runtime.events.announce_jobs_available()
+    return ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))
+
+
+@router.get("", response_model=ModelPage, summary="The team's custom models, newest first")
+async def list_models(
+    principal: PrincipalDep,
+    session: SessionDep,
+    status_: Annotated[Literal[service.MODEL_STATES] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> ModelPage:
+    after = None
+    if cursor:
+        created, model_id = decode_cursor(cursor)
+        after = (dt.datetime.fromisoformat(created), uuid.UUID(model_id))
+    rows = await service.list_models(session, principal, status=status_, limit=limit + 1, after=after)
+    page = rows[:limit]
+    return ModelPage(
+        items=[present(m) for m in page],
+        next_cursor=encode_cursor(page[-1].created_at.isoformat(), str(page[-1].id)) if len(rows) > limit else None,
+    )
+
+
+@router.get("/{model_id}", response_model=CustomModelOut, summary="A custom model with its versions")
+async def get_model(model_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> CustomModelOut:
+    model = await service.get_model(session, principal, model_id)
+    return present(model, await service.versions(session, model.id))
+
+
+@router.patch("/{model_id}", response_model=CustomModelOut, summary="Rename or redescribe a custom model")
+async def update_model(model_id: uuid.UUID, body: ModelPatch, principal: PrincipalDep, session: SessionDep) -> CustomModelOut:
+    model = await service.update_model(session, principal, model_id, name=body.name, description=body.description)
+    await session.commit()
+    return present(model)
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a custom model (soft)")
+async def delete_model(model_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> Response:
+    await service.delete_model(session, principal, model_id)
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{model_id}/refine", status_code=status.HTTP_202_ACCEPTED, response_model=ModelWithJob,
+    summary="Refine a custom model into its next version",
+)
+async def refine_model(
+    model_id: uuid.UUID, body: RefineRequest, request: Request, principal: PrincipalDep, session: SessionDep,
+    runtime: RuntimeDep,
+) -> ModelWithJob:
+    """Queue a ``model_refinement`` job priced by the refinement formula (iteration = the current
+    version); on success the model's version increments and its history records the prompt,
+    iteration, cost and artifact."""
+    model, job = await service.refine_model(
+        session, principal, model_id, prompt=body.prompt, settings=runtime.settings, pricing=runtime.pricing
+    )
+    await session.commit()
+    runtime.events.announce_jobs_available()
+    return ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))

@@ -1,0 +1,71 @@
+"""Request and response shapes for custom models (camelCase JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import Field
+
+from pixelmint.jobs.schemas import JobOut
+from pixelmint.kit.schemas import CamelModel, Credits
+
+
+class CreateModelJson(CamelModel):
+    """``POST /api/v1/models`` as JSON (training images by URL). Multipart form data takes the same
+    fields plus ``trainingImages`` files."""
+
+    reference_model_id: str = Field(examples=["fashion-editorial"])
+    name: str = Field(min_length=1, max_length=200, examples=["Autumn campaign"])
+    description: str = Field("", max_length=2000)
+    trigger_word: str | None = Field(None, max_length=100, examples=["ohwx"])
+    training_steps: int = Field(1000, description="100..10,000")
+    training_image_urls: list[str] = Field(default_factory=list, description="http(s) URLs of PNG/JPEG/WebP images")
+
+
+class ModelPatch(CamelModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+
+
+class RefineRequest(CamelModel):
+    prompt: str = Field(min_length=1, max_length=2000, examples=["warmer light, more grain"])
+
+
+class ModelVersionOut(CamelModel):
+    version: int
+    kind: str
+    prompt: str | None
+    iteration: int
+    cost: Credits
+    artifact: dict[str, Any]
+    job_id: uuid.UUID | None
+    created_at: dt.datetime
+
+
+class CustomModelOut(CamelModel):
+    id: uuid.UUID
+    name: str
+    description: str
+    reference_model_id: str
+    status: str
+    version: int
+    trigger_word: str | None
+    training_steps: int
+    training_image_count: int
+    artifact: dict[str, Any]
+    error_message: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    versions: list[ModelVersionOut] | None = None
+
+
+class ModelWithJob(CamelModel):
+    model: CustomModelOut
+    job: JobOut
+
+
+class ModelPage(CamelModel):
+    items: list[CustomModelOut]
+    next_cursor: str | None
