@@ -40,3 +40,19 @@ async def assert_ledger_ok(db: Database) -> None:
     async with db.transaction() as session:
         problems = await check_ledger(session)
     assert problems == [], problems
+
+
+def solid_png(rgb: tuple[int, int, int], *, size: int = 96, stripes: bool = False) -> bytes:
+    """A small PNG of one colour (with darker stripes when asked): training data with a known palette."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), rgb)
+    if stripes:
+        draw = ImageDraw.Draw(image)
+        for x in range(0, size, 12):
+            draw.line((x, 0, x, size), fill=tuple(max(0, c - 60) for c in rgb), width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -45,7 +45,8 @@ def derive_style(images: list[bytes]) -> dict[str, Any]:
 
     sin_sum = cos_sum = weight_sum = 0.0
     hues = []
-    for r, g, b in mosaic.getdata():
+    raw = mosaic.tobytes()
+    for r, g, b in zip(raw[0::3], raw[1::3], raw[2::3], strict=True):
         h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
         w = s * v
         sin_sum += math.sin(2 * math.pi * h) * w
@@ -59,7 +60,7 @@ def derive_style(images: list[bytes]) -> dict[str, Any]:
     texture = min(1.0, ImageStat.Stat(edges).mean[0] / 64)
     xs = ys = total = 0.0
     width, height = gray.size
-    for i, value in enumerate(gray.getdata()):
+    for i, value in enumerate(gray.tobytes()):
         x, y = (i % width) % THUMB, i // width
         xs += x * value
         ys += y * value
