@@ -31,3 +31,67 @@ async def wait_for_state(db: Database, hub: JobEvents, job_id: uuid.UUID, states
                 pass
         finally:
             hub.unwatch(job_id, changed)
+
+
+NOOP_PARAMS = (
+    '{"prompt": "p", "negativePrompt": null, "width": 64, "height": 64, "quality": "standard", '
+    '"numImages": 1, "seed": 1, "modelKey": "business-headshot"}'
+)
+
+
+async def queue_jobs(db: Database, team_id: uuid.UUID, count: int) -> None:
+    """Insert ``count`` queued 64×64 generation jobs (no credits held) and flag the team ready."""
+    async with db.transaction() as s:
+        await s.execute(
+            text("""
+                INSERT INTO jobs (team_id, type, params, provider, estimated_credits, reference_model_id, created_at)
+                SELECT :t, 'image_generation', CAST(:p AS jsonb), 'procedural', 0, 'business-headshot',
+                       clock_timestamp() FROM generate_series(1, :n)
+            """),
+            {"t": team_id, "n": count, "p": NOOP_PARAMS},
+        )
+        await s.execute(text("UPDATE team_dispatch SET has_ready = true WHERE team_id = :t"), {"t": team_id})
+
+
+async def run_workers_until_done(
+    settings, database_url: str, total: int, *, workers: int = 1, concurrency: int = 4, handlers=None,  # type: ignore[no-untyped-def]
+    timeout: float = 120,
+) -> None:
+    """Run ``workers`` workers (each with its own pool and LISTEN connection) until ``total`` jobs
+    have reached a final state, counted from their NOTIFY events."""
+    from pixelmint.jobs.worker import Worker
+    from pixelmint.providers.registry import Providers
+    from pixelmint.storage.backend import LocalStorage
+
+    done = asyncio.Event()
+    finished = 0
+
+    def count(_job_id: uuid.UUID, state: str) -> None:
+        nonlocal finished
+        if state in ("succeeded", "failed", "canceled"):
+            finished += 1
+            if finished >= total:
+                done.set()
+
+    started = []
+    try:
+        for i in range(workers):
+            database = Database.connect(database_url, pool_size=concurrency + 2)
+            hub = JobEvents(database_url)
+            await hub.start()
+            if i == 0:
+                hub.add_state_listener(count)
+            worker = Worker(
+                db=database, events=hub, settings=settings, providers=Providers.from_settings(settings),
+                storage=LocalStorage(settings.storage_dir, "s"), concurrency=concurrency, worker_id=f"w{i}",
+                handlers=handlers,
+            )
+            started.append((worker, asyncio.create_task(worker.run()), hub, database))
+        await asyncio.wait_for(done.wait(), timeout=timeout)
+    finally:
+        for worker, *_ in started:
+            worker.stop()
+        for _, task, hub, database in started:
+            await task
+            await hub.stop()
+            await database.dispose()

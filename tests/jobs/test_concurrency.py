@@ -7,13 +7,10 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
-from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import claim
-from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
-from pixelmint.providers.registry import Providers
-from pixelmint.storage.backend import LocalStorage
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
+from tests.helpers import queue_jobs, run_workers_until_done
 
 COST = Decimal("4.80")  # business-headshot, 512x512, standard, 1 image
 
@@ -52,60 +49,16 @@ async def test_racing_workers_never_exceed_a_teams_plan_limit(settings, database
         for n in range(2):
             teams[(await make_team(db, plan=plan, credits="10000", name=f"{plan}-{n}")).team_id] = plan
     jobs_per_team = 12
-    async with db.transaction() as s:
-        for team_id in teams:
-            await s.execute(
-                text("""
-                    INSERT INTO jobs (team_id, type, params, provider, estimated_credits, reference_model_id)
-                    SELECT :t, 'image_generation', CAST(:p AS jsonb), 'procedural', 0, 'business-headshot'
-                      FROM generate_series(1, :n)
-                """),
-                {"t": team_id, "n": jobs_per_team, "p": '{"prompt": "p", "negativePrompt": null, "width": 64, '
-                 '"height": 64, "quality": "standard", "numImages": 1, "seed": 1, "modelKey": "business-headshot"}'},
-            )
-        await s.execute(text("UPDATE team_dispatch SET has_ready = true"))
-
+    for team_id in teams:
+        await queue_jobs(db, team_id, jobs_per_team)
     settings.procedural_delay_seconds = 0.02
-    total = len(teams) * jobs_per_team
-    workers, databases, events = [], [], []
-    done = asyncio.Event()
-    finished = 0
-
-    def count(_job_id, state):  # type: ignore[no-untyped-def]
-        nonlocal finished
-        if state == "succeeded":
-            finished += 1
-            if finished == total:
-                done.set()
-
-    for i in range(4):  # four workers, each with its own pool and LISTEN connection
-        database = Database.connect(database_url, pool_size=4)
-        hub = JobEvents(database_url)
-        await hub.start()
-        if i == 0:
-            hub.add_state_listener(count)
-        worker = Worker(
-            db=database, events=hub, settings=settings, providers=Providers.from_settings(settings),
-            storage=LocalStorage(settings.storage_dir, "s"), concurrency=8, worker_id=f"w{i}",
-        )
-        databases.append(database), events.append(hub), workers.append(worker)
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
-        await asyncio.wait_for(done.wait(), timeout=120)
-    finally:
-        for w in workers:
-            w.stop()
-        await asyncio.gather(*tasks)
-        for hub in events:
-            await hub.stop()
-        for database in databases:
-            await database.dispose()
+    await run_workers_until_done(settings, database_url, len(teams) * jobs_per_team, workers=4, concurrency=8)
 
     async with db.transaction() as s:
         observed = {row.team_id: row.max_concurrent for row in await s.execute(MAX_CONCURRENT)}
         states = dict((await s.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))).all())
         by_worker = dict((await s.execute(text("SELECT worker_id, count(*) FROM job_attempts GROUP BY worker_id"))).all())
-    assert states == {"succeeded": total}
+    assert states == {"succeeded": len(teams) * jobs_per_team}
     for team_id, plan in teams.items():
         assert 1 <= observed[team_id] <= plans[plan], (plan, observed[team_id])
     # The limit is reached, not just respected: pro teams ran 3 at once at some point.
