@@ -203,14 +203,3 @@ async def test_images_list_get_delete_and_signed_urls(api_with_worker, db) -> No
     assert (await api_with_worker.delete(f"/api/v1/images/{ids[0]}", headers=auth(team))).status_code == 204
     assert (await api_with_worker.get(f"/api/v1/images/{ids[0]}", headers=auth(team))).status_code == 404
     assert (await api_with_worker.get(url)).status_code == 404  # the object is gone too
-
-
-async def test_reference_models_catalog(api, db) -> None:
-    team = await make_team(db)
-    items = (await api.get("/api/v1/reference-models", headers=auth(team))).json()["items"]
-    assert len(items) >= 5
-    assert {"fashion", "fitness", "beauty", "lifestyle", "business"} <= {m["category"] for m in items}
-    assert all(m["complexityFactor"] > 0 for m in items)
-    one = await api.get("/api/v1/reference-models/beauty-closeup", headers=auth(team))
-    assert one.json()["category"] == "beauty"
-    assert (await api.get("/api/v1/reference-models/nope", headers=auth(team))).json()["error"] == "model_not_found"
