@@ -61,3 +61,11 @@ async def test_event_stream_reports_status_until_done(api_with_worker, db) -> No
     assert any(name == "log" for name, _ in events)
     other = await make_team(db)
     assert (await api_with_worker.get(f"/api/v1/jobs/{job['id']}/events", headers=auth(other))).status_code == 404
+
+
+async def test_generation_history_lists_generations_with_their_credits(api_with_worker, db) -> None:
+    team = await make_team(db, plan="pro", credits="100")
+    for prompt in ("a", "b"):
+        await api_with_worker.post("/api/v1/generate", json=generate_body(prompt=prompt, waitForResult=True), headers=auth(team))
+    items = (await api_with_worker.get("/api/v1/generate/history", headers=auth(team))).json()["items"]
+    assert [(j["params"]["prompt"], j["chargedCredits"]) for j in items] == [("b", 4.8), ("a", 4.8)]

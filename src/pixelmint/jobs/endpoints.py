@@ -91,6 +91,22 @@ async def generate(
     return JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=code)
 
 
+@router.get("/history", response_model=JobPage, summary="Past generations with the credits each used")
+async def generation_history(
+    principal: PrincipalDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> JobPage:
+    """The team's image generations, newest first (``chargedCredits`` is what each cost)."""
+    return await list_jobs(
+        principal, session, runtime, request, status_=None, type_="image_generation", model_id=None,
+        created_after=None, created_before=None, limit=limit, cursor=cursor,
+    )
+
+
 @router.get("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Get a generation")
 @router.get("/{job_id}/status", response_model=JobEnvelope, responses=ERRORS, include_in_schema=False)
 async def get_generation(
