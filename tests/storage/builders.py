@@ -12,6 +12,9 @@ from pixelmint.kit.db import Database
 from pixelmint.storage.backend import Storage, StorageError
 from pixelmint.storage.service import storage_key
 
+# expires_in for make_image: already expired, and not for a while
+PAST, FUTURE = -dt.timedelta(days=1), dt.timedelta(days=30)
+
 
 async def make_job(db: Database, *, team: CreatedTeam, state: str = "succeeded") -> uuid.UUID:
     """A finished image-generation job row (no reservation: retention does not touch credits)."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from pixelmint.api.runtime import Runtime
 from pixelmint.kit.db import Database
@@ -16,10 +17,8 @@ from pixelmint.storage.backend import LocalStorage, Storage, StorageError
 from pixelmint.storage.retention import cleanup_expired
 from pixelmint.storage.s3 import S3Storage
 from tests.builders import make_team
-from tests.storage.builders import exists, image_rows, job_states, make_image, make_job
+from tests.storage.builders import FUTURE, PAST, exists, image_rows, job_states, make_image, make_job
 from tests.storage.conftest import S3_KEYS
-
-PAST, FUTURE = -dt.timedelta(days=1), dt.timedelta(days=30)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -100,7 +99,6 @@ async def test_concurrent_cleanups_share_the_work_without_double_deletes(databas
         reports = await asyncio.gather(
             *(cleanup_expired(db, rec, batch_size=4) for db, rec in ((one, first), (two, second)))  # type: ignore[arg-type]
         )
-        print("REPORTS", reports)
         assert sorted(first.deleted + second.deleted) == sorted(keys)  # each key exactly once
         assert sum(r.images_deleted for r in reports) == 30
         assert sum(r.jobs_expired for r in reports) == 15
@@ -110,6 +108,20 @@ async def test_concurrent_cleanups_share_the_work_without_double_deletes(databas
     finally:
         await one.dispose()
         await two.dispose()
+
+
+async def test_rows_locked_by_a_request_are_skipped_not_waited_for(db: Database, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path, "secret")
+    team = await make_team(db)
+    job = await make_job(db, team=team)
+    keys = [await make_image(db, storage, team=team, job_id=job, expires_in=PAST) for _ in range(3)]
+    async with db.transaction() as request:  # e.g. DELETE /api/v1/images/{id} in flight
+        await request.execute(text("SELECT 1 FROM images WHERE storage_key = :k FOR UPDATE"), {"k": keys[0]})
+        report = await asyncio.wait_for(cleanup_expired(db, storage), 10)
+        assert report.images_deleted == 2 and report.jobs_expired == 0
+        assert await exists(storage, keys[0])
+    report = await cleanup_expired(db, storage)
+    assert (report.images_deleted, report.jobs_expired) == (1, 1)
 
 
 async def test_a_storage_failure_rolls_the_batch_back(db: Database, s3_endpoint: str, s3_storage: S3Storage) -> None:

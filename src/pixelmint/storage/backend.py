@@ -48,13 +48,16 @@ class LocalStorage:
 
     def __init__(self, root: Path, secret: str) -> None:
         self.root = root
+        self._resolved_root = root.resolve()
         self._secret = secret.encode()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        """The file of ``key``, checked lexically (no filesystem calls, so that deleting thousands
+        of keys stays cheap): a relative path without empty, ``.`` or ``..`` parts. Raises
+        ``NotFound`` otherwise. ``verified_path`` also resolves symlinks."""
+        if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in key.split("/")):
             raise NotFound("No such file.", code="file_not_found")
-        return path
+        return self._resolved_root / key
 
     async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
         path = self._path(key)
@@ -109,7 +112,7 @@ class LocalStorage:
         if not hmac.compare_digest(self.sign(key, expires), signature):
             raise InvalidSignature("The link's signature does not match.")
         path = self._path(key)
-        if not path.is_file():
+        if not path.resolve().is_relative_to(self._resolved_root) or not path.is_file():
             raise NotFound("No such file.", code="file_not_found")
         return path
 

@@ -9,10 +9,10 @@ transaction:
 2. ``UPDATE images SET deleted_at = now()`` on up to ``batch_size`` rows picked with
    ``expires_at <= now AND deleted_at IS NULL ORDER BY expires_at … FOR UPDATE SKIP LOCKED``
    (the partial index ``ix_images_expires`` of migration 0001 serves it), ``RETURNING`` their keys.
-3. Delete those objects from storage (``delete_many``: one ``DeleteObjects`` per 1,000 keys on S3).
-4. ``UPDATE jobs SET state = 'expired'`` for the batch's jobs that are ``succeeded`` and have no
-   image left that is not deleted.
-5. Commit.
+3. Delete those objects from storage (``delete_many``: one ``DeleteObjects`` per 1,000 keys on S3)
+   and, at the same time, ``UPDATE jobs SET state = 'expired'`` for the batch's jobs that are
+   ``succeeded`` and have no image left that is not deleted.
+4. Commit once both have finished; if either failed, roll back.
 
 Objects are deleted *before* the commit: if the storage call fails the transaction rolls back and
 the rows stay for the next run; if the commit fails after the objects are gone, the next run
@@ -63,8 +63,7 @@ WITH batch AS (
        FOR UPDATE SKIP LOCKED
 )
 UPDATE images AS i SET deleted_at = now()
-  FROM batch
- WHERE i.id = batch.id
+ WHERE i.id = ANY(ARRAY(SELECT id FROM batch))  -- a primary-key lookup, never a join over images
 RETURNING i.job_id, i.storage_key, i.size_bytes
 """)
 
@@ -135,7 +134,7 @@ async def cleanup_expired(
     dry_run: bool = False,
     stop: asyncio.Event | None = None,
 ) -> CleanupReport:
-    """Delete every image with ``expires_at <= now`` (default: the current time) that is not
+    """Delete every image with ``expires_at <= now`` (tz-aware; default: the current time) that is not
     deleted yet: its object in ``storage``, then its row (``deleted_at``) and, once a succeeded
     job has no image left, the job (``state = 'expired'``). Works in batches of ``batch_size``
     images, one transaction each (see the module docstring); safe to run from several processes
@@ -169,8 +168,16 @@ async def cleanup_expired(
             rows = (await session.execute(_TAKE_BATCH, {"now": cutoff, "limit": batch_size})).all()
             if not rows:
                 break
-            await storage.delete_many([r.storage_key for r in rows])
-            expired = await session.execute(_EXPIRE_JOBS, {"job_ids": list({r.job_id for r in rows})})
+            # The objects go while the database expires the jobs (both before the commit; either
+            # failing rolls the whole batch back, after both have finished).
+            deleted, expired = await asyncio.gather(
+                storage.delete_many([r.storage_key for r in rows]),
+                session.execute(_EXPIRE_JOBS, {"job_ids": list({r.job_id for r in rows})}),
+                return_exceptions=True,
+            )
+            for outcome in (deleted, expired):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         report.batches += 1
         report.images_deleted += len(rows)
         report.bytes_deleted += sum(r.size_bytes for r in rows)
