@@ -456,7 +456,7 @@ async def bare_run(url: str, callers: list[Caller], *, concurrency: int, seconds
                         reserved = await conn.fetchrow(RESERVE_SQL, *positional(RESERVE_ARGS, {
                             "team_id": auth["team_id"], "amount": cost, "operation": "image_generation",
                             "job_id": job_id, "reservation_id": reservation_id, "user_id": auth["user_id"],
-                            "description": None,
+                            "description": None, "app_id": None, "expires_at": None,
                         }))
                         if reserved is None or reserved["from_allocation"] is None:
                             raise RuntimeError(f"reserve failed: {reserved}")

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     # Secret for HMAC-signed local image URLs; generated once into the data directory when unset.
     secret_key: str | None = None
     public_url: str | None = None
+    # enforce: no credits, no job (402). fail_open (development): the operation runs anyway and the
+    # shortfall is granted by a logged, marked ledger row (credits.service.cover_shortfall).
+    credit_enforcement: Literal["enforce", "fail_open"] = "enforce"
+    # Longest a credit-API hold may live before the sweeper releases it.
+    max_hold_seconds: int = 86_400
     # Bearer token for /api/v1/admin/*; the admin API is disabled while unset.
     admin_token: str | None = None
     log_level: str = "info"
@@ -107,6 +112,11 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-image-1"
     openai_timeout_seconds: float = 300.0  # one synchronous images call
     openai_max_retries: int = 2
+    # Local diffusers pipeline (providers/diffusers_local.py, extra "diffusers"): registered when set.
+    diffusers_model_dir: Path | None = None  # a save_pretrained() folder; never downloads
+    diffusers_device: str = "cpu"
+    diffusers_steps: int = 25  # standard quality; hd uses 1.6×
+    diffusers_guidance_scale: float = 7.0
 
     @property
     def storage_dir(self) -> Path:

@@ -2,7 +2,14 @@
 
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
 from pixelmint.catalog.tables import ReferenceModel
-from pixelmint.credits.tables import CreditBalance, CreditReservation, CreditTransaction
+from pixelmint.credits.tables import (
+    App,
+    AppOperation,
+    CreditBalance,
+    CreditReservation,
+    CreditTransaction,
+    PricingConfig,
+)
 from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
 from pixelmint.jobs.tables import Job, JobAttempt, JobLog, TeamDispatch
 from pixelmint.kit.db import Base
@@ -11,6 +18,9 @@ from pixelmint.storage.tables import Image
 metadata = Base.metadata
 
 __all__ = [
+    "App",
+    "AppOperation",
+    "PricingConfig",
     "ApiKey",
     "CreditBalance",
     "CreditReservation",

@@ -13,6 +13,9 @@ from pixelmint.api.errors import install_error_handlers
 from pixelmint.api.runtime import Runtime
 from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
 from pixelmint.catalog.endpoints import router as catalog_router
+from pixelmint.credits.app_endpoints import admin_router as apps_admin_router
+from pixelmint.credits.app_endpoints import pricing_admin_router
+from pixelmint.credits.app_endpoints import router as credit_api_router
 from pixelmint.credits.endpoints import router as credits_router
 from pixelmint.custom_models.endpoints import router as models_router
 from pixelmint.jobs.endpoints import jobs_router
@@ -43,7 +46,17 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     )
     install_error_handlers(app)
     for router in (
-        catalog_router, catalog_admin_router, models_router, generate_router, jobs_router, credits_router, images_router, files_router
+        catalog_router,
+        models_router,
+        generate_router,
+        jobs_router,
+        credits_router,
+        credit_api_router,
+        images_router,
+        files_router,
+        catalog_admin_router,
+        apps_admin_router,
+        pricing_admin_router,
     ):
         app.include_router(router)
 

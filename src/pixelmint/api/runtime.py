@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from pixelmint.credits.pricing import DEFAULT_PRICING, Pricing
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
@@ -23,7 +22,6 @@ class Runtime:
     events: JobEvents
     storage: Storage
     providers: Providers
-    pricing: Pricing = DEFAULT_PRICING
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     retention: RetentionTask | None = None

@@ -12,8 +12,10 @@ The design leaves the resolution and quality multipliers open; ours are tiers by
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 CENT = Decimal("0.01")
 
@@ -77,3 +79,103 @@ class Pricing:
 
 
 DEFAULT_PRICING = Pricing()
+
+
+# ---------------------------------------------------------------------------------------------
+# The pricing table: admins change prices without a deploy; a job keeps the price it was
+# reserved at (its estimated_credits), so a change only affects new work.
+
+PRICING_FIELDS: dict[str, dict[str, str]] = {
+    "image_generation": {
+        "base": "image_base", "factor": "image_factor", "resolutionTiers": "resolution_tiers",
+        "qualityMultipliers": "quality_multipliers",
+    },
+    "model_creation": {
+        "base": "creation_base", "factor": "creation_factor", "perExtraImage": "creation_per_extra_image",
+        "includedImages": "creation_included_images",
+    },
+    "model_refinement": {"base": "refinement_base", "growth": "refinement_growth", "factor": "refinement_factor"},
+}
+_CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Pricing]] = {}
+
+
+def pricing_from_config(rows: dict[str, dict[str, Any]]) -> Pricing:
+    """A ``Pricing`` from pricing-table rows ``{operation: {camelCaseField: value}}`` over the
+    defaults. Raises ``ValueError`` for an unknown operation or field or a bad value."""
+    values: dict[str, Any] = {}
+    for operation, config in rows.items():
+        fields = PRICING_FIELDS.get(operation)
+        if fields is None:
+            raise ValueError(f"unknown operation {operation!r}; known: {', '.join(PRICING_FIELDS)}")
+        for key, value in config.items():
+            if key not in fields:
+                raise ValueError(f"unknown field {key!r} for {operation}; known: {', '.join(fields)}")
+            name = fields[key]
+            if name == "resolution_tiers":
+                tiers = tuple(sorted((int(p), Decimal(str(m))) for p, m in value))
+                if not tiers or any(m <= 0 or p <= 0 for p, m in tiers):
+                    raise ValueError("resolutionTiers must be [[maxPixels, multiplier > 0], ...]")
+                values[name] = tiers
+            elif name == "quality_multipliers":
+                multipliers = {str(k): Decimal(str(v)) for k, v in value.items()}
+                if set(multipliers) != {"standard", "hd"} or any(v <= 0 for v in multipliers.values()):
+                    raise ValueError("qualityMultipliers must give standard and hd, both > 0")
+                values[name] = multipliers
+            elif name == "creation_included_images":
+                values[name] = int(value)
+            else:
+                number = Decimal(str(value))
+                if number < 0:
+                    raise ValueError(f"{key} must be >= 0")
+                values[name] = number
+    return Pricing(**values)
+
+
+async def current_pricing(session: Any) -> Pricing:
+    """The prices in force: the pricing table over the defaults, cached per process for 5 s."""
+    from sqlalchemy import text
+
+    key = str(session.bind.url)
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is None or hit[0] < now:
+        rows = await session.execute(text("SELECT operation, config FROM credit_pricing_config"))
+        hit = (now + _CACHE_SECONDS, pricing_from_config({r.operation: r.config for r in rows}))
+        _cache[key] = hit
+    return hit[1]
+
+
+async def set_pricing(session: Any, operation: str, config: dict[str, Any]) -> Pricing:
+    """Admin: replace one operation's row in the pricing table (validated first)."""
+    import json
+
+    from sqlalchemy import text
+
+    pricing_from_config({operation: config})
+    await session.execute(
+        text("""INSERT INTO credit_pricing_config (operation, config) VALUES (:op, CAST(:config AS jsonb))
+                ON CONFLICT (operation) DO UPDATE SET config = EXCLUDED.config, updated_at = now()"""),
+        {"op": operation, "config": json.dumps(config)},
+    )
+    _cache.clear()
+    rows = await session.execute(text("SELECT operation, config FROM credit_pricing_config"))
+    return pricing_from_config({r.operation: r.config for r in rows})
+
+
+def pricing_as_config(pricing: Pricing) -> dict[str, dict[str, Any]]:
+    """The pricing table as JSON-friendly rows (the shape ``pricing_from_config`` reads)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for operation, fields in PRICING_FIELDS.items():
+        row: dict[str, Any] = {}
+        for key, name in fields.items():
+            value = getattr(pricing, name)
+            if name == "resolution_tiers":
+                value = [[p, float(m)] for p, m in value]
+            elif name == "quality_multipliers":
+                value = {k: float(v) for k, v in value.items()}
+            elif isinstance(value, Decimal):
+                value = float(value)
+            row[key] = value
+        rows[operation] = row
+    return rows

@@ -13,17 +13,21 @@ Services take the caller's session and never commit.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
 from pixelmint.kit.errors import NotFound
+
+log = structlog.get_logger(__name__)
 
 ZERO = Decimal("0.00")
 
@@ -55,15 +59,18 @@ WITH bal AS (
       FROM split s WHERE b.team_id = s.team_id
     RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits, s.from_allocation, s.from_bonus
 ), res AS (
-    INSERT INTO credit_reservations (id, team_id, job_id, operation, amount, from_allocation, from_bonus)
-    SELECT :reservation_id, :team_id, :job_id, :operation, :amount, from_allocation, from_bonus FROM upd
+    INSERT INTO credit_reservations (id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus,
+                                     expires_at)
+    SELECT :reservation_id, :team_id, :job_id, :app_id, :operation, :amount, from_allocation, from_bonus,
+           :expires_at
+      FROM upd
 ), led AS (
     INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
                                      allocation_after, bonus_after, reserved_after, operation, job_id,
-                                     reservation_id, user_id, description)
+                                     reservation_id, app_id, user_id, description)
     SELECT :team_id, 'reserve', :amount, -from_allocation, -from_bonus, :amount,
            allocation_credits, bonus_credits, reserved_credits, :operation, :job_id,
-           :reservation_id, :user_id, :description
+           :reservation_id, :app_id, :user_id, :description
       FROM upd
 )
 SELECT bal.allocation_credits + bal.bonus_credits AS available, upd.from_allocation, upd.from_bonus
@@ -78,35 +85,119 @@ async def reserve(
     amount: Decimal,
     operation: str,
     job_id: uuid.UUID | None = None,
+    app_id: uuid.UUID | None = None,
     user_id: uuid.UUID | None = None,
     description: str | None = None,
+    expires_at: dt.datetime | None = None,
+    fail_open: bool = False,
 ) -> Reservation:
     """Move ``amount`` credits from available (allocation first, then bonus) to reserved.
 
     One statement: lock the balance row, check, update, insert the reservation and its ledger row.
     Raises ``InsufficientCredits`` (nothing written) when available < amount, ``NotFound`` when
-    the team has no balance row.
+    the team has no balance row. With ``fail_open`` (``PIXELMINT_CREDIT_ENFORCEMENT=fail_open``)
+    a shortfall is first granted as recorded, logged bonus credits (``cover_shortfall``).
     """
     reservation_id = uuid.uuid4()
-    row = (
-        await session.execute(
-            _RESERVE,
-            {
-                "team_id": team_id,
-                "amount": amount,
-                "operation": operation,
-                "job_id": job_id,
-                "reservation_id": reservation_id,
-                "user_id": user_id,
-                "description": description,
-            },
-        )
-    ).one_or_none()
+    params = {
+        "team_id": team_id, "amount": amount, "operation": operation, "job_id": job_id,
+        "reservation_id": reservation_id, "app_id": app_id, "user_id": user_id, "description": description,
+        "expires_at": expires_at,
+    }
+    row = (await session.execute(_RESERVE, params)).one_or_none()
     if row is None:
         raise NotFound("The team has no credit balance.", code="team_not_found")
     if row.from_allocation is None:
-        raise InsufficientCredits(required=amount, available=row.available, operation=operation)
+        if not fail_open:
+            raise InsufficientCredits(required=amount, available=row.available, operation=operation)
+        await cover_shortfall(session, team_id=team_id, required=amount, available=row.available, operation=operation)
+        row = (await session.execute(_RESERVE, params)).one()
     return Reservation(reservation_id, team_id, amount, row.from_allocation, row.from_bonus)
+
+
+async def cover_shortfall(
+    session: AsyncSession, *, team_id: uuid.UUID, required: Decimal, available: Decimal, operation: str
+) -> None:
+    """``fail_open`` mode: an operation without enough credits still runs. The missing credits are
+    granted into the bonus bucket by an ``adjust`` ledger row marked ``failOpen`` and logged as a
+    warning, so the shortfall is never silent and the ledger still adds up."""
+    shortfall = required - available
+    log.warning("credit_shortfall_fail_open", team=str(team_id), operation=operation,
+                required=str(required), available=str(available), shortfall=str(shortfall))
+    await grant(
+        session, team_id=team_id, amount=shortfall, bucket="bonus", ledger_type="adjust",
+        description=f"fail_open: {operation} ran {shortfall} credits short",
+        metadata={"failOpen": True, "shortfall": str(shortfall), "operation": operation},
+    )
+
+
+_CONSUME = text("""
+WITH bal AS (
+    SELECT team_id, allocation_credits, bonus_credits
+      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+), split AS (
+    SELECT team_id,
+           LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_allocation,
+           CAST(:amount AS numeric) - LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_bonus
+      FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
+), upd AS (
+    UPDATE credit_balances b
+       SET allocation_credits = b.allocation_credits - s.from_allocation,
+           bonus_credits = b.bonus_credits - s.from_bonus,
+           updated_at = now()
+      FROM split s WHERE b.team_id = s.team_id
+    RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits, s.from_allocation, s.from_bonus
+), led AS (
+    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
+                                     allocation_after, bonus_after, reserved_after, operation, app_id,
+                                     user_id, description, metadata)
+    SELECT :team_id, 'consume', :amount, -from_allocation, -from_bonus, 0,
+           allocation_credits, bonus_credits, reserved_credits, :operation, :app_id,
+           :user_id, :description, CAST(:metadata AS jsonb)
+      FROM upd
+    RETURNING id
+)
+SELECT bal.allocation_credits + bal.bonus_credits AS available, upd.allocation_credits + upd.bonus_credits AS after,
+       (SELECT id FROM led) AS transaction_id
+  FROM bal LEFT JOIN upd ON true
+""")
+
+
+@dataclass(frozen=True)
+class Consumption:
+    transaction_id: int
+    amount: Decimal
+    available_after: Decimal
+
+
+async def consume(
+    session: AsyncSession,
+    *,
+    team_id: uuid.UUID,
+    amount: Decimal,
+    operation: str,
+    app_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    fail_open: bool = False,
+) -> Consumption:
+    """Spend ``amount`` credits at once (allocation first, then bonus): one statement that locks
+    the balance row and appends a ``consume`` ledger row. Raises ``InsufficientCredits`` (nothing
+    written) unless ``fail_open``, and ``NotFound`` for a team without a balance."""
+    params = {
+        "team_id": team_id, "amount": amount, "operation": operation, "app_id": app_id, "user_id": user_id,
+        "description": description, "metadata": json.dumps(metadata or {}),
+    }
+    row = (await session.execute(_CONSUME, params)).one_or_none()
+    if row is None:
+        raise NotFound("The team has no credit balance.", code="team_not_found")
+    if row.transaction_id is None:
+        if not fail_open:
+            raise InsufficientCredits(required=amount, available=row.available, operation=operation)
+        await cover_shortfall(session, team_id=team_id, required=amount, available=row.available, operation=operation)
+        row = (await session.execute(_CONSUME, params)).one()
+    return Consumption(row.transaction_id, amount, row.after)
 
 
 # Settle a held reservation. Capture keeps ``:captured`` credits as spent and returns the rest

@@ -53,6 +53,7 @@ class CreditReservation(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    app_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("apps.id"))
     operation: Mapped[str] = mapped_column(String(64))
     amount: Mapped[Decimal] = mapped_column(CREDITS)
     from_allocation: Mapped[Decimal] = mapped_column(CREDITS)
@@ -61,6 +62,8 @@ class CreditReservation(Base):
     captured_amount: Mapped[Decimal | None] = mapped_column(CREDITS)
     created_at: Mapped[dt.datetime] = created_at_column()
     settled_at: Mapped[dt.datetime | None]
+    # Holds taken through the credit API expire (and are released by the sweeper) after this.
+    expires_at: Mapped[dt.datetime | None]
 
 
 class CreditTransaction(Base):
@@ -89,7 +92,42 @@ class CreditTransaction(Base):
     operation: Mapped[str | None] = mapped_column(String(64))
     job_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     reservation_id: Mapped[uuid.UUID | None]
+    app_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     user_id: Mapped[uuid.UUID | None]
     description: Mapped[str | None] = mapped_column(String(500))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[dt.datetime] = created_at_column()
+
+
+class App(Base):
+    """Another application that uses this ledger through the credit API (service key, hashed)."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = created_at_column()
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class AppOperation(Base):
+    """An app's price list: credits per named operation (e.g. flashcards ``deck`` = 10)."""
+
+    __tablename__ = "app_operations"
+
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cost: Mapped[Decimal] = mapped_column(CREDITS)
+
+
+class PricingConfig(Base):
+    """The pricing table: one row per operation with its base cost and multipliers (JSON), read by
+    ``credits/pricing.py``; changed by admins without a deploy."""
+
+    __tablename__ = "credit_pricing_config"
+
+    operation: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[dt.datetime] = created_at_column()

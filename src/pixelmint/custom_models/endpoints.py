@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from pixelmint.credits.pricing import current_pricing
 from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from pixelmint.custom_models import service
 from pixelmint.custom_models.schemas import (
@@ -122,7 +123,7 @@ async def create_model(request: Request, principal: PrincipalDep, session: Sessi
     model, job = await service.create_model(
         session, principal, reference_model_id=body.reference_model_id, name=body.name,
         description=body.description, trigger_word=body.trigger_word, training_steps=body.training_steps,
-        images=images, storage=runtime.storage, settings=runtime.settings, pricing=runtime.pricing,
+        images=images, storage=runtime.storage, settings=runtime.settings, pricing=await current_pricing(session),
     )
     await session.commit()
     runtime.events.announce_jobs_available()
@@ -181,7 +182,8 @@ async def refine_model(
     version); on success the model's version increments and its history records the prompt,
     iteration, cost and artifact."""
     model, job = await service.refine_model(
-        session, principal, model_id, prompt=body.prompt, settings=runtime.settings, pricing=runtime.pricing
+        session, principal, model_id, prompt=body.prompt, settings=runtime.settings,
+        pricing=await current_pricing(session),
     )
     await session.commit()
     runtime.events.announce_jobs_available()

@@ -112,7 +112,7 @@ async def create_model(
     job_id = uuid.uuid4()
     reservation = await credits.reserve(
         session, team_id=principal.team_id, amount=cost, operation="model_creation", job_id=job_id,
-        user_id=principal.user_id,
+        user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
     )
     stored = []
     for index, (image, content_type) in enumerate(zip(images, content_types, strict=True)):
@@ -222,7 +222,7 @@ async def refine_model(
     job_id = uuid.uuid4()
     reservation = await credits.reserve(
         session, team_id=principal.team_id, amount=cost, operation="model_refinement", job_id=job_id,
-        user_id=principal.user_id,
+        user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
     )
     from pixelmint.jobs.service import provider_for
 

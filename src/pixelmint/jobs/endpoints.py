@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.credits.pricing import current_pricing
 from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from pixelmint.api.runtime import Runtime
 from pixelmint.jobs import service
@@ -78,7 +79,7 @@ async def generate(
     queued job; with ``waitForResult`` waits up to the server's limit and answers 200 with the
     finished job and its images (or 202 if time ran out)."""
     job, free_left = await service.submit_generation(
-        session, principal, body, settings=runtime.settings, pricing=runtime.pricing
+        session, principal, body, settings=runtime.settings, pricing=await current_pricing(session)
     )
     await session.commit()
     runtime.events.announce_jobs_available()

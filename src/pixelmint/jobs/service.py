@@ -185,7 +185,7 @@ async def submit_generation(
             )
         reservation = await credits.reserve(
             session, team_id=principal.team_id, amount=cost, operation="image_generation",
-            job_id=job_id, user_id=principal.user_id,
+            job_id=job_id, user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
         )
     job = await queue.enqueue(
         session,

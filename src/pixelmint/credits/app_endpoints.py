@@ -1,0 +1,253 @@
+"""The credit API for other apps (service keys): validate, consume, reserve, capture, release,
+usage; and ``estimate`` for teams. See ``credits/apps.py`` and ``pixelmint.client``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
+
+from pixelmint.accounts.service import authenticate
+from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
+from pixelmint.credits import apps
+from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
+from pixelmint.kit.errors import InvalidRequest
+from pixelmint.kit.schemas import CamelModel, Credits
+
+router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
+admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def get_app(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> apps.AppPrincipal:
+    return await apps.authenticate_app(session, credentials.credentials if credentials else None)
+
+
+AppDep = Annotated[apps.AppPrincipal, Depends(get_app)]
+PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+
+
+class OperationRequest(CamelModel):
+    team_id: uuid.UUID
+    operation: str = Field(min_length=1, max_length=64, examples=["deck"])
+    amount: PositiveAmount | None = Field(None, description="Credits; default: the app's price for the operation")
+
+
+class ValidateOut(CamelModel):
+    has_credits: bool
+    available_credits: Credits
+    required_credits: Credits
+
+
+class ConsumeRequest(OperationRequest):
+    description: str | None = Field(None, max_length=500)
+    metadata: dict[str, Any] = {}
+
+
+class ConsumeOut(CamelModel):
+    transaction_id: int
+    consumed_credits: Credits
+    available_credits: Credits
+
+
+class ReserveRequest(OperationRequest):
+    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released")
+
+
+class HoldOut(CamelModel):
+    hold_id: uuid.UUID
+    team_id: uuid.UUID
+    operation: str
+    amount: Credits
+    status: Literal["held", "captured", "released"]
+    captured_amount: Credits | None
+    expires_at: dt.datetime | None
+
+
+class CaptureRequest(CamelModel):
+    hold_id: uuid.UUID
+    amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
+
+
+class ReleaseRequest(CamelModel):
+    hold_id: uuid.UUID
+
+
+def _hold(held) -> HoldOut:  # type: ignore[no-untyped-def]
+    return HoldOut(hold_id=held.id, team_id=held.team_id, operation=held.operation, amount=held.amount,
+                   status=held.status, captured_amount=held.captured_amount, expires_at=held.expires_at)
+
+
+@router.post("/validate", response_model=ValidateOut, summary="Would this operation be affordable?")
+async def validate(body: OperationRequest, app: AppDep, session: SessionDep) -> ValidateOut:
+    v = await apps.validate(session, app, team_id=body.team_id, operation=body.operation, amount=body.amount)
+    return ValidateOut(has_credits=v.has_credits, available_credits=v.available_credits, required_credits=v.required_credits)
+
+
+@router.post("/consume", response_model=ConsumeOut, summary="Charge for an operation that succeeded",
+             responses={402: {"description": "insufficient_credits"}})
+async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, runtime: RuntimeDep) -> ConsumeOut:
+    done = await apps.consume(
+        session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
+        description=body.description, metadata=body.metadata,
+        fail_open=runtime.settings.credit_enforcement == "fail_open",
+    )
+    await session.commit()
+    return ConsumeOut(transaction_id=done.transaction_id, consumed_credits=done.amount, available_credits=done.available_after)
+
+
+@router.post("/reserve", response_model=HoldOut, status_code=status.HTTP_201_CREATED,
+             summary="Hold credits for a long operation", responses={402: {"description": "insufficient_credits"}})
+async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtime: RuntimeDep) -> HoldOut:
+    held = await apps.hold(
+        session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
+        ttl_seconds=body.ttl_seconds, max_ttl_seconds=runtime.settings.max_hold_seconds,
+        fail_open=runtime.settings.credit_enforcement == "fail_open",
+    )
+    await session.commit()
+    return _hold(held)
+
+
+@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)")
+async def capture(body: CaptureRequest, app: AppDep, session: SessionDep) -> HoldOut:
+    held = await apps.capture(session, app, body.hold_id, amount=body.amount)
+    await session.commit()
+    return _hold(held)
+
+
+@router.post("/release", response_model=HoldOut, summary="Give a hold back")
+async def release(body: ReleaseRequest, app: AppDep, session: SessionDep) -> HoldOut:
+    held = await apps.release(session, app, body.hold_id)
+    await session.commit()
+    return _hold(held)
+
+
+class UsageOut(CamelModel):
+    app: str
+    operation: str
+    count: int
+    credits: Credits
+
+
+class UsagePage(CamelModel):
+    items: list[UsageOut]
+
+
+@router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation")
+async def usage(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
+) -> UsagePage:
+    """With a service key: the app's usage across teams. With a team's API key: the team's usage
+    by every app (Pixelmint's own jobs appear as ``pixelmint``)."""
+    token = credentials.credentials if credentials else None
+    if token and token.startswith(apps.SERVICE_KEY_PREFIX):
+        app = await apps.authenticate_app(session, token)
+        rows = await apps.usage(session, app_id=app.app_id, since=since, until=until)
+    else:
+        principal = await authenticate(session, token)
+        rows = await apps.usage(session, team_id=principal.team_id, since=since, until=until)
+    return UsagePage(items=[UsageOut(app=r.app, operation=r.operation, count=r.count, credits=r.credits) for r in rows])
+
+
+class EstimateRequest(CamelModel):
+    operation: Literal["image_generation", "model_creation", "model_refinement"]
+    reference_model_id: str | None = None
+    custom_model_id: uuid.UUID | None = None
+    resolution: str = "1024x1024"
+    quality: Literal["standard", "hd"] = "standard"
+    num_images: int = 1
+    training_images: int = 5
+    iteration: int | None = Field(None, description="Refinement iteration; default: the custom model's version")
+
+
+class EstimateOut(CamelModel):
+    operation: str
+    estimated_credits: Credits
+
+
+@router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it")
+async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> EstimateOut:
+    from pixelmint.catalog import service as catalog
+    from pixelmint.custom_models import service as custom_models
+    from pixelmint.jobs.service import parse_resolution
+
+    pricing = await current_pricing(session)
+    complexity, version = None, 0
+    if body.custom_model_id is not None:
+        model = await custom_models.get_model(session, principal, body.custom_model_id)
+        info = await catalog.get_pricing_info(session, model.reference_model_id, require_active=False)
+        complexity, version = info.complexity_factor, model.version
+    elif body.reference_model_id is not None:
+        complexity = (await catalog.get_pricing_info(session, body.reference_model_id)).complexity_factor
+    else:
+        raise InvalidRequest("Give referenceModelId or customModelId.", code="model_required")
+    if body.operation == "image_generation":
+        if not 1 <= body.num_images <= runtime.settings.max_images_per_request:
+            raise InvalidRequest("numImages is out of range.", code="invalid_num_images", field="numImages")
+        width, height = parse_resolution(body.resolution, runtime.settings)
+        cost = pricing.image_generation(width=width, height=height, quality=body.quality, complexity=complexity,
+                                        num_images=body.num_images)
+    elif body.operation == "model_creation":
+        cost = pricing.model_creation(complexity=complexity, training_images=max(0, body.training_images))
+    else:
+        cost = pricing.model_refinement(iteration=body.iteration if body.iteration is not None else version,
+                                        complexity=complexity)
+    return EstimateOut(operation=body.operation, estimated_credits=cost)
+
+
+class AppIn(CamelModel):
+    name: str = Field(min_length=1, max_length=200)
+    operations: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(default_factory=dict, examples=[{"deck": 10}])
+
+
+class AppCreated(CamelModel):
+    app_id: uuid.UUID
+    service_key: str
+
+
+@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)")
+async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
+    created = await apps.register_app(session, name=body.name, operations=body.operations)
+    await session.commit()
+    return AppCreated(app_id=created.app_id, service_key=created.service_key)
+
+
+@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs")
+async def set_operations(app_id: uuid.UUID, body: dict[str, Annotated[Decimal, Field(ge=0)]], admin: AdminDep,
+                         session: SessionDep) -> None:
+    await apps.set_operation_costs(session, app_id, body)
+    await session.commit()
+
+
+pricing_admin_router = APIRouter(prefix="/api/v1/admin/pricing", tags=["admin"])
+
+
+@pricing_admin_router.get("", summary="The pricing table in force (defaults merged with overrides)")
+async def get_pricing(admin: AdminDep, session: SessionDep) -> dict[str, Any]:
+    pricing = await current_pricing(session)
+    return pricing_as_config(pricing)
+
+
+@pricing_admin_router.put("/{operation}", summary="Replace one operation's prices (new jobs only)")
+async def put_pricing(
+    operation: Literal["image_generation", "model_creation", "model_refinement"],
+    body: dict[str, Any],
+    admin: AdminDep,
+    session: SessionDep,
+) -> dict[str, Any]:
+    try:
+        pricing = await set_pricing(session, operation, body)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise InvalidRequest(str(exc), code="invalid_pricing") from None
+    await session.commit()
+    return pricing_as_config(pricing)

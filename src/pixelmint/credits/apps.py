@@ -1,0 +1,240 @@
+"""The credit API for other apps: register apps with a service key and a price list, then
+validate → (operate) → consume, or reserve → capture | release for long operations.
+
+Service keys are ``pms_`` + 43 URL-safe random characters; only their SHA-256 digest is stored
+(as for API keys). An app names the team whose credits it uses in each call; apps are registered
+by the operator (CLI or admin API), so they are trusted first-party services of this instance.
+
+Holds taken through this API carry ``expires_at`` (a time-to-live, at most
+``PIXELMINT_MAX_HOLD_SECONDS``); ``release_expired_holds`` releases the ones not settled in time
+and runs periodically in every worker process; capturing an expired hold is 409 ``hold_expired``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.credits import service as credits
+from pixelmint.credits.errors import InsufficientCredits
+from pixelmint.credits.pricing import to_credits
+from pixelmint.credits.tables import App, AppOperation, CreditBalance, CreditReservation
+from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+
+SERVICE_KEY_PREFIX = "pms_"
+
+
+@dataclass(frozen=True)
+class AppPrincipal:
+    app_id: uuid.UUID
+    name: str
+
+
+@dataclass(frozen=True)
+class RegisteredApp:
+    app_id: uuid.UUID
+    service_key: str
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def register_app(session: AsyncSession, *, name: str, operations: dict[str, Decimal]) -> RegisteredApp:
+    """Register an app and its operation costs (credits); the service key is returned once.
+    Raises ``Conflict`` (app_exists) for a taken name."""
+    if await session.scalar(select(App.id).where(App.name == name)) is not None:
+        raise Conflict(f"An app named {name!r} exists.", code="app_exists")
+    key = SERVICE_KEY_PREFIX + secrets.token_urlsafe(32)
+    app = App(id=uuid.uuid4(), name=name, key_hash=_hash(key), prefix=key[:10])
+    session.add(app)
+    await session.flush()
+    await set_operation_costs(session, app.id, operations)
+    return RegisteredApp(app.id, key)
+
+
+async def set_operation_costs(session: AsyncSession, app_id: uuid.UUID, operations: dict[str, Decimal]) -> None:
+    """Upsert an app's price list: ``{operation: credits}`` (>= 0, two places)."""
+    for operation, cost in operations.items():
+        if cost < 0:
+            raise InvalidRequest(f"The cost of {operation!r} must be >= 0.", code="invalid_cost")
+        stmt = insert(AppOperation).values(app_id=app_id, operation=operation, cost=to_credits(cost))
+        await session.execute(stmt.on_conflict_do_update(index_elements=["app_id", "operation"], set_={"cost": stmt.excluded.cost}))
+
+
+async def authenticate_app(session: AsyncSession, service_key: str | None) -> AppPrincipal:
+    if not service_key or not service_key.startswith(SERVICE_KEY_PREFIX):
+        raise Unauthorized("This endpoint takes an app's service key: 'Authorization: Bearer pms_…'.",
+                           code="invalid_service_key")
+    app = await session.scalar(select(App).where(App.key_hash == _hash(service_key), App.revoked_at.is_(None)))
+    if app is None:
+        raise Unauthorized("Invalid or revoked service key.", code="invalid_service_key")
+    return AppPrincipal(app.id, app.name)
+
+
+async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount: Decimal | None) -> Decimal:
+    """The credits an operation costs: ``amount`` when given, else the app's configured cost.
+    Raises ``NotFound`` (unknown_operation) for an operation without a price."""
+    if amount is not None:
+        if amount <= 0:
+            raise InvalidRequest("amount must be > 0.", code="invalid_amount", field="amount")
+        return to_credits(amount)
+    cost = await session.scalar(
+        select(AppOperation.cost).where(AppOperation.app_id == app.app_id, AppOperation.operation == operation)
+    )
+    if cost is None:
+        raise NotFound(f"App {app.name!r} has no price for operation {operation!r}; give an amount or configure it.",
+                       code="unknown_operation")
+    return cost
+
+
+async def _balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalance:
+    balance = await session.get(CreditBalance, team_id, populate_existing=True)
+    if balance is None:
+        raise NotFound(f"No team {team_id}.", code="team_not_found")
+    return balance
+
+
+@dataclass(frozen=True)
+class Validation:
+    has_credits: bool
+    available_credits: Decimal
+    required_credits: Decimal
+
+
+async def validate(
+    session: AsyncSession, app: AppPrincipal, *, team_id: uuid.UUID, operation: str, amount: Decimal | None
+) -> Validation:
+    """Would ``operation`` be affordable now? (A hint: only ``consume``/``reserve`` decide.)"""
+    required = await price(session, app, operation, amount)
+    balance = await _balance(session, team_id)
+    available = balance.allocation_credits + balance.bonus_credits
+    return Validation(available >= required, available, required)
+
+
+async def consume(
+    session: AsyncSession, app: AppPrincipal, *, team_id: uuid.UUID, operation: str, amount: Decimal | None,
+    description: str | None, metadata: dict[str, Any], fail_open: bool,
+) -> credits.Consumption:
+    """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``."""
+    cost = await price(session, app, operation, amount)
+    await _balance(session, team_id)
+    return await credits.consume(
+        session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id, description=description,
+        metadata=metadata, fail_open=fail_open,
+    )
+
+
+async def hold(
+    session: AsyncSession, app: AppPrincipal, *, team_id: uuid.UUID, operation: str, amount: Decimal | None,
+    ttl_seconds: int, max_ttl_seconds: int, fail_open: bool,
+) -> CreditReservation:
+    """Reserve credits for a long operation; settle with ``capture`` or ``release`` within
+    ``ttl_seconds`` (1..max) or the sweeper releases the hold."""
+    if not 1 <= ttl_seconds <= max_ttl_seconds:
+        raise InvalidRequest(f"ttlSeconds must be 1..{max_ttl_seconds}.", code="invalid_ttl", field="ttlSeconds")
+    cost = await price(session, app, operation, amount)
+    await _balance(session, team_id)
+    reservation = await credits.reserve(
+        session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id,
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl_seconds), fail_open=fail_open,
+    )
+    held = await session.get(CreditReservation, reservation.id)
+    assert held is not None
+    return held
+
+
+async def _app_hold(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID) -> CreditReservation:
+    held = await session.scalar(
+        select(CreditReservation)
+        .where(CreditReservation.id == hold_id, CreditReservation.app_id == app.app_id)
+        .execution_options(populate_existing=True)
+    )
+    if held is None:
+        raise NotFound(f"No hold {hold_id}.", code="hold_not_found")
+    return held
+
+
+async def capture(
+    session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID, *, amount: Decimal | None
+) -> CreditReservation:
+    """Charge a hold (all of it, or ``amount`` <= held: the rest goes back). Exactly once: a
+    second capture or a capture after release is 409 ``hold_settled``; after expiry 409
+    ``hold_expired``."""
+    held = await _app_hold(session, app, hold_id)
+    if held.status != "held":
+        raise Conflict(f"Hold {hold_id} is already {held.status}.", code="hold_settled", status=held.status)
+    if held.expires_at is not None and held.expires_at <= dt.datetime.now(dt.UTC):
+        raise Conflict(f"Hold {hold_id} expired at {held.expires_at.isoformat()}; the sweeper releases it.",
+                       code="hold_expired")
+    if amount is not None and not Decimal("0") <= amount <= held.amount:
+        raise InvalidRequest(f"amount must be 0..{held.amount} (the held amount).", code="invalid_amount")
+    if await credits.capture(session, held.id, amount=to_credits(amount) if amount is not None else None) is None:
+        raise Conflict(f"Hold {hold_id} was settled meanwhile.", code="hold_settled")
+    return await _app_hold(session, app, hold_id)
+
+
+async def release(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID) -> CreditReservation:
+    """Return a hold's credits. Releasing a released hold is a no-op; a captured one is 409."""
+    held = await _app_hold(session, app, hold_id)
+    if held.status == "captured":
+        raise Conflict(f"Hold {hold_id} was captured.", code="hold_settled", status=held.status)
+    await credits.release(session, held.id, description="released by app")
+    return await _app_hold(session, app, hold_id)
+
+
+async def release_expired_holds(session: AsyncSession, *, batch: int = 500) -> int:
+    """Release holds past ``expires_at`` (``SKIP LOCKED``: safe from every worker). Returns how many."""
+    ids = (
+        await session.scalars(
+            text("""SELECT id FROM credit_reservations
+                     WHERE status = 'held' AND expires_at IS NOT NULL AND expires_at <= now()
+                     ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED"""),
+            {"batch": batch},
+        )
+    ).all()
+    for hold_id in ids:
+        await credits.release(session, hold_id, description="hold expired")
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    app: str
+    operation: str
+    count: int
+    credits: Decimal
+
+
+async def usage(
+    session: AsyncSession, *, team_id: uuid.UUID | None = None, app_id: uuid.UUID | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None,
+) -> list[UsageRow]:
+    """Credits spent per app and operation (consumes and captures), for a team or an app.
+    Pixelmint's own jobs appear as app ``pixelmint``."""
+    rows = await session.execute(
+        text("""
+            SELECT COALESCE(a.name, 'pixelmint') AS app, t.operation, count(*) AS count, sum(t.amount) AS credits
+              FROM credit_transactions t LEFT JOIN apps a ON a.id = t.app_id
+             WHERE t.type IN ('consume', 'capture')
+               AND (CAST(:team AS uuid) IS NULL OR t.team_id = :team)
+               AND (CAST(:app AS uuid) IS NULL OR t.app_id = :app)
+               AND (CAST(:since AS timestamptz) IS NULL OR t.created_at >= :since)
+               AND (CAST(:until AS timestamptz) IS NULL OR t.created_at < :until)
+             GROUP BY 1, 2 ORDER BY 1, 2
+        """),
+        {"team": team_id, "app": app_id, "since": since, "until": until},
+    )
+    return [UsageRow(r.app, r.operation or "", r.count, r.credits) for r in rows]
+
+
+__all__ = ["InsufficientCredits"]
