@@ -222,5 +222,71 @@ def storage_apply_lifecycle() -> None:
                f"{settings.image_retention_days} days")
 
 
+
+def _run_in_transaction(action):  # type: ignore[no-untyped-def]
+    """Run ``await action(session)`` in one transaction on the configured database."""
+    from pixelmint.kit.db import Database
+
+    settings = get_settings()
+    handle = resolve_database(settings)
+
+    async def main():  # type: ignore[no-untyped-def]
+        await prepare_database(handle.url)
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            async with db.transaction() as session:
+                return await action(session)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+@admin.command("create-app")
+def create_app_command(
+    name: str,
+    operation: Annotated[list[str] | None, typer.Option(help="An operation's cost: NAME=CREDITS (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {appId, serviceKey} as JSON.")] = False,
+) -> None:
+    """Register an app for the credit API; its service key is printed once."""
+    from pixelmint.credits import apps
+
+    costs = {}
+    for item in operation or []:
+        op, _, cost = item.partition("=")
+        try:
+            costs[op] = Decimal(cost)
+        except InvalidOperation:
+            typer.echo(f"--operation takes NAME=CREDITS, got {item!r}", err=True)
+            raise typer.Exit(2) from None
+    created = _run_in_transaction(lambda session: apps.register_app(session, name=name, operations=costs))
+    if as_json:
+        typer.echo(json.dumps({"appId": str(created.app_id), "serviceKey": created.service_key}))
+    else:
+        typer.echo(f"app        {created.app_id}\nserviceKey {created.service_key}  (shown once)")
+
+
+@admin.command("pricing")
+def pricing_command(
+    operation: Annotated[str | None, typer.Argument(help="image_generation | model_creation | model_refinement")] = None,
+    config: Annotated[str | None, typer.Option("--set", help='JSON fields to set, e.g. \'{"base": 6}\'')] = None,
+) -> None:
+    """Show the pricing table, or replace one operation's prices with --set (new jobs only)."""
+    from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
+
+    async def action(session):  # type: ignore[no-untyped-def]
+        if config is not None:
+            if operation is None:
+                raise ValueError("name the operation to change")
+            return pricing_as_config(await set_pricing(session, operation, json.loads(config)))
+        return pricing_as_config(await current_pricing(session))
+
+    try:
+        table = _run_in_transaction(action)
+    except (ValueError, TypeError) as exc:
+        typer.echo(f"pricing: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(table if operation is None else table[operation], indent=2))
+
 if __name__ == "__main__":
     app()

@@ -251,3 +251,22 @@ async def put_pricing(
         raise InvalidRequest(str(exc), code="invalid_pricing") from None
     await session.commit()
     return pricing_as_config(pricing)
+
+
+class TeamBalanceOut(CamelModel):
+    team_id: uuid.UUID
+    available_credits: Credits
+    allocation_credits: Credits
+    bonus_credits: Credits
+    reserved_credits: Credits
+
+
+@router.get("/team-balance", response_model=TeamBalanceOut, summary="A team's balance, for an app")
+async def team_balance(
+    app: AppDep, session: SessionDep, team_id: Annotated[uuid.UUID, Query(alias="teamId")]
+) -> TeamBalanceOut:
+    b = await apps.team_balance(session, team_id)
+    return TeamBalanceOut(
+        team_id=team_id, available_credits=b.allocation_credits + b.bonus_credits,
+        allocation_credits=b.allocation_credits, bonus_credits=b.bonus_credits, reserved_credits=b.reserved_credits,
+    )

@@ -97,7 +97,8 @@ async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount
     return cost
 
 
-async def _balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalance:
+async def team_balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalance:
+    """A team's balance row. Raises ``NotFound`` (team_not_found)."""
     balance = await session.get(CreditBalance, team_id, populate_existing=True)
     if balance is None:
         raise NotFound(f"No team {team_id}.", code="team_not_found")
@@ -116,7 +117,7 @@ async def validate(
 ) -> Validation:
     """Would ``operation`` be affordable now? (A hint: only ``consume``/``reserve`` decide.)"""
     required = await price(session, app, operation, amount)
-    balance = await _balance(session, team_id)
+    balance = await team_balance(session, team_id)
     available = balance.allocation_credits + balance.bonus_credits
     return Validation(available >= required, available, required)
 
@@ -127,7 +128,7 @@ async def consume(
 ) -> credits.Consumption:
     """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``."""
     cost = await price(session, app, operation, amount)
-    await _balance(session, team_id)
+    await team_balance(session, team_id)
     return await credits.consume(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id, description=description,
         metadata=metadata, fail_open=fail_open,
@@ -143,7 +144,7 @@ async def hold(
     if not 1 <= ttl_seconds <= max_ttl_seconds:
         raise InvalidRequest(f"ttlSeconds must be 1..{max_ttl_seconds}.", code="invalid_ttl", field="ttlSeconds")
     cost = await price(session, app, operation, amount)
-    await _balance(session, team_id)
+    await team_balance(session, team_id)
     reservation = await credits.reserve(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id,
         expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl_seconds), fail_open=fail_open,

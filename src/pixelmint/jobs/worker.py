@@ -3,7 +3,8 @@
 One ``Worker`` runs up to ``concurrency`` jobs at once in its event loop. It sleeps until a
 ``pixelmint_jobs`` NOTIFY (or its own finished job, or the poll interval as a fallback) says work
 may be claimable. Every ``lease/3`` seconds it extends the leases of its running jobs (and learns
-of cancellations); every ``lease/2`` seconds it rescues jobs whose lease ran out, from any worker.
+of cancellations); every ``lease/2`` seconds it rescues jobs whose lease ran out, from any worker,
+and releases credit-API holds past their time-to-live.
 ``pixelmint worker`` runs workers alone; ``pixelmint serve`` runs one in-process.
 """
 
@@ -17,6 +18,7 @@ from contextlib import suppress
 
 import structlog
 
+from pixelmint.credits import apps as credit_holds
 from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import Fence
@@ -143,6 +145,10 @@ class Worker:
             log.warning("job_rescued", job=str(job.id), state=job.state, attempt=job.attempt)
         if rescued:
             self.events.jobs_available.set()
+        async with self.db.transaction() as session:
+            released = await credit_holds.release_expired_holds(session)
+        if released:
+            log.info("expired_holds_released", count=released)
 
     def _on_job_state(self, job_id: uuid.UUID, state: str) -> None:
         task = self._running.get(job_id)

@@ -1,0 +1,59 @@
+"""A worked example: a flashcards app that charges a Pixelmint team 10 credits per deck.
+
+Set up once (operator):
+    pixelmint admin create-app flashcards --operation deck=10 --json   # prints the service key
+
+Run:
+    PIXELMINT_URL=http://127.0.0.1:8000 PIXELMINT_SERVICE_KEY=pms_… python examples/flashcards_app.py TEAM_ID
+
+The pattern: validate before the work (a cheap, advisory check), do the work, consume after it
+succeeded — with an Idempotency-Key so a retried consume never charges twice. For work that takes
+long, hold the credits first (reserve), then capture or release.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+from pixelmint.client import InsufficientCreditsError, PixelmintCredits
+
+
+def build_deck(topic: str) -> list[tuple[str, str]]:
+    """The app's own work (here: a trivial deck)."""
+    return [(f"{topic} #{i}", f"answer {i}") for i in range(1, 11)]
+
+
+def create_deck(credits: PixelmintCredits, team_id: str, topic: str) -> list[tuple[str, str]] | None:
+    check = credits.validate_credits(team_id, "deck")
+    if not check.has_credits:
+        print(f"not enough credits: need {check.required_credits}, have {check.available_credits}")
+        return None
+    deck = build_deck(topic)
+    try:
+        charged = credits.consume_credits(
+            team_id, "deck", description=f"deck: {topic}", metadata={"cards": len(deck)},
+            idempotency_key=f"deck-{uuid.uuid4()}",
+        )
+    except InsufficientCreditsError as exc:  # spent elsewhere between validate and consume
+        print(f"charge refused: {exc.required_credits} needed, {exc.available_credits} available")
+        return None
+    print(f"deck of {len(deck)} cards for {charged.consumed_credits} credits; {charged.available_credits} left")
+    return deck
+
+
+def render_video(credits: PixelmintCredits, team_id: str) -> None:
+    """A long operation: hold 50 credits for up to 10 minutes, then settle."""
+    hold = credits.reserve(team_id, "video", amount=None, ttl_seconds=600)
+    try:
+        ...  # the long work
+    except Exception:
+        credits.release(hold.hold_id)
+        raise
+    credits.capture(hold.hold_id)
+
+
+if __name__ == "__main__":
+    client = PixelmintCredits(os.environ.get("PIXELMINT_URL", "http://127.0.0.1:8000"), os.environ["PIXELMINT_SERVICE_KEY"])
+    create_deck(client, sys.argv[1], "Spanish verbs")

@@ -1,0 +1,136 @@
+"""The credit API for other apps (service keys, validate/consume, holds), usage, estimates,
+the pricing table and fail_open enforcement, through the ASGI app and the typed client."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from pixelmint.client import AsyncPixelmintCredits, CreditApiError, InsufficientCreditsError
+from pixelmint.credits.apps import release_expired_holds
+from tests.builders import assert_ledger_ok, auth, generate_body, make_team
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+@pytest.fixture
+async def flashcards(api, settings):  # type: ignore[no-untyped-def]
+    settings.admin_token = "admin-secret"
+    reply = await api.post("/api/v1/admin/apps", json={"name": "flashcards", "operations": {"deck": 10, "video": 50}},
+                           headers=ADMIN)
+    assert reply.status_code == 201, reply.text
+    client = AsyncPixelmintCredits("http://testserver", reply.json()["serviceKey"],
+                                   transport=httpx.ASGITransport(app=api.app))  # type: ignore[attr-defined]
+    yield client
+    await client.aclose()
+
+
+async def test_validate_then_consume(flashcards, api, db) -> None:
+    team = await make_team(db, plan="basic", credits="25")
+    check = await flashcards.validate_credits(team.team_id, "deck")
+    assert (check.has_credits, check.available_credits, check.required_credits) == (True, Decimal("25"), Decimal("10"))
+    charged = await flashcards.consume_credits(team.team_id, "deck", description="deck: verbs", metadata={"cards": 20})
+    assert charged.consumed_credits == Decimal("10") and charged.available_credits == Decimal("15")
+    await flashcards.consume_credits(team.team_id, "custom", amount=Decimal("4.50"))
+    balance = await flashcards.get_balance(team.team_id)
+    assert balance.available_credits == Decimal("10.5")
+    assert not (await flashcards.validate_credits(team.team_id, "video")).has_credits
+    with pytest.raises(InsufficientCreditsError) as err:
+        await flashcards.consume_credits(team.team_id, "video")
+    assert (err.value.required_credits, err.value.available_credits) == (Decimal("50"), Decimal("10.5"))
+    with pytest.raises(CreditApiError) as unknown:
+        await flashcards.consume_credits(team.team_id, "nope")
+    assert unknown.value.status == 404 and unknown.value.code == "unknown_operation"
+    history = (await api.get("/api/v1/credits/history", headers=auth(team))).json()["items"]
+    assert [(t["type"], t["amount"], t["operation"]) for t in history[:2]] == [("consume", 4.5, "custom"), ("consume", 10.0, "deck")]
+    await assert_ledger_ok(db)
+
+
+async def test_holds_capture_release_and_expiry(flashcards, db) -> None:
+    team = await make_team(db, plan="basic", credits="100")
+    hold = await flashcards.reserve(team.team_id, "video", ttl_seconds=600)
+    assert hold.status == "held" and hold.amount == Decimal("50")
+    assert (await flashcards.get_balance(team.team_id)).reserved_credits == Decimal("50")
+    captured = await flashcards.capture(hold.hold_id, Decimal("30"))
+    assert captured.status == "captured" and captured.captured_amount == Decimal("30")
+    assert (await flashcards.get_balance(team.team_id)).available_credits == Decimal("70")
+    for again in (flashcards.capture(hold.hold_id), flashcards.release(hold.hold_id)):
+        with pytest.raises(CreditApiError) as err:
+            await again
+        assert err.value.status == 409 and err.value.code == "hold_settled"
+
+    second = await flashcards.reserve(team.team_id, "deck")
+    assert (await flashcards.release(second.hold_id)).status == "released"
+    assert (await flashcards.release(second.hold_id)).status == "released"  # idempotent
+    assert (await flashcards.get_balance(team.team_id)).available_credits == Decimal("70")
+
+    expiring = await flashcards.reserve(team.team_id, "deck", ttl_seconds=60)
+    async with db.transaction() as s:  # let its time-to-live pass
+        await s.execute(text("UPDATE credit_reservations SET expires_at = now() - interval '1 second' WHERE id = :id"),
+                        {"id": expiring.hold_id})
+    with pytest.raises(CreditApiError) as err:
+        await flashcards.capture(expiring.hold_id)
+    assert err.value.code == "hold_expired"
+    async with db.transaction() as s:
+        assert await release_expired_holds(s) == 1
+    assert (await flashcards.get_balance(team.team_id)).available_credits == Decimal("70")
+    with pytest.raises(CreditApiError) as bad_ttl:
+        await flashcards.reserve(team.team_id, "deck", ttl_seconds=10**9)
+    assert bad_ttl.value.code == "invalid_ttl"
+    await assert_ledger_ok(db)
+
+
+async def test_keys_are_not_interchangeable_and_usage_is_per_app(flashcards, api, db) -> None:
+    team = await make_team(db, plan="pro", credits="100")
+    response = await api.post("/api/v1/credits/consume", json={"teamId": str(team.team_id), "operation": "deck"},
+                              headers=auth(team))
+    assert response.status_code == 401 and response.json()["error"] == "invalid_service_key"
+    await flashcards.consume_credits(team.team_id, "deck")
+    await flashcards.consume_credits(team.team_id, "deck")
+    await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))
+    app_usage = (await flashcards._http.get("/api/v1/credits/usage")).json()["items"]
+    assert app_usage == [{"app": "flashcards", "operation": "deck", "count": 2, "credits": 20.0}]
+    team_usage = (await api.get("/api/v1/credits/usage", headers=auth(team))).json()["items"]
+    assert team_usage == [{"app": "flashcards", "operation": "deck", "count": 2, "credits": 20.0}]
+    missing = await flashcards._http.post("/api/v1/credits/validate", json={"teamId": str(uuid.uuid4()), "operation": "deck"})
+    assert missing.status_code == 404 and missing.json()["error"] == "team_not_found"
+
+
+async def test_fail_open_runs_and_records_the_shortfall(api, db, settings) -> None:
+    settings.credit_enforcement = "fail_open"
+    team = await make_team(db, plan="basic", credits="1")
+    reply = await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))
+    assert reply.status_code == 202 and reply.json()["job"]["estimatedCredits"] == 4.8
+    history = (await api.get("/api/v1/credits/history", headers=auth(team))).json()["items"]
+    adjust = next(t for t in history if t["type"] == "adjust")
+    assert adjust["amount"] == 3.8 and adjust["metadata"]["failOpen"] is True
+    await assert_ledger_ok(db)
+
+
+async def test_pricing_table_changes_new_jobs_only_and_estimate_matches(api, db, settings) -> None:
+    settings.admin_token = "admin-secret"
+    team = await make_team(db, plan="pro", credits="500")
+    estimate = await api.post("/api/v1/credits/estimate", headers=auth(team), json={
+        "operation": "image_generation", "referenceModelId": "business-headshot", "resolution": "512x512"})
+    assert estimate.json()["estimatedCredits"] == 4.8
+    queued = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]
+
+    changed = await api.put("/api/v1/admin/pricing/image_generation", json={"base": 10}, headers=ADMIN)
+    assert changed.status_code == 200 and changed.json()["image_generation"]["base"] == 10
+    bad = await api.put("/api/v1/admin/pricing/image_generation", json={"bogus": 1}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid_pricing"
+
+    again = await api.post("/api/v1/credits/estimate", headers=auth(team), json={
+        "operation": "image_generation", "referenceModelId": "business-headshot", "resolution": "512x512"})
+    assert again.json()["estimatedCredits"] == 9.6
+    new_job = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]
+    assert new_job["estimatedCredits"] == 9.6
+    old = (await api.get(f"/api/v1/jobs/{queued['id']}", headers=auth(team))).json()["job"]
+    assert old["estimatedCredits"] == 4.8  # a job keeps the price it was reserved at
+    creation = await api.post("/api/v1/credits/estimate", headers=auth(team), json={
+        "operation": "model_creation", "referenceModelId": "fashion-editorial", "trainingImages": 12})
+    assert creation.json()["estimatedCredits"] == 93.5
