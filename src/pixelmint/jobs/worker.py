@@ -128,12 +128,16 @@ class Worker:
     async def _heartbeat(self) -> None:
         if not self._running:
             return
+        asked = list(self._running)
         async with self.db.transaction() as session:
             held = await queue.extend_leases(
-                session, worker_id=self.id, job_ids=list(self._running), lease_seconds=self.settings.lease_seconds
+                session, worker_id=self.id, job_ids=asked, lease_seconds=self.settings.lease_seconds
             )
-        for job_id, task in list(self._running.items()):
-            if job_id not in held or held[job_id]:
+        # Only the jobs this heartbeat asked about: jobs claimed while it waited are not in
+        # ``held`` yet and must not be mistaken for lost ones.
+        for job_id in asked:
+            task = self._running.get(job_id)
+            if task is not None and (job_id not in held or held[job_id]):
                 task.cancel()
 
     async def _rescue(self) -> None:
