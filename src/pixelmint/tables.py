@@ -1,6 +1,7 @@
 """All ORM classes, imported once so ``metadata`` is complete (Alembic and the app use it)."""
 
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
+from pixelmint.billing.tables import StripeEvent
 from pixelmint.catalog.tables import ReferenceModel
 from pixelmint.credits.tables import (
     App,
@@ -11,8 +12,9 @@ from pixelmint.credits.tables import (
     PricingConfig,
 )
 from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
-from pixelmint.jobs.tables import Job, JobAttempt, JobLog, TeamDispatch
+from pixelmint.jobs.tables import Job, JobAttempt, JobLog, ProviderWebhookEvent, TeamDispatch
 from pixelmint.kit.db import Base
+from pixelmint.kit.tables import IdempotencyKey
 from pixelmint.storage.tables import Image
 
 metadata = Base.metadata
@@ -28,11 +30,14 @@ __all__ = [
     "CustomModel",
     "CustomModelVersion",
     "Image",
+    "IdempotencyKey",
     "Job",
     "JobAttempt",
     "JobLog",
     "Plan",
+    "ProviderWebhookEvent",
     "ReferenceModel",
+    "StripeEvent",
     "Team",
     "TeamDispatch",
     "User",

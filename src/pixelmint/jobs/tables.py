@@ -10,7 +10,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +38,8 @@ class Job(Base):
         Index("ix_jobs_running_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
         Index("ix_jobs_team_created", "team_id", text("created_at DESC"), "id"),
         Index("ix_jobs_custom_model", "custom_model_id", postgresql_where=text("custom_model_id IS NOT NULL")),
+        Index("ix_jobs_provider_request", "provider", "provider_request_id",
+              postgresql_where=text("provider_request_id IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
@@ -51,6 +53,9 @@ class Job(Base):
     custom_model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("custom_models.id"))
     custom_model_version: Mapped[int | None]
     provider: Mapped[str] = mapped_column(String(50))
+    # The provider's id for the request (webhooks carry it) and the handle its client resumes with.
+    provider_request_id: Mapped[str | None] = mapped_column(String(200))
+    provider_handle: Mapped[str | None] = mapped_column(String(300))
     estimated_credits: Mapped[Decimal] = mapped_column(CREDITS)
     charged_credits: Mapped[Decimal | None] = mapped_column(CREDITS)
     reservation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("credit_reservations.id"))
@@ -85,6 +90,22 @@ class JobAttempt(Base):
     # succeeded | failed | retry | canceled | lease_expired
     outcome: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(String(2000))
+
+
+class ProviderWebhookEvent(Base):
+    """A verified provider callback, stored raw under its delivery id so it is handled once."""
+
+    __tablename__ = "provider_webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "delivery_id", name="uq_provider_webhook_events_delivery"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    delivery_id: Mapped[str] = mapped_column(String(300))
+    request_id: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[uuid.UUID | None]
+    state: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[dt.datetime] = created_at_column()
 
 
 class JobLog(Base):

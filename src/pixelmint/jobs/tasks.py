@@ -11,14 +11,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.custom_models import service as custom_models
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.db import Database
-from pixelmint.providers.base import GenerationRequest, ProviderError
+from pixelmint.catalog import service as catalog
+from pixelmint.providers.base import (
+    GeneratedImage,
+    GenerationRequest,
+    LoraWeight,
+    ProviderError,
+    ProviderTrace,
+    RemoteProvider,
+    Submission,
+    TrainingImage,
+    TrainingRequest,
+)
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
@@ -44,21 +55,89 @@ class TaskOutcome:
     apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
 
 
+RESUBMIT_CODES = ("provider_request_not_found", "provider_result_unavailable")
+
+
+def provider_trace(ctx: TaskContext, job: Job) -> ProviderTrace:
+    """A trace that persists the provider's request id and handle as soon as it has accepted the
+    request (so a retried attempt resumes instead of paying twice) and copies provider log lines
+    into the job's log."""
+
+    async def on_submit(submission: Submission) -> None:
+        async with ctx.db.transaction() as session:
+            await session.execute(
+                text("UPDATE jobs SET provider_request_id = :rid, provider_handle = :handle WHERE id = :id"),
+                {"rid": submission.request_id, "handle": submission.handle, "id": job.id},
+            )
+        job.provider_handle = submission.handle
+        await ctx.log(f"submitted to {submission.provider} as {submission.request_id}")
+
+    async def on_logs(lines: list[str]) -> None:
+        for line in lines:
+            await ctx.log(line)
+
+    return ProviderTrace(on_submit=on_submit, on_logs=on_logs)
+
+
+async def _remote_generate(
+    ctx: TaskContext, job: Job, remote: RemoteProvider, request: GenerationRequest
+) -> tuple[list[GeneratedImage], dict[str, Any]]:
+    """Generate at a remote provider (submit + poll), resuming the attempt's earlier submission
+    when there is one; a submission the provider no longer has is submitted again."""
+    trace = provider_trace(ctx, job)
+    try:
+        if job.provider_handle:
+            try:
+                images = await remote.wait(job.provider_handle, request=request, progress=ctx.progress, trace=trace)
+            except ProviderError as exc:
+                if exc.code not in RESUBMIT_CODES:
+                    raise
+                await ctx.log(f"the earlier submission is gone at the provider ({exc.code}); submitting again")
+                images = await remote.generate(request, progress=ctx.progress, trace=trace)
+        else:
+            images = await remote.generate(request, progress=ctx.progress, trace=trace)
+    finally:
+        details = trace.as_dict()
+    return images, details
+
+
+async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, tuple[LoraWeight, ...], dict[str, Any]]:
+    """(provider model, LoRAs, custom model artifact) for a generation job."""
+    artifact: dict[str, Any] = {}
+    async with ctx.db.transaction() as session:
+        if job.custom_model_id is not None and job.custom_model_version is not None:
+            artifact = await custom_models.version_artifact(session, job.custom_model_id, job.custom_model_version)
+        reference = (
+            await catalog.get_pricing_info(session, job.reference_model_id, require_active=False)
+            if job.reference_model_id
+            else None
+        )
+    if artifact.get("providerModel") and artifact.get("provider") == job.provider:
+        loras = (LoraWeight(artifact["loraPath"]),) if artifact.get("loraPath") else ()
+        return artifact["providerModel"], loras, artifact
+    return (reference.provider_models.get(job.provider) if reference else None), (), artifact
+
+
 async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
     """Render the job's images with its provider and store them; the image rows are added in the
     success transaction. Raises ``ProviderError``; a storage failure is retryable."""
     p = job.params
-    style: dict[str, Any] = {}
-    if job.custom_model_id is not None and job.custom_model_version is not None:
-        async with ctx.db.transaction() as session:
-            artifact = await custom_models.version_artifact(session, job.custom_model_id, job.custom_model_version)
-        style = artifact.get("style", {})
+    provider_model, loras, artifact = await _model_for_provider(ctx, job)
+    prompt = p["prompt"]
+    if artifact.get("refinements") and artifact.get("providerModel"):
+        prompt = ", ".join([prompt, *artifact["refinements"]])  # a remote model's refinements guide the prompt
     request = GenerationRequest(
-        prompt=p["prompt"], negative_prompt=p.get("negativePrompt"), width=p["width"], height=p["height"],
-        num_images=p["numImages"], seed=p["seed"], quality=p["quality"], model_key=p["modelKey"], style=style,
+        prompt=prompt, negative_prompt=p.get("negativePrompt"), width=p["width"], height=p["height"],
+        num_images=p["numImages"], seed=p["seed"], quality=p["quality"], model_key=p["modelKey"],
+        provider_model=provider_model, style=artifact.get("style", {}), loras=loras,
     )
     await ctx.log(f"generating {request.num_images} image(s) of {request.width}x{request.height} with {job.provider}")
-    generated = await ctx.providers.get(job.provider).generate(request, progress=ctx.progress)
+    remote = ctx.providers.remote(job.provider)
+    provider_details: dict[str, Any] = {}
+    if remote is None:
+        generated = await ctx.providers.get(job.provider).generate(request, progress=ctx.progress)
+    else:
+        generated, provider_details = await _remote_generate(ctx, job, remote, request)
     if len(generated) != request.num_images:
         raise ProviderError(
             f"provider {job.provider} returned {len(generated)} images, expected {request.num_images}",
@@ -67,6 +146,8 @@ async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
     now = dt.datetime.now(dt.UTC)
     expires = now + dt.timedelta(days=ctx.settings.image_retention_days)
     outcome = TaskOutcome(result={"seed": request.seed, "imageCount": len(generated)})
+    if provider_details:
+        outcome.result["provider"] = provider_details
     rows = []
     for image in generated:
         image_id = uuid.uuid4()
@@ -104,13 +185,24 @@ async def model_creation(ctx: TaskContext, job: Job) -> TaskOutcome:
         await session.execute(
             update(CustomModel).where(CustomModel.id == model.id, CustomModel.status == "pending").values(status="training")
         )
-        keys = [image["key"] for image in model.training_images]
+        stored = list(model.training_images)
         trigger_word, steps = model.trigger_word, model.training_steps
-    images = [await ctx.storage.get(key) for key in keys]
+        reference = await catalog.get_pricing_info(session, model.reference_model_id, require_active=False)
+    images = [await ctx.storage.get(image["key"]) for image in stored]
     await ctx.log(f"training on {len(images)} image(s), {steps} steps, with {job.provider}")
-    artifact = await ctx.providers.get(job.provider).train(  # type: ignore[attr-defined]
-        images, trigger_word=trigger_word, steps=steps, progress=ctx.progress
-    )
+    remote = ctx.providers.remote(job.provider)
+    if remote is None:
+        artifact = await ctx.providers.get(job.provider).train(  # type: ignore[attr-defined]
+            images, trigger_word=trigger_word, steps=steps, progress=ctx.progress
+        )
+    else:
+        training = TrainingRequest(
+            images=tuple(TrainingImage(i["filename"], data) for i, data in zip(stored, images, strict=True)),
+            trigger_word=trigger_word or "ohwx", steps=steps, model_key=f"custom:{job.custom_model_id}:v1",
+            provider_model=reference.provider_models.get(job.provider),
+        )
+        trained = await remote.train(training, progress=ctx.progress, trace=provider_trace(ctx, job))
+        artifact = trained.as_dict()
 
     async def record(session: AsyncSession, finished: Job) -> None:
         await custom_models.record_version(session, finished, artifact=artifact, kind="creation", prompt=None, iteration=0)
@@ -124,9 +216,14 @@ async def model_refinement(ctx: TaskContext, job: Job) -> TaskOutcome:
     async with ctx.db.transaction() as session:
         base = await custom_models.version_artifact(session, job.custom_model_id, p["baseVersion"])  # type: ignore[arg-type]
     await ctx.log(f"refining version {p['baseVersion']} (iteration {p['iteration']}) with {job.provider}")
-    artifact = await ctx.providers.get(job.provider).refine(  # type: ignore[attr-defined]
-        base, prompt=p["prompt"], iteration=p["iteration"]
-    )
+    if ctx.providers.remote(job.provider) is None:
+        artifact = await ctx.providers.get(job.provider).refine(  # type: ignore[attr-defined]
+            base, prompt=p["prompt"], iteration=p["iteration"]
+        )
+    else:
+        # Remote trainers have no "continue training"; a refinement of a remote model keeps its
+        # weights and adds the prompt as guidance to every generation from this version.
+        artifact = {**base, "refinements": [*base.get("refinements", []), p["prompt"]]}
 
     async def record(session: AsyncSession, finished: Job) -> None:
         await custom_models.record_version(

@@ -333,6 +333,11 @@ class FalProvider(RemoteProviderBase):
     async def aclose(self) -> None:
         await super().aclose()
         await self._verifier.aclose()
+        # The SDK keeps its httpx client in a cached property and offers no close(): close it if made.
+        if "_client" in vars(self._client):
+            sdk_http = await self._client._client
+            if isinstance(sdk_http, httpx.AsyncClient):
+                await sdk_http.aclose()
 
 
 _DEFAULTS: dict[str, str] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pixelmint.kit.errors import PixelmintError
-from pixelmint.providers.base import Provider
+from pixelmint.providers.base import Provider, RemoteProvider
 from pixelmint.providers.procedural import ProceduralProvider
 from pixelmint.settings import Settings
 
@@ -19,7 +19,46 @@ class Providers:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Providers:
-        return cls({"procedural": ProceduralProvider(delay_seconds=settings.procedural_delay_seconds)})
+        """``procedural`` always; ``fal``, ``replicate`` and ``openai`` when their credential
+        (``PIXELMINT_FAL_KEY``, ``PIXELMINT_REPLICATE_API_TOKEN``, ``PIXELMINT_OPENAI_API_KEY``) is
+        set; ``diffusers`` when ``PIXELMINT_DIFFUSERS_MODEL_DIR`` is. Backend modules (and their
+        SDKs) are imported only then."""
+        providers: dict[str, Provider] = {
+            "procedural": ProceduralProvider(delay_seconds=settings.procedural_delay_seconds)
+        }
+        if settings.fal_key:
+            from pixelmint.providers.fal import FalProvider
+
+            providers["fal"] = FalProvider.from_settings(settings)
+        if settings.replicate_api_token:
+            from pixelmint.providers.replicate import ReplicateProvider
+
+            providers["replicate"] = ReplicateProvider.from_settings(settings)
+        if settings.openai_api_key:
+            from pixelmint.providers.openai_images import OpenAIImagesProvider
+
+            providers["openai"] = OpenAIImagesProvider.from_settings(settings)
+        if settings.diffusers_model_dir:  # the optional "diffusers" extra
+            from pixelmint.providers.diffusers_local import DiffusersProvider
+
+            providers["diffusers"] = DiffusersProvider.from_settings(settings)
+        return cls(providers)
+
+    def names(self) -> list[str]:
+        return sorted(self._providers)
+
+    def remote(self, name: str) -> RemoteProvider | None:
+        """The provider as a ``RemoteProvider`` (submit/status/webhooks…), or None for a local one
+        (``procedural``). Raises ``ProviderNotConfigured`` for an unknown name."""
+        provider = self.get(name)
+        return provider if isinstance(provider, RemoteProvider) else None
+
+    async def aclose(self) -> None:
+        """Close the providers' HTTP clients (call at shutdown)."""
+        for provider in self._providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
 
     def get(self, name: str) -> Provider:
         try:

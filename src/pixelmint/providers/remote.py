@@ -333,11 +333,11 @@ class RemoteProviderBase:
                             raise
                 if status is not None:
                     await trace.observe(status)
-                    if progress is not None and status.progress is not None and status.progress != last_progress:
-                        last_progress = status.progress
-                        await progress(min(status.progress, 99))
                     if status.state.terminal:
                         break
+                    if progress is not None and status.progress is not None and status.progress != last_progress:
+                        last_progress = status.progress
+                        await progress(min(status.progress, 99))  # 100 once the images are in
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     await self._cancel_quietly(handle)

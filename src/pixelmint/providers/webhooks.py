@@ -66,9 +66,11 @@ class FalWebhookVerifier:
         ttl_seconds: float = 86400.0,
         tolerance_seconds: float = 300.0,
         timeout: float = 10.0,
+        min_refresh_seconds: float = JWKS_MIN_REFRESH_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.jwks_url = jwks_url
+        self.min_refresh_seconds = min_refresh_seconds
         self.ttl_seconds = ttl_seconds
         self.tolerance_seconds = tolerance_seconds
         self.timeout = timeout
@@ -122,7 +124,7 @@ class FalWebhookVerifier:
     async def _refresh_if_allowed(self) -> bool:
         """Re-fetch before the TTL when a signature fails (rotated key), rate-limited."""
         async with self._lock:
-            if self._fetched_at is not None and time.monotonic() - self._fetched_at < JWKS_MIN_REFRESH_SECONDS:
+            if self._fetched_at is not None and time.monotonic() - self._fetched_at < self.min_refresh_seconds:
                 return False
             await self._fetch(stale_ok=True)
             return True
