@@ -11,15 +11,18 @@ from sqlalchemy import text
 from pixelmint.api.deps import RuntimeDep
 from pixelmint.api.errors import install_error_handlers
 from pixelmint.api.runtime import Runtime
+from pixelmint.billing.endpoints import router as billing_router
 from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
 from pixelmint.catalog.endpoints import router as catalog_router
+from pixelmint.credits.admin_endpoints import router as credits_admin_router
 from pixelmint.credits.app_endpoints import admin_router as apps_admin_router
 from pixelmint.credits.app_endpoints import pricing_admin_router
 from pixelmint.credits.app_endpoints import router as credit_api_router
 from pixelmint.credits.endpoints import router as credits_router
 from pixelmint.custom_models.endpoints import router as models_router
-from pixelmint.jobs.endpoints import jobs_router
+from pixelmint.jobs.endpoints import jobs_router, webhooks_router
 from pixelmint.jobs.endpoints import router as generate_router
+from pixelmint.kit import idempotency
 from pixelmint.settings import Settings
 from pixelmint.storage.endpoints import files_router
 from pixelmint.storage.endpoints import router as images_router
@@ -45,6 +48,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    idempotency.install(app)  # Idempotency-Key: replays and answers stored after the commit
     for router in (
         catalog_router,
         models_router,
@@ -54,9 +58,12 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         credit_api_router,
         images_router,
         files_router,
+        webhooks_router,
         catalog_admin_router,
         apps_admin_router,
         pricing_admin_router,
+        credits_admin_router,
+        billing_router,
     ):
         app.include_router(router)
 

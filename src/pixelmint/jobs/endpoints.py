@@ -10,15 +10,16 @@ import time
 import uuid
 from typing import Annotated, Literal
 
+import structlog
 from fastapi import APIRouter, Query, Request, status
 from sse_starlette import EventSourceResponse
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits.pricing import current_pricing
-from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
 from pixelmint.api.runtime import Runtime
-from pixelmint.jobs import service
+from pixelmint.jobs import callbacks, service
 from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.presenters import present_job, present_jobs
 from pixelmint.jobs.schemas import (
@@ -30,15 +31,18 @@ from pixelmint.jobs.schemas import (
     JobPage,
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
+from pixelmint.kit.errors import NotFound, PixelmintError
 from pixelmint.kit.pagination import decode_cursor, encode_cursor
+from pixelmint.providers.base import WebhookVerificationError
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 
 ERRORS = {
     401: {"description": "Missing or invalid API key"},
     402: {"description": "insufficient_credits: nothing was reserved and no job was created"},
     404: {"description": "Unknown model or job"},
-    409: {"description": "Model not ready, or job already finished"},
+    409: {"description": "Model not ready, job already finished, or Idempotency-Key reused / in progress"},
     422: {"description": "Invalid input (stable codes: invalid_resolution, invalid_prompt, ...)"},
 }
 
@@ -69,25 +73,34 @@ async def wait_until_finished(runtime: Runtime, session: AsyncSession, job: Job,
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobEnvelope,
-    responses={200: {"model": JobEnvelope, "description": "Finished (waitForResult)"}, **ERRORS},
+    responses={
+        200: {"model": JobEnvelope, "description": "Finished (waitForResult)"}, **ERRORS,
+        429: {"description": "rate_limited (see Retry-After) or queue_full"},
+    },
     summary="Generate images",
+    dependencies=[rate_limit("generate")],
 )
 async def generate(
-    body: GenerateRequest, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    body: GenerateRequest, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request,
+    idempotency: IdempotencyDep,
 ) -> JobEnvelope | JSONResponse:
     """Price the generation, reserve its credits and queue it, atomically. Answers 202 with the
     queued job; with ``waitForResult`` waits up to the server's limit and answers 200 with the
-    finished job and its images (or 202 if time ran out)."""
+    finished job and its images (or 202 if time ran out). With ``Idempotency-Key`` the answer is
+    stored in the reserving transaction (``kit/idempotency.py``)."""
     job, free_left = await service.submit_generation(
         session, principal, body, settings=runtime.settings, pricing=await current_pricing(session)
     )
+    envelope = JobEnvelope(job=await present_job(session, job, runtime, request), free_generations_remaining=free_left)
+    queued = JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)
+    # Committed with the reservation; provisional while waitForResult waits for the final answer.
+    await idempotency.save(queued, final=not body.wait_for_result)
     await session.commit()
     runtime.events.announce_jobs_available()
-    code = status.HTTP_202_ACCEPTED
-    if body.wait_for_result:
-        job = await wait_until_finished(runtime, session, job, runtime.settings.wait_for_result_timeout_seconds)
-        if job.state in FINISHED_STATES:
-            code = status.HTTP_200_OK
+    if not body.wait_for_result:
+        return queued
+    job = await wait_until_finished(runtime, session, job, runtime.settings.wait_for_result_timeout_seconds)
+    code = status.HTTP_200_OK if job.state in FINISHED_STATES else status.HTTP_202_ACCEPTED
     envelope = JobEnvelope(job=await present_job(session, job, runtime, request), free_generations_remaining=free_left)
     return JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=code)
 
@@ -125,7 +138,21 @@ async def cancel_generation(
     asked to stop and is released when its worker confirms; a finished one is 409."""
     job = await service.cancel_job(session, principal, job_id)
     await session.commit()
+    await cancel_at_provider(runtime, job)
     return JobEnvelope(job=await present_job(session, job, runtime, request))
+
+
+async def cancel_at_provider(runtime: Runtime, job: Job) -> None:
+    """A job canceled while its provider held it (awaiting a callback): tell the provider, best
+    effort (a running job's worker does this itself when its task is cancelled)."""
+    if job.state != "canceled" or not job.provider_handle:
+        return
+    remote = runtime.providers.remote(job.provider)
+    if remote is not None:
+        try:
+            await remote.cancel(job.provider_handle)
+        except Exception as exc:  # noqa: BLE001 - the job is canceled and refunded either way
+            log.warning("provider_cancel_failed", job=str(job.id), provider=job.provider, error=str(exc))
 
 
 jobs_router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -184,6 +211,7 @@ async def cancel_job(
     released when that is confirmed (``cancelRequested`` is true until then). Finished: 409."""
     job = await service.cancel_job(session, principal, job_id)
     await session.commit()
+    await cancel_at_provider(runtime, job)
     return JobEnvelope(job=await present_job(session, job, runtime, request))
 
 
@@ -225,3 +253,41 @@ async def job_events(
                 runtime.events.unwatch(job_id, changed)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+webhooks_router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+
+
+async def provider_webhook(provider: str, request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
+    """Verify the signature over the exact body, store the raw event once, and finish the waiting
+    job exactly once (outputs stored, credits captured — or failed and released)."""
+    try:
+        remote = runtime.providers.remote(provider)
+    except PixelmintError:
+        remote = None
+    if remote is None or not remote.supports_webhooks:
+        raise NotFound(f"No webhook provider {provider!r} is configured.", code="provider_not_configured")
+    try:
+        event = await remote.verify_webhook(request.headers, await request.body())
+    except WebhookVerificationError as exc:
+        if exc.status_code == 400 and exc.reason != "bad_payload":
+            exc.status_code = 401
+        raise
+    result = await callbacks.handle(
+        db=runtime.db, providers=runtime.providers, storage=runtime.storage, settings=runtime.settings,
+        provider=provider, event=event,
+    )
+    return {"status": result.status, "jobId": result.job_id}
+
+
+WEBHOOK_RESPONSES = {401: {"description": "bad signature: nothing changed"}, 404: {"description": "not configured"}}
+
+
+@webhooks_router.post("/fal", responses=WEBHOOK_RESPONSES, summary="fal callbacks (Ed25519 signatures over the JWKS)")
+async def fal_webhook(request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
+    return await provider_webhook("fal", request, runtime)
+
+
+@webhooks_router.post("/replicate", responses=WEBHOOK_RESPONSES, summary="Replicate callbacks (signed webhook secret)")
+async def replicate_webhook(request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
+    return await provider_webhook("replicate", request, runtime)

@@ -156,11 +156,13 @@ async def set_progress(session: AsyncSession, fence: Fence, progress: int) -> No
 
 @dataclass(frozen=True)
 class Fence:
-    """The claim a worker holds on a job: only this worker, on this attempt, may finish it."""
+    """The claim a worker holds on a job: only this worker, on this attempt, may finish it.
+    ``from_state`` is ``awaiting_webhook`` when a provider callback finishes the job."""
 
     job_id: uuid.UUID
     worker_id: str
     attempt: int
+    from_state: str = "running"
 
 
 async def _finish_attempt(session: AsyncSession, fence: Fence, outcome: str, error: str | None) -> None:
@@ -183,16 +185,20 @@ async def _notify(session: AsyncSession, job_id: uuid.UUID, state: str, *, slot_
 async def _transition(
     session: AsyncSession, fence: Fence, state: str, **values: Any
 ) -> Job | None:
-    """Fenced running → ``state``. Returns the job, or ``None`` if this worker no longer holds it."""
+    """Fenced ``fence.from_state`` → ``state``. Returns the job, or ``None`` if the fence no
+    longer holds (another attempt owns the job, or it already moved on)."""
     sets = "".join(f", {name} = :{name}" for name in values)
+    keep_owner = state == "awaiting_webhook"  # the callback finishes it under the same fence
     jobs = await _jobs(
         session,
         text(f"""
-            UPDATE jobs SET state = :state, locked_by = NULL, lease_expires_at = NULL{sets}
-             WHERE id = :job_id AND state = 'running' AND locked_by = :worker AND attempt = :attempt
+            UPDATE jobs SET state = :state, lease_expires_at = NULL
+                            {'' if keep_owner else ', locked_by = NULL'}{sets}
+             WHERE id = :job_id AND state = :from_state AND locked_by = :worker AND attempt = :attempt
             RETURNING *
         """),
-        {"state": state, "job_id": fence.job_id, "worker": fence.worker_id, "attempt": fence.attempt, **values},
+        {"state": state, "from_state": fence.from_state, "job_id": fence.job_id, "worker": fence.worker_id,
+         "attempt": fence.attempt, **values},
     )
     return jobs[0] if jobs else None
 
@@ -243,6 +249,35 @@ async def mark_failed(
     await _finish_attempt(session, fence, "failed", message)
     await _notify(session, job.id, "failed", slot_freed=True)
     return job
+
+
+async def mark_awaiting_webhook(session: AsyncSession, fence: Fence) -> Job | None:
+    """Fenced running → awaiting_webhook: the provider has the request and will call back. The
+    reservation stays held; the job still counts against its team's concurrency."""
+    job = await _transition(session, fence, "awaiting_webhook")
+    if job is not None:
+        await _notify(session, job.id, "awaiting_webhook", slot_freed=True)
+    return job
+
+
+async def requeue_stale_webhook_jobs(session: AsyncSession, *, older_than_seconds: float, batch: int = 100) -> int:
+    """Jobs whose callback never came: back to the queue, where a worker resumes them by polling
+    the provider with the stored handle (webhooks can be lost). Returns how many."""
+    rows = await session.execute(
+        text("""
+            UPDATE jobs SET state = 'queued', run_at = now(), locked_by = NULL
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'awaiting_webhook'
+                            AND started_at < now() - make_interval(secs => :age)
+                          ORDER BY started_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+            RETURNING team_id
+        """),
+        {"age": older_than_seconds, "batch": batch},
+    )
+    teams = [row.team_id for row in rows]
+    if teams:
+        await session.execute(text("UPDATE team_dispatch SET has_ready = true WHERE team_id = ANY(:t)"),
+                              {"t": list(set(teams))})
+    return len(teams)
 
 
 async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
@@ -314,6 +349,17 @@ async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID
         """),
         {"id": job_id, "team_id": team_id},
     )
+    if not canceled:  # waiting for its provider's callback: cancel now, the caller tells the provider
+        canceled = await _jobs(
+            session,
+            text("""
+                UPDATE jobs SET state = 'canceled', finished_at = now(), error_code = 'canceled',
+                                error_message = 'Canceled by request.', locked_by = NULL
+                 WHERE id = :id AND team_id = :team_id AND state = 'awaiting_webhook'
+                RETURNING *
+            """),
+            {"id": job_id, "team_id": team_id},
+        )
     if canceled:
         job = canceled[0]
         await _refund(session, job, reason="job canceled")

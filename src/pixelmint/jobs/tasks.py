@@ -118,26 +118,57 @@ async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, t
     return (reference.provider_models.get(job.provider) if reference else None), (), artifact
 
 
-async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
-    """Render the job's images with its provider and store them; the image rows are added in the
-    success transaction. Raises ``ProviderError``; a storage failure is retryable."""
+class AwaitingWebhook(Exception):
+    """The provider accepted the request and will call back: the job waits in ``awaiting_webhook``."""
+
+
+def webhook_url(ctx: TaskContext, provider: str, remote: RemoteProvider) -> str | None:
+    """Where the provider should call back, when this server is reachable (``PIXELMINT_PUBLIC_URL``)
+    and the provider supports callbacks; otherwise ``None`` and the worker polls."""
+    if not (ctx.settings.public_url and remote.supports_webhooks):
+        return None
+    return f"{ctx.settings.public_url.rstrip('/')}/api/v1/webhooks/{provider}"
+
+
+async def generation_request(ctx: TaskContext, job: Job) -> GenerationRequest:
+    """The provider request of an ``image_generation`` job (model, LoRAs, style of its version)."""
     p = job.params
     provider_model, loras, artifact = await _model_for_provider(ctx, job)
     prompt = p["prompt"]
     if artifact.get("refinements") and artifact.get("providerModel"):
         prompt = ", ".join([prompt, *artifact["refinements"]])  # a remote model's refinements guide the prompt
-    request = GenerationRequest(
+    return GenerationRequest(
         prompt=prompt, negative_prompt=p.get("negativePrompt"), width=p["width"], height=p["height"],
         num_images=p["numImages"], seed=p["seed"], quality=p["quality"], model_key=p["modelKey"],
         provider_model=provider_model, style=artifact.get("style", {}), loras=loras,
     )
+
+
+async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
+    """Render the job's images with its provider and store them; the image rows are added in the
+    success transaction. Remote providers are polled, or (with a public URL and a provider that
+    supports callbacks) left to call back: ``AwaitingWebhook``. Raises ``ProviderError``; a storage
+    failure is retryable."""
+    request = await generation_request(ctx, job)
     await ctx.log(f"generating {request.num_images} image(s) of {request.width}x{request.height} with {job.provider}")
     remote = ctx.providers.remote(job.provider)
     provider_details: dict[str, Any] = {}
     if remote is None:
         generated = await ctx.providers.get(job.provider).generate(request, progress=ctx.progress)
+    elif not job.provider_handle and (callback := webhook_url(ctx, job.provider, remote)):
+        await provider_trace(ctx, job).submitted(await remote.submit(request, webhook_url=callback))
+        raise AwaitingWebhook
     else:
         generated, provider_details = await _remote_generate(ctx, job, remote, request)
+    return await store_generated(ctx, job, request, generated, provider_details)
+
+
+async def store_generated(
+    ctx: TaskContext, job: Job, request: GenerationRequest, generated: list[GeneratedImage],
+    provider_details: dict[str, Any] | None = None,
+) -> TaskOutcome:
+    """Store a generation's images; their rows are added by ``outcome.apply`` in the success
+    transaction. Raises ``ProviderError`` (provider_bad_result) for a wrong image count."""
     if len(generated) != request.num_images:
         raise ProviderError(
             f"provider {job.provider} returned {len(generated)} images, expected {request.num_images}",
@@ -162,7 +193,7 @@ async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
                 id=image_id, team_id=job.team_id, job_id=job.id, user_id=job.user_id, storage_key=key,
                 content_type=image.content_type, width=image.width, height=image.height,
                 size_bytes=len(image.data), seed=image.seed, created_at=now, expires_at=expires,
-                params={k: v for k, v in p.items() if k != "numImages"} | {"seed": image.seed},
+                params={k: v for k, v in job.params.items() if k != "numImages"} | {"seed": image.seed},
             )
         )
 

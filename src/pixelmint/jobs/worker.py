@@ -23,7 +23,7 @@ from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
-from pixelmint.jobs.tasks import HANDLERS, Handler, TaskContext
+from pixelmint.jobs.tasks import HANDLERS, AwaitingWebhook, Handler, TaskContext
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError
 from pixelmint.providers.registry import Providers
@@ -151,6 +151,12 @@ class Worker:
             self.events.jobs_available.set()
         async with self.db.transaction() as session:
             released = await credit_holds.release_expired_holds(session)
+            resumed = await queue.requeue_stale_webhook_jobs(
+                session, older_than_seconds=self.settings.provider_generation_timeout_seconds
+            )
+        if resumed:
+            log.warning("webhook_jobs_resumed_by_polling", count=resumed)
+            self.events.jobs_available.set()
         if released:
             log.info("expired_holds_released", count=released)
 
@@ -183,6 +189,10 @@ class Worker:
                 if outcome.apply is not None:
                     await outcome.apply(session, finished)
             logger.info("job_succeeded", charged=str(finished.charged_credits))
+        except AwaitingWebhook:
+            async with self.db.transaction() as session:
+                waiting = await queue.mark_awaiting_webhook(session, fence)
+            logger.info("job_awaiting_webhook" if waiting else "job_lost_before_handoff")
         except _LostJob:
             logger.warning("job_lost_before_finish")
             await self._discard(outcome)

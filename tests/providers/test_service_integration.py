@@ -1,0 +1,123 @@
+"""Generation through a real remote provider protocol (the fake fal server of tests/providers)
+with the whole service running as an HTTP server: polling mode, webhook mode with signed
+callbacks (duplicates and bad signatures change nothing), provider failures that release."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from pixelmint.api.app import create_app
+from tests.builders import assert_ledger_ok, auth, make_team
+from tests.providers.fake_fal import GOOD_KEY, USER_ID, FakeFal, sign_fal
+
+pytestmark = pytest.mark.slow
+
+
+class ServiceServer:
+    """The app under uvicorn in a thread, lifespan on (its own pool, worker and event loop)."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.sock, self.url = sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:  # another thread's event: poll its flag, bounded
+            assert self.thread.is_alive() and time.monotonic() < deadline, "service did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def fal_settings(settings, fake_fal: FakeFal):  # type: ignore[no-untyped-def]
+    settings.fal_key = GOOD_KEY
+    settings.fal_base_url = settings.fal_rest_url = settings.fal_cdn_url = fake_fal.base
+    settings.fal_webhook_jwks_url = f"{fake_fal.base}/.well-known/jwks.json"
+    settings.provider_poll_interval_seconds = 0.01
+    settings.provider_poll_max_interval_seconds = 0.05
+    settings.default_provider = "fal"
+    return settings
+
+
+def generate(client: httpx.Client, team, **overrides):  # type: ignore[no-untyped-def]
+    body = {"referenceModelId": "fashion-editorial", "prompt": "a red coat", "resolution": "512x512",
+            "waitForResult": True, **overrides}
+    return client.post("/api/v1/generate", json=body, headers=auth(team), timeout=60)
+
+
+async def test_polling_mode(fal_settings, database_url, db) -> None:
+    team = await make_team(db, plan="pro", credits="100")
+    with ServiceServer(create_app(fal_settings, database_url)) as service, httpx.Client(base_url=service.url) as client:
+        reply = generate(client, team, numImages=2)
+        assert reply.status_code == 200, reply.text
+        job = reply.json()["job"]
+        assert job["status"] == "succeeded" and job["provider"] == "fal" and len(job["images"]) == 2
+        assert job["result"]["provider"]["requestId"] and job["chargedCredits"] == job["estimatedCredits"]
+        assert client.get(job["images"][0]["url"]).headers["content-type"] == "image/png"
+
+        failed = generate(client, team, prompt="[fail] a coat").json()["job"]
+        assert failed["status"] == "failed" and failed["error"]["code"].startswith("provider_")
+    balance = await _balance(db, team)
+    assert balance == (100 - 14.4, 0)  # 5 × 1 × 1 × 1.2 (complexity) × 1.2 × 2 images = 14.40; the failure released
+    await assert_ledger_ok(db)
+
+
+async def test_webhook_mode_finishes_exactly_once(fal_settings, fake_fal: FakeFal, database_url, db) -> None:
+    team = await make_team(db, plan="pro", credits="100")
+    app = create_app(fal_settings, database_url)
+    with ServiceServer(app) as service, httpx.Client(base_url=service.url) as client:
+        fal_settings.public_url = service.url  # callbacks come back to this server
+        reply = generate(client, team)
+        assert reply.status_code == 200, reply.text
+        job = reply.json()["job"]
+        assert job["status"] == "succeeded" and len(job["images"]) == 1
+        async with db.transaction() as s:
+            request_id = await s.scalar(text("SELECT provider_request_id FROM jobs WHERE id = :id"), {"id": uuid.UUID(job["id"])})
+            events = await s.scalar(text("SELECT count(*) FROM provider_webhook_events"))
+        assert request_id and events == 1
+
+        # The same delivery again: a duplicate, nothing changes.
+        body = json.dumps({"request_id": request_id, "gateway_request_id": request_id, "status": "OK",
+                           "payload": {"images": []}}).encode()
+        timestamp = str(int(time.time()))
+        headers = {"content-type": "application/json", "x-fal-webhook-request-id": request_id,
+                   "x-fal-webhook-user-id": USER_ID, "x-fal-webhook-timestamp": timestamp,
+                   "x-fal-webhook-signature": sign_fal(fake_fal.key, request_id, USER_ID, timestamp, body)}
+        again = client.post("/api/v1/webhooks/fal", content=body, headers=headers)
+        assert again.status_code == 200 and again.json()["status"] in ("duplicate", "ignored")
+        forged = client.post("/api/v1/webhooks/fal", content=body.replace(b"OK", b"ERROR"), headers=headers)
+        assert forged.status_code == 401
+        assert client.post("/api/v1/webhooks/replicate", content=b"{}").status_code == 404
+
+        failing = generate(client, team, prompt="[fail] coat").json()["job"]
+        assert failing["status"] == "failed" and failing["error"]["code"] == "provider_job_failed"
+    async with db.transaction() as s:
+        states = dict((await s.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))).all())
+    assert states == {"succeeded": 1, "failed": 1}
+    assert await _balance(db, team) == (100 - 7.2, 0)
+    await assert_ledger_ok(db)
+
+
+async def _balance(db, team):  # type: ignore[no-untyped-def]
+    async with db.transaction() as s:
+        row = (await s.execute(text(
+            "SELECT allocation_credits + bonus_credits AS available, reserved_credits FROM credit_balances WHERE team_id = :t"),
+            {"t": team.team_id})).one()
+    return float(row.available), float(row.reserved_credits)
