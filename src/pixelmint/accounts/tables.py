@@ -32,6 +32,10 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(200))
     plan_code: Mapped[str] = mapped_column(ForeignKey("plans.code"))
     created_at: Mapped[dt.datetime] = created_at_column()
+    # Stripe (billing/stripe_events.py): the customer, linked on the first event that names the
+    # team; the active subscription, whose invoices replenish the team (the periodic task skips it).
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class User(Base):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass, field
 
+from pixelmint.billing.replenishment import ReplenishTask
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
+from pixelmint.kit.idempotency import Pruner
+from pixelmint.kit.ratelimit import RateLimiter
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
@@ -22,10 +26,15 @@ class Runtime:
     events: JobEvents
     storage: Storage
     providers: Providers
+    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter({}))
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     retention: RetentionTask | None = None
     _retention_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    replenisher: ReplenishTask | None = None
+    _replenish_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    idempotency_pruner: Pruner | None = None
+    _prune_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def start(cls, settings: Settings, database_url: str, *, run_worker: bool) -> Runtime:
@@ -39,7 +48,14 @@ class Runtime:
             events=events,
             storage=storage,
             providers=Providers.from_settings(settings),
+            rate_limiter=RateLimiter.from_settings(settings),
         )
+        if settings.idempotency_prune_interval_seconds > 0:  # Idempotency-Key rows: kit/idempotency.py
+            runtime.idempotency_pruner = Pruner(
+                db, retention=dt.timedelta(hours=settings.idempotency_retention_hours),
+                interval_seconds=settings.idempotency_prune_interval_seconds,
+            )
+            runtime._prune_task = asyncio.create_task(runtime.idempotency_pruner.run())
         if run_worker:
             runtime.worker = Worker(
                 db=db, events=events, settings=settings, providers=runtime.providers, storage=runtime.storage
@@ -51,14 +67,25 @@ class Runtime:
                     batch_size=settings.retention_batch_size,
                 )
                 runtime._retention_task = asyncio.create_task(runtime.retention.run())
+            if settings.replenish_interval_seconds > 0:  # monthly allocations: billing/replenishment.py
+                runtime.replenisher = ReplenishTask(
+                    db, interval_seconds=settings.replenish_interval_seconds, batch_size=settings.replenish_batch_size
+                )
+                runtime._replenish_task = asyncio.create_task(runtime.replenisher.run())
         return runtime
 
     async def stop(self) -> None:
         if self.worker is not None and self._worker_task is not None:
             self.worker.stop()
             await asyncio.gather(self._worker_task, return_exceptions=True)
+        if self.replenisher is not None and self._replenish_task is not None:
+            self.replenisher.stop()
+            await asyncio.gather(self._replenish_task, return_exceptions=True)
         if self.retention is not None and self._retention_task is not None:
             self.retention.stop()
             await asyncio.gather(self._retention_task, return_exceptions=True)
+        if self.idempotency_pruner is not None and self._prune_task is not None:
+            self.idempotency_pruner.stop()
+            await asyncio.gather(self._prune_task, return_exceptions=True)
         await self.events.stop()
         await self.db.dispose()

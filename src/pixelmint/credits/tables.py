@@ -30,6 +30,8 @@ class CreditBalance(Base):
         CheckConstraint("allocation_credits >= 0", name="allocation_nonnegative"),
         CheckConstraint("bonus_credits >= 0", name="bonus_nonnegative"),
         CheckConstraint("reserved_credits >= 0", name="reserved_nonnegative"),
+        Index("ix_credit_balances_next_replenishment_at", "next_replenishment_at",
+              postgresql_where=text("next_replenishment_at IS NOT NULL")),
     )
 
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"), primary_key=True)
@@ -39,6 +41,10 @@ class CreditBalance(Base):
     total_allocated: Mapped[Decimal] = mapped_column(CREDITS, server_default=text("0"))
     next_replenishment_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = created_at_column()
+    # The allocation period: +1 at every replenishment (credits.service.replenish), when the
+    # allocation left expires. Holds remember the period they drew from (migration 0004).
+    allocation_period: Mapped[int] = mapped_column(server_default=text("0"))
+    allocation_period_started_at: Mapped[dt.datetime] = created_at_column()
 
 
 class CreditReservation(Base):
@@ -62,6 +68,9 @@ class CreditReservation(Base):
     captured_amount: Mapped[Decimal | None] = mapped_column(CREDITS)
     created_at: Mapped[dt.datetime] = created_at_column()
     settled_at: Mapped[dt.datetime | None]
+    # The balance's allocation_period when the hold was taken (no default: every insert says it).
+    # Settled in a later period, its allocation part is not given back: it expired.
+    allocation_period: Mapped[int]
     # Holds taken through the credit API expire (and are released by the sweeper) after this.
     expires_at: Mapped[dt.datetime | None]
 
@@ -72,10 +81,13 @@ class CreditTransaction(Base):
     __tablename__ = "credit_transactions"
     __table_args__ = (
         CheckConstraint(
-            "type IN ('grant', 'reserve', 'capture', 'release', 'adjust', 'replenish', 'expire', 'consume')",
+            "type IN ('grant', 'reserve', 'capture', 'release', 'adjust', 'replenish', 'expire', 'consume', 'void')",
             name="type_valid",
         ),
         Index("ix_credit_transactions_team_id_id", "team_id", text("id DESC")),
+        # A grant is voided at most once (credits.service.void_grant).
+        Index("ux_credit_transactions_voids", text("(metadata->>'voids')"), unique=True,
+              postgresql_where=text("type = 'void'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -1,0 +1,53 @@
+"""``POST /api/v1/webhooks/stripe``: Stripe events, verified with the endpoint secret.
+
+No API key: the ``Stripe-Signature`` header is the authentication. 503
+``stripe_webhooks_disabled`` while ``PIXELMINT_STRIPE_WEBHOOK_SECRET`` is unset; 400
+``invalid_signature`` (nothing stored) for a bad, missing or stale signature; otherwise 200 with
+``{"received": true, "eventId", "type", "duplicate", "outcome"}`` — for a replayed or duplicated
+event too (``duplicate: true``, nothing done), so Stripe stops retrying. What each event does is in
+``billing/stripe_events.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from pydantic import SecretStr
+
+from pixelmint.api.deps import RuntimeDep, SessionDep
+from pixelmint.billing import stripe_events
+from pixelmint.billing.errors import StripeWebhooksDisabled
+from pixelmint.billing.schemas import StripeWebhookOut
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+
+
+@router.post(
+    "/stripe", response_model=StripeWebhookOut, summary="Stripe webhook endpoint",
+    responses={400: {"description": "invalid_signature, invalid_payload"},
+               503: {"description": "stripe_webhooks_disabled"}},
+)
+async def stripe_webhook(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
+) -> StripeWebhookOut:
+    settings = runtime.settings
+    secret = settings.stripe_webhook_secret
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value()
+    if not secret:
+        raise StripeWebhooksDisabled(
+            "Stripe webhooks are disabled: set PIXELMINT_STRIPE_WEBHOOK_SECRET to the endpoint's signing secret."
+        )
+    event = stripe_events.verify(
+        await request.body(), stripe_signature, secret, tolerance=settings.stripe_webhook_tolerance_seconds
+    )
+    config = stripe_events.StripeConfig(
+        price_plans=dict(settings.stripe_price_plans), price_credits=dict(settings.stripe_price_credits)
+    )
+    result = await stripe_events.handle_event(session, event, config)
+    await session.commit()
+    return StripeWebhookOut(event_id=result.event_id, type=result.type, duplicate=result.duplicate, outcome=result.outcome)
