@@ -1,5 +1,5 @@
 """Property-based tests of the ledger: random sequences of reserve, capture, release, grant,
-consume and hold expiry, run one after another and concurrently. After each step no bucket is
+consume, replenish (allocation expiry) and hold expiry, run one after another and concurrently. After each step no bucket is
 negative (enforce mode) and every balance equals the sum of its ledger."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ operations = st.one_of(
     st.tuples(st.just("grant"), st.sampled_from(["allocation", "bonus"]), amounts),
     st.tuples(st.just("consume"), amounts),
     st.tuples(st.just("expire_holds")),
+    st.tuples(st.just("replenish"), amounts),
 )
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -43,6 +44,8 @@ async def apply(db, team_id, holds: list, op: tuple) -> None:  # type: ignore[no
                 await credits.grant(s, team_id=team_id, amount=op[2], bucket=op[1])
             elif kind == "consume":
                 await credits.consume(s, team_id=team_id, amount=op[1], operation="prop")
+            elif kind == "replenish":  # a new allocation period: what is left of the old one expires
+                await credits.replenish(s, team_id=team_id, amount=op[1], next_replenishment_at=None, reason="prop")
             elif kind == "expire_holds":
                 await s.execute(text("UPDATE credit_reservations SET expires_at = now() WHERE team_id = :t AND status = 'held'"),
                                 {"t": team_id})
