@@ -1,15 +1,20 @@
-"""``/api/v1/credits``: balance and ledger history."""
+"""``/api/v1/credits``: balance and ledger history (filtered, paged, or exported as CSV)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.accounts.service import get_user
+from pixelmint.accounts.service import Principal, get_user
 from pixelmint.api.deps import PrincipalDep, SessionDep
-from pixelmint.credits import service
+from pixelmint.credits import history, service
 from pixelmint.credits.schemas import BalanceOut, TransactionOut, TransactionPage
+from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
@@ -30,15 +35,58 @@ async def balance(principal: PrincipalDep, session: SessionDep) -> BalanceOut:
     )
 
 
-@router.get("/history", response_model=TransactionPage, summary="The credit ledger, newest first")
-async def history(
+def ledger_filter(
+    type_: Annotated[str | None, Query(
+        alias="type", description="Row type, or several comma-separated: reserve, capture, release, consume, grant, …",
+    )] = None,
+    operation: Annotated[str | None, Query(max_length=64, examples=["image_generation"])] = None,
+    job_id: Annotated[uuid.UUID | None, Query(alias="jobId")] = None,
+    app_id: Annotated[uuid.UUID | None, Query(alias="appId", description="Rows of one credit-API app")] = None,
+    since: Annotated[dt.datetime | None, Query(
+        alias="from", description="ISO 8601, inclusive; without an offset it is UTC")] = None,
+    until: Annotated[dt.datetime | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
+) -> history.LedgerFilter:
+    """The history filters of the query string (shared by the JSON and the CSV answers)."""
+    since, until = history.utc(since), history.utc(until)
+    if since is not None and until is not None and since >= until:
+        raise InvalidRequest("'from' must be before 'to'.", code="invalid_date_range", field="from")
+    types = tuple(t.strip() for t in type_.split(",") if t.strip()) if type_ else ()
+    return history.LedgerFilter(types=types, operation=operation, job_id=job_id, app_id=app_id, since=since, until=until)
+
+
+LedgerFilterDep = Annotated[history.LedgerFilter, Depends(ledger_filter)]
+
+
+def _before(cursor: str | None) -> int | None:
+    return int(decode_cursor(cursor)[0]) if cursor else None
+
+
+def _csv(session: AsyncSession, principal: Principal, filters: history.LedgerFilter, before: int | None) -> StreamingResponse:
+    return StreamingResponse(
+        history.csv_lines(session, principal.team_id, filters, before_id=before),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="credit-history.csv"'},
+    )
+
+
+@router.get(
+    "/history", response_model=TransactionPage, summary="The credit ledger, newest first",
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON page, or CSV with format=csv"}},
+)
+async def history_page(
     principal: PrincipalDep,
     session: SessionDep,
+    filters: LedgerFilterDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> TransactionPage:
-    before = int(decode_cursor(cursor)[0]) if cursor else None
-    rows = await service.list_transactions(session, principal.team_id, limit=limit + 1, before_id=before)
+    format_: Annotated[Literal["json", "csv"], Query(
+        alias="format", description="csv: every matching row (after the cursor) as CSV, like /history.csv")] = "json",
+) -> TransactionPage | StreamingResponse:
+    """Ledger rows matching the filters, newest first, ``limit`` per page (``nextCursor``)."""
+    before = _before(cursor)
+    if format_ == "csv":
+        return _csv(session, principal, filters, before)
+    rows = await history.list_transactions(session, principal.team_id, filters, limit=limit + 1, before_id=before)
     page = rows[:limit]
     return TransactionPage(
         items=[
@@ -46,10 +94,22 @@ async def history(
                 id=t.id, type=t.type, amount=t.amount, allocation_delta=t.allocation_delta,
                 bonus_delta=t.bonus_delta, reserved_delta=t.reserved_delta,
                 available_after=t.allocation_after + t.bonus_after, reserved_after=t.reserved_after,
-                operation=t.operation, job_id=t.job_id, reservation_id=t.reservation_id,
+                operation=t.operation, job_id=t.job_id, app_id=t.app_id, reservation_id=t.reservation_id,
                 description=t.description, metadata=t.metadata_, created_at=t.created_at,
             )
             for t in page
         ],
         next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None,
     )
+
+
+@router.get(
+    "/history.csv", response_class=StreamingResponse, summary="The credit ledger as CSV",
+    responses={200: {"content": {"text/csv": {}}, "description": "A header row, then one row per ledger row"}},
+)
+async def history_csv(
+    principal: PrincipalDep, session: SessionDep, filters: LedgerFilterDep, cursor: str | None = None
+) -> StreamingResponse:
+    """Every ledger row matching the filters (same as ``/history``), newest first, streamed as CSV
+    with a header row; amounts as decimals, ``metadata`` as JSON."""
+    return _csv(session, principal, filters, _before(cursor))

@@ -28,6 +28,7 @@ class TransactionOut(CamelModel):
     reserved_after: Credits
     operation: str | None
     job_id: uuid.UUID | None
+    app_id: uuid.UUID | None = None  # the credit-API app that wrote the row
     reservation_id: uuid.UUID | None
     description: str | None
     metadata: dict[str, Any]

@@ -8,11 +8,12 @@ from typing import Annotated, Literal
 
 import httpx
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from pixelmint.credits.pricing import current_pricing
-from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
 from pixelmint.custom_models import service
 from pixelmint.custom_models.schemas import (
     CreateModelJson,
@@ -88,6 +89,17 @@ async def _parse_create(request: Request) -> tuple[CreateModelJson, list[service
     return body, files + await _download(body.training_image_urls)
 
 
+async def _queued(model, job, request, session, runtime, idempotency) -> JSONResponse:  # type: ignore[no-untyped-def]
+    """Answer 202 with the model and its queued job; the answer is stored for ``Idempotency-Key``
+    in the transaction that reserves the job's credits, which commits here."""
+    answer = ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))
+    response = JSONResponse(answer.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)
+    await idempotency.save(response)
+    await session.commit()
+    runtime.events.announce_jobs_available()
+    return response
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -114,8 +126,11 @@ async def _parse_create(request: Request) -> tuple[CreateModelJson, list[service
             "required": True,
         }
     },
+    dependencies=[rate_limit("generate")],
 )
-async def create_model(request: Request, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> ModelWithJob:
+async def create_model(
+    request: Request, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, idempotency: IdempotencyDep
+) -> ModelWithJob | JSONResponse:
     """Price the training with the model-creation formula, reserve it and queue a
     ``model_creation`` job; the model is ``pending`` until the job succeeds (then ``ready``,
     version 1) or fails (``failed``, credits released)."""
@@ -125,9 +140,7 @@ async def create_model(request: Request, principal: PrincipalDep, session: Sessi
         description=body.description, trigger_word=body.trigger_word, training_steps=body.training_steps,
         images=images, storage=runtime.storage, settings=runtime.settings, pricing=await current_pricing(session),
     )
-    await session.commit()
-    runtime.events.announce_jobs_available()
-    return ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))
+    return await _queued(model, job, request, session, runtime, idempotency)
 
 
 @router.get("", response_model=ModelPage, summary="The team's custom models, newest first")
@@ -172,12 +185,12 @@ async def delete_model(model_id: uuid.UUID, principal: PrincipalDep, session: Se
 
 @router.post(
     "/{model_id}/refine", status_code=status.HTTP_202_ACCEPTED, response_model=ModelWithJob,
-    summary="Refine a custom model into its next version",
+    summary="Refine a custom model into its next version", dependencies=[rate_limit("generate")],
 )
 async def refine_model(
     model_id: uuid.UUID, body: RefineRequest, request: Request, principal: PrincipalDep, session: SessionDep,
-    runtime: RuntimeDep,
-) -> ModelWithJob:
+    runtime: RuntimeDep, idempotency: IdempotencyDep,
+) -> ModelWithJob | JSONResponse:
     """Queue a ``model_refinement`` job priced by the refinement formula (iteration = the current
     version); on success the model's version increments and its history records the prompt,
     iteration, cost and artifact."""
@@ -185,6 +198,4 @@ async def refine_model(
         session, principal, model_id, prompt=body.prompt, settings=runtime.settings,
         pricing=await current_pricing(session),
     )
-    await session.commit()
-    runtime.events.announce_jobs_available()
-    return ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))
+    return await _queued(model, job, request, session, runtime, idempotency)

@@ -12,6 +12,8 @@ from typing import Any
 class PixelmintError(Exception):
     status_code: int = 400
     code: str = "bad_request"
+    # HTTP headers to send with the error (e.g. ``Retry-After``).
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
