@@ -134,3 +134,15 @@ async def test_pricing_table_changes_new_jobs_only_and_estimate_matches(api, db,
     creation = await api.post("/api/v1/credits/estimate", headers=auth(team), json={
         "operation": "model_creation", "referenceModelId": "fashion-editorial", "trainingImages": 12})
     assert creation.json()["estimatedCredits"] == 93.5
+
+
+async def test_consume_with_an_idempotency_key_charges_once(flashcards, db) -> None:
+    team = await make_team(db, plan="basic", credits="100")
+    first = await flashcards.consume_credits(team.team_id, "deck", idempotency_key="deck-42")
+    again = await flashcards.consume_credits(team.team_id, "deck", idempotency_key="deck-42")
+    assert first == again
+    assert (await flashcards.get_balance(team.team_id)).available_credits == Decimal("90")
+    with pytest.raises(CreditApiError) as err:
+        await flashcards.consume_credits(team.team_id, "video", idempotency_key="deck-42")
+    assert err.value.status == 409 and err.value.code == "idempotency_key_reused"
+    await assert_ledger_ok(db)

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
 from pixelmint.accounts.service import authenticate
-from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
+from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, idempotent, rate_limit
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.kit.errors import InvalidRequest
@@ -91,8 +91,11 @@ async def validate(body: OperationRequest, app: AppDep, session: SessionDep) -> 
     return ValidateOut(has_credits=v.has_credits, available_credits=v.available_credits, required_credits=v.required_credits)
 
 
+SPENDING = [rate_limit("consume", get_app), idempotent(get_app)]
+
+
 @router.post("/consume", response_model=ConsumeOut, summary="Charge for an operation that succeeded",
-             responses={402: {"description": "insufficient_credits"}})
+             responses={402: {"description": "insufficient_credits"}}, dependencies=SPENDING)
 async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, runtime: RuntimeDep) -> ConsumeOut:
     done = await apps.consume(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
@@ -104,7 +107,8 @@ async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, runtim
 
 
 @router.post("/reserve", response_model=HoldOut, status_code=status.HTTP_201_CREATED,
-             summary="Hold credits for a long operation", responses={402: {"description": "insufficient_credits"}})
+             summary="Hold credits for a long operation", responses={402: {"description": "insufficient_credits"}},
+             dependencies=SPENDING)
 async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtime: RuntimeDep) -> HoldOut:
     held = await apps.hold(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
@@ -115,14 +119,14 @@ async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtim
     return _hold(held)
 
 
-@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)")
+@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING)
 async def capture(body: CaptureRequest, app: AppDep, session: SessionDep) -> HoldOut:
     held = await apps.capture(session, app, body.hold_id, amount=body.amount)
     await session.commit()
     return _hold(held)
 
 
-@router.post("/release", response_model=HoldOut, summary="Give a hold back")
+@router.post("/release", response_model=HoldOut, summary="Give a hold back", dependencies=SPENDING)
 async def release(body: ReleaseRequest, app: AppDep, session: SessionDep) -> HoldOut:
     held = await apps.release(session, app, body.hold_id)
     await session.commit()
