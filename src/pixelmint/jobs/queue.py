@@ -165,16 +165,6 @@ class Fence:
     from_state: str = "running"
 
 
-async def _finish_attempt(session: AsyncSession, fence: Fence, outcome: str, error: str | None) -> None:
-    await session.execute(
-        text("""
-            UPDATE job_attempts SET finished_at = clock_timestamp(), outcome = :outcome, error_message = :error
-             WHERE job_id = :job_id AND attempt = :attempt AND finished_at IS NULL
-        """),
-        {"job_id": fence.job_id, "attempt": fence.attempt, "outcome": outcome, "error": error},
-    )
-
-
 async def _notify(session: AsyncSession, job_id: uuid.UUID, state: str, *, slot_freed: bool) -> None:
     await session.execute(
         text("SELECT pg_notify(:events, :payload), CASE WHEN :slot THEN pg_notify(:jobs, '') END"),
@@ -182,23 +172,44 @@ async def _notify(session: AsyncSession, job_id: uuid.UUID, state: str, *, slot_
     )
 
 
+async def _finish_attempt(
+    session: AsyncSession, fence: Fence, outcome: str, error: str | None, *, state: str | None = None
+) -> None:
+    """Close the attempt's record and, with ``state``, announce the job's new state and a freed
+    slot, in one round trip."""
+    await session.execute(
+        text("""
+            WITH attempt AS (
+                UPDATE job_attempts SET finished_at = clock_timestamp(), outcome = :outcome, error_message = :error
+                 WHERE job_id = :job_id AND attempt = :attempt AND finished_at IS NULL
+            )
+            SELECT CASE WHEN CAST(:state AS text) IS NOT NULL
+                        THEN (pg_notify(:events, :payload), pg_notify(:jobs, '')) END
+        """),
+        {"job_id": fence.job_id, "attempt": fence.attempt, "outcome": outcome, "error": error, "state": state,
+         "events": JOB_EVENTS_CHANNEL, "payload": f"{fence.job_id} {state}", "jobs": JOBS_CHANNEL},
+    )
+
+
 async def _transition(
-    session: AsyncSession, fence: Fence, state: str, **values: Any
+    session: AsyncSession, fence: Fence, state: str, *, raw_sets: str = "", **values: Any
 ) -> Job | None:
     """Fenced ``fence.from_state`` → ``state``. Returns the job, or ``None`` if the fence no
     longer holds (another attempt owns the job, or it already moved on)."""
-    sets = "".join(f", {name} = :{name}" for name in values)
+    params = dict(values)
+    bind_only = {name: params.pop(name) for name in ("charged",) if name in params}
+    sets = "".join(f", {name} = :{name}" for name in params)
     keep_owner = state == "awaiting_webhook"  # the callback finishes it under the same fence
     jobs = await _jobs(
         session,
         text(f"""
             UPDATE jobs SET state = :state, lease_expires_at = NULL
-                            {'' if keep_owner else ', locked_by = NULL'}{sets}
+                            {'' if keep_owner else ', locked_by = NULL'}{sets}{raw_sets}
              WHERE id = :job_id AND state = :from_state AND locked_by = :worker AND attempt = :attempt
             RETURNING *
         """),
         {"state": state, "from_state": fence.from_state, "job_id": fence.job_id, "worker": fence.worker_id,
-         "attempt": fence.attempt, **values},
+         "attempt": fence.attempt, **params, **bind_only},
     )
     return jobs[0] if jobs else None
 
@@ -214,17 +225,15 @@ async def mark_succeeded(
 
     job = await _transition(
         session, fence, "succeeded",
-        result=json.dumps(result), finished_at=dt.datetime.now(dt.UTC), progress=100,
+        raw_sets=", charged_credits = CASE WHEN reservation_id IS NULL THEN 0"
+        " ELSE COALESCE(CAST(:charged AS numeric), estimated_credits) END",
+        charged=charged, result=json.dumps(result), finished_at=dt.datetime.now(dt.UTC), progress=100,
     )
     if job is None:
         return None
-    captured = None
     if job.reservation_id is not None:
-        captured = await credits.capture(session, job.reservation_id, amount=charged, description="job succeeded")
-    job.charged_credits = captured if captured is not None else Decimal("0.00")
-    await session.flush()
-    await _finish_attempt(session, fence, "succeeded", None)
-    await _notify(session, job.id, "succeeded", slot_freed=True)
+        await credits.capture(session, job.reservation_id, amount=job.charged_credits, description="job succeeded")
+    await _finish_attempt(session, fence, "succeeded", None, state="succeeded")
     return job
 
 
@@ -246,8 +255,7 @@ async def mark_failed(
     if job is None:
         return None
     await _refund(session, job, reason=f"job failed: {code}")
-    await _finish_attempt(session, fence, "failed", message)
-    await _notify(session, job.id, "failed", slot_freed=True)
+    await _finish_attempt(session, fence, "failed", message, state="failed")
     return job
 
 
@@ -289,8 +297,7 @@ async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
     if job is None:
         return None
     await _refund(session, job, reason="job canceled")
-    await _finish_attempt(session, fence, "canceled", None)
-    await _notify(session, job.id, "canceled", slot_freed=True)
+    await _finish_attempt(session, fence, "canceled", None, state="canceled")
     return job
 
 
