@@ -128,7 +128,6 @@ async def consume(
 ) -> credits.Consumption:
     """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``."""
     cost = await price(session, app, operation, amount)
-    await team_balance(session, team_id)
     return await credits.consume(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id, description=description,
         metadata=metadata, fail_open=fail_open,
@@ -144,7 +143,6 @@ async def hold(
     if not 1 <= ttl_seconds <= max_ttl_seconds:
         raise InvalidRequest(f"ttlSeconds must be 1..{max_ttl_seconds}.", code="invalid_ttl", field="ttlSeconds")
     cost = await price(session, app, operation, amount)
-    await team_balance(session, team_id)
     reservation = await credits.reserve(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id,
         expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl_seconds), fail_open=fail_open,
