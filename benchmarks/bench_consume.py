@@ -69,11 +69,8 @@ import hashlib
 import json
 import os
 import re
-import resource
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -93,7 +90,30 @@ from pixelmint.bootstrap import prepare_database
 from pixelmint.credits.apps import register_app
 from pixelmint.credits.service import _CONSUME, check_ledger
 from pixelmint.credits.tables import App, AppOperation
-from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs
+
+from harness import (
+    BenchPostgres,
+    CpuMeter,
+    checkpoint,
+    cpu_text,
+    find_postmaster,
+    fmt_result,
+    free_port,
+    percentile,
+    pg_settings,
+    positional,
+    print_summary_header,
+    run_main,
+    start_profile,
+    start_server,
+    stop_server,
+    summarize_profile,
+    summary_row,
+    to_dollar_params,
+    use_wrk,
+    warn_if_machine_busy,
+)
 
 OPERATION = "deck"
 OPERATION_COST = Decimal("10")
@@ -102,25 +122,10 @@ AIM = 0.5
 BARE_APP_NAME = "pixelmint-bench"  # application_name of the bare connections (the server's is "pixelmint")
 SAMPLER_APP_NAME = "pixelmint-bench-sampler"
 DRAIN_TIMEOUT = 35.0  # seconds to wait, after the window, for the requests in flight (wrk --timeout 30s)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------------
 # SQL: what one API request sends, with asyncpg ``$n`` positional parameters
-
-
-def to_dollar_params(sql: str) -> tuple[str, list[str]]:
-    """``:name`` → ``$n`` (numbered by first appearance, a repeated name reuses its number, as
-    SQLAlchemy's ``numeric_dollar`` style does); ``::type`` casts are left alone."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return re.sub(r"(?<![:\w]):(\w+)", number, sql), names
 
 
 def render(statement) -> str:  # type: ignore[no-untyped-def]
@@ -141,10 +146,6 @@ def check_sql_matches_sqlalchemy() -> None:
     compiled = _CONSUME.compile(dialect=pg_asyncpg.dialect())
     if compiled.string != CONSUME_SQL or list(compiled.positiontup or []) != CONSUME_ARGS:
         raise SystemExit(f"bare SQL differs from SQLAlchemy's rendering:\n{compiled.string}\nvs\n{CONSUME_SQL}")
-
-
-def positional(names: list[str], values: dict[str, object]) -> list[object]:
-    return [values[name] for name in names]
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Results and CPU accounting (as in bench_generate.py, plus a live load-generator process)
+# Results
 
 
 @dataclass
@@ -199,117 +200,6 @@ class Result:
     @property
     def rate(self) -> float:
         return self.count / self.seconds if self.seconds else 0.0
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile (what wrk reports)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), int(-(-p * len(sorted_values) // 100))))
-    return sorted_values[rank - 1]
-
-
-def _proc_jiffies(pid: int) -> int:
-    """utime + stime of a process (all its threads)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _with_children(parent: int | None) -> list[int]:
-    """A process and its direct children."""
-    if parent is None:
-        return []
-    pids = [parent]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ppid(int(entry)) == parent:
-            pids.append(int(entry))
-    return pids
-
-
-async def find_postmaster(url: str) -> int | None:
-    """The local postmaster serving ``url`` (parent of one of its backends), or ``None`` if the
-    server is not on this machine."""
-    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
-    try:
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
-        with contextlib.suppress(OSError):  # read while the backend lives
-            if Path(f"/proc/{backend}/comm").read_text().strip() == "postgres":
-                return _ppid(backend)
-        return None
-    finally:
-        await conn.close()
-
-
-def _machine_jiffies() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-class CpuMeter:
-    """CPU used between ``start`` and ``stop``, as a share of one core: the server process (and its
-    workers), the local PostgreSQL processes alive at both ends (the runs keep their connections
-    open, so their backends are), the load generator (``wrk``, read from /proc while it runs),
-    this process, and the whole machine."""
-
-    def __init__(self, server_pid: int | None, postmaster: int | None, loadgen_pid: int | None = None) -> None:
-        self.server_pid = server_pid
-        self.postmaster = postmaster
-        self.loadgen_pid = loadgen_pid
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self.server0 = sum(_proc_jiffies(p) for p in _with_children(self.server_pid))
-        self.pg0 = {pid: _proc_jiffies(pid) for pid in _with_children(self.postmaster)}
-        self.loadgen0 = _proc_jiffies(self.loadgen_pid) if self.loadgen_pid else 0
-        self.self0 = resource.getrusage(resource.RUSAGE_SELF)
-        self.machine0 = _machine_jiffies()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self.t0
-        server = sum(_proc_jiffies(p) for p in _with_children(self.server_pid)) - self.server0
-        pg = sum(_proc_jiffies(pid) - self.pg0.get(pid, 0) for pid in _with_children(self.postmaster))
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        busy1, total1 = _machine_jiffies()
-        busy0, total0 = self.machine0
-        cpu = {
-            "server": server / CLK_TCK / wall if self.server_pid else float("nan"),
-            "postgres": pg / CLK_TCK / wall if self.postmaster else float("nan"),
-            "wrk": (_proc_jiffies(self.loadgen_pid) - self.loadgen0) / CLK_TCK / wall if self.loadgen_pid else 0.0,
-            "bench": (me.ru_utime + me.ru_stime - self.self0.ru_utime - self.self0.ru_stime) / wall,
-            "machine": (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1),
-        }
-        # Everything else: other processes, kernel threads (WAL fsync journaling), exited processes.
-        cpu["rest"] = cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine" and v == v)
-        return cpu
-
-
-async def machine_busy(seconds: float) -> float:
-    """Busy share of the whole machine (in cores) over ``seconds`` of this process sleeping."""
-    busy0, total0 = _machine_jiffies()
-    await asyncio.sleep(seconds)
-    busy1, total1 = _machine_jiffies()
-    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
-
-
-def cpu_text(cpu: dict[str, float], keys: tuple[str, ...]) -> str:
-    ncpu = os.cpu_count() or 1
-    parts = [f"{k} {cpu[k] * 100:.0f}%" if cpu[k] == cpu[k] else f"{k} n/a" for k in keys if k in cpu]
-    return (f"cpu (% of one core): {', '.join(parts)}; machine busy {cpu['machine'] * 100:.0f}% of {ncpu * 100}% "
-            f"(rest of the machine {cpu['rest'] * 100:.0f}%)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -838,193 +728,41 @@ async def check_books(url: str, target: Target, before: asyncpg.Record, api: Res
     return ok
 
 
-async def checkpoint(url: str) -> None:
-    """Start every run from a fresh checkpoint (fewer full-page writes and checkpoint spikes)."""
-    with contextlib.suppress(Exception):
-        conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
-        try:
-            await conn.execute("CHECKPOINT")
-        finally:
-            await conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pixelmint_executable() -> str:
-    here = Path(sys.executable).parent / "pixelmint"
-    return str(here if here.exists() else Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pixelmint")
-
-
-def start_server(url: str, data_dir: Path, port: int, processes: int, rate_limit: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": url, "PIXELMINT_DATA_DIR": str(data_dir), "PIXELMINT_LOG_LEVEL": "warning"}
-    if rate_limit != "keep":
-        env["PIXELMINT_RATE_LIMIT_CONSUME"] = env["PIXELMINT_RATE_LIMIT_CONSUME_TEAM"] = rate_limit
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [pixelmint_executable(), "serve", "--port", str(port), "--no-worker", "--processes", str(processes)],
-        env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    with httpx.Client(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}):\n{(data_dir / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    return proc
-            time.sleep(0.2)
-    stop_server(proc)
-    raise RuntimeError(f"server not healthy after 90 s:\n{(data_dir / 'server.log').read_text()}")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        proc.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait)
-            return
-
-
-# ------------------------------------------------------------------------------------------------
-# Optional: py-spy profile of the server during the measured API run (as in bench_generate.py)
-
-
-def py_spy_executable() -> str | None:
-    here = Path(sys.executable).parent / "py-spy"
-    return str(here) if here.exists() else shutil.which("py-spy")
-
-
-def start_profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [py_spy_executable() or "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate",
-         "250", "--nonblocking", "--gil", "--format", "raw", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-
-FRAME = re.compile(r"\((?P<path>[^()]*?):\d+\)$")
-
-
-def frame_package(frame: str) -> str:
-    """``func (sqlalchemy/orm/session.py:123)`` → ``sqlalchemy``."""
-    match = FRAME.search(frame)
-    if not match:
-        return "other"
-    path = match.group("path")
-    return path.split("/", 1)[0] if "/" in path else path
-
-
-def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
-    """py-spy ``--format raw``: ``frame;frame;… count`` lines (a frame name may span lines)."""
-    samples: list[tuple[list[str], int]] = []
-    pending = ""
-    for line in path.read_text().splitlines():
-        pending += line
-        stack, _, count = pending.rpartition(" ")
-        if stack and count.isdigit():
-            samples.append((stack.split(";"), int(count)))
-            pending = ""
-    return samples
-
-
-def summarize_profile(path: Path, top: int = 15) -> str:
-    """Self time by package, time on the stack by package, and the hottest leaf frames."""
-    if not path.exists():
-        return f"  (no profile written to {path})"
-    by_package: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    by_leaf: collections.Counter[str] = collections.Counter()
-    total = 0
-    for frames, n in read_collapsed(path):
-        total += n
-        by_leaf[frames[-1]] += n
-        by_package[frame_package(frames[-1])] += n
-        for package in {frame_package(f) for f in frames[1:]}:  # frames[0] is the entry script
-            inclusive[package] += n
-    if not total:
-        return "  (empty profile)"
-    lines = [f"  {total} samples; self time by package: "
-             + ", ".join(f"{k} {v / total:.0%}" for k, v in by_package.most_common(12))]
-    lines.append("  on the stack (inclusive): "
-                 + ", ".join(f"{k} {v / total:.0%}" for k, v in inclusive.most_common(14)))
-    lines.append("  hottest leaf frames:")
-    lines += [f"    {v / total:5.1%}  {k}" for k, v in by_leaf.most_common(top)]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------------------
 # Main
 
 
-def fmt_result(kind: str, r: Result) -> str:
-    unit = "req/s" if kind == "API" else "tx/s "
-    text = f"  {kind:<4} {r.rate:8.1f} {unit}  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
-    text += f"  ({r.count} in {r.seconds:.1f} s"
-    text += f", {r.errors} errors)" if r.errors else ")"
-    if r.note:
-        text += f"\n       first error: {r.note}"
-    return text
-
-
 async def main(args: argparse.Namespace) -> int:
     check_sql_matches_sqlalchemy()
-    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
-    if args.loadgen == "wrk" and not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (apt-get install -y wrk), use --loadgen httpx")
-    if args.py_spy and not py_spy_executable():
-        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    wrk = use_wrk(args.loadgen, args.py_spy)
     workdir = Path(tempfile.mkdtemp(prefix="/tmp/pmcw"))
-    server_handle = None
-    embedded_dir: Path | None = None
-    admin_url = os.environ.get("DATABASE_URL")
-    bench_db = None
+    pg: BenchPostgres | None = None
     proc = None
     api: Result | None = None
     bare: Result | None = None
     try:
         t_setup = time.monotonic()
-        if admin_url:
-            bench_db = f"pixelmint_bench_{secrets.token_hex(4)}"
-            conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
-            try:
-                await conn.execute(f'CREATE DATABASE "{bench_db}"')
-            finally:
-                await conn.close()
-            url = with_database(admin_url, bench_db)
-            where = f"database {bench_db} on DATABASE_URL"
-        else:
-            embedded_dir = Path(tempfile.mkdtemp(prefix="/tmp/pmc"))
-            server_handle = embedded_server(embedded_dir, cleanup_mode="delete")
-            url = server_handle.get_uri()
-            where = f"embedded server {url}"
+        pg = await BenchPostgres.open("/tmp/pmc")
+        url = pg.url
+        where = f"database {pg.bench_db} on DATABASE_URL" if pg.bench_db else f"embedded server {url}"
         await prepare_database(url)
         target = await create_target(url)
         port = free_port()
-        proc = start_server(url, workdir, port, args.processes, args.rate_limit)
+        rate_limits = {} if args.rate_limit == "keep" else {
+            "PIXELMINT_RATE_LIMIT_CONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
+        proc = start_server(url, workdir, port, args.processes, rate_limits)
         base_url = f"http://127.0.0.1:{port}"
-        conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
-        try:
-            pg_version = await conn.fetchval("SHOW server_version")
-            sync_commit = await conn.fetchval("SHOW synchronous_commit")
-            fsync = await conn.fetchval("SHOW fsync")
-            max_connections = int(await conn.fetchval("SHOW max_connections"))
-        finally:
-            await conn.close()
+        settings = await pg_settings(url, "server_version", "synchronous_commit", "fsync", "max_connections")
+        max_connections = int(settings["max_connections"])
         postmaster = await find_postmaster(url)
-        print(f"PostgreSQL {pg_version} ({where}; fsync={fsync}, synchronous_commit={sync_commit}, "
-              f"max_connections={max_connections})")
+        print(f"PostgreSQL {settings['server_version']} ({where}; fsync={settings['fsync']}, "
+              f"synchronous_commit={settings['synchronous_commit']}, max_connections={max_connections})")
         print(f"server: pixelmint serve --no-worker on {base_url} (pid {proc.pid}, {args.processes} process(es)); "
-              f"load generator: {'wrk' if use_wrk else 'httpx'}; {args.concurrency} clients on one team; "
+              f"load generator: {'wrk' if wrk else 'httpx'}; {args.concurrency} clients on one team; "
               f"{args.seconds} s measured after {args.warmup} s warm-up; {os.cpu_count()} CPUs; consume rate "
               f"limit per key and per team: {args.rate_limit or 'none'}")
-        if server_handle is not None and embedded_dir is not None:
-            statements = await check_statements(url, embedded_dir / "pg" / "log", base_url, target)
+        if pg.embedded_dir is not None:
+            statements = await check_statements(url, pg.embedded_dir / "pg" / "log", base_url, target)
             print(f"statement check (log_statement=all): API request and bare transaction both send "
                   f"{statement_summary(statements)}, same parameters")
         else:
@@ -1032,10 +770,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"setup took {time.monotonic() - t_setup:.1f} s")
         if args.concurrency + 5 > max_connections:
             print(f"WARNING: {args.concurrency} connections + a few more may exceed max_connections")
-        idle_busy = await machine_busy(1.0)
-        if idle_busy > 0.15:
-            print(f"WARNING: the machine was {idle_busy * 100:.0f}% busy (of {os.cpu_count() * 100}%) before the "
-                  "runs: something else is running, the numbers will be low and noisy")
+        await warn_if_machine_busy()
         before = await ledger_state(url, target)
 
         print(f"\nhot: {args.concurrency} clients consume '{OPERATION}' ({OPERATION_COST} credits) from one team")
@@ -1046,7 +781,7 @@ async def main(args: argparse.Namespace) -> int:
                               meter=CpuMeter(None, postmaster),
                               sampler=WaitSampler(url, BARE_APP_NAME, args.sample_interval))
         print(fmt_result("bare", bare))
-        print("       " + cpu_text(bare.cpu, ("postgres", "bench")))
+        print("       " + cpu_text(bare.cpu, ("postgres", "bench"), rest=True))
         if bare.waits:
             print("       " + bare.waits)
 
@@ -1057,17 +792,17 @@ async def main(args: argparse.Namespace) -> int:
         await checkpoint(url)
         meter = CpuMeter(proc.pid, postmaster)
         sampler = WaitSampler(url, "pixelmint", args.sample_interval)
-        if use_wrk:
+        if wrk:
             api = await api_wrk(base_url, target, concurrency=args.concurrency, seconds=args.seconds,
                                 warmup=args.warmup, workdir=workdir, meter=meter, sampler=sampler,
                                 on_measure_start=on_measure)
             print(fmt_result("API", api))
-            print("       " + cpu_text(api.cpu, ("server", "postgres", "wrk", "bench")))
+            print("       " + cpu_text(api.cpu, ("server", "postgres", "wrk", "bench"), rest=True))
         else:
             api = await api_httpx(base_url, target, concurrency=args.concurrency, seconds=args.seconds,
                                   warmup=args.warmup, meter=meter, sampler=sampler, on_measure_start=on_measure)
             print(fmt_result("API", api))
-            print("       " + cpu_text(api.cpu, ("server", "postgres", "load generator (in bench)")))
+            print("       " + cpu_text(api.cpu, ("server", "postgres", "load generator (in bench)"), rest=True))
         if api.waits:
             print("       " + api.waits)
         if profile_path:
@@ -1080,30 +815,17 @@ async def main(args: argparse.Namespace) -> int:
         books_ok = await check_books(url, target, before, api, bare)
 
         print("\nsummary")
-        header = (f"{'scenario':<8} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8}   {'bare tx/s':>10} {'p50 ms':>8} "
-                  f"{'p99 ms':>8}   {'API/bare':>8}")
-        print(header)
-        print("-" * len(header))
+        print_summary_header()
         flag = "ok" if ratio >= AIM else f"below {AIM}"
-        print(f"{'hot':<8} {api.rate:>10.1f} {api.p50_ms:>8.2f} {api.p99_ms:>8.2f}   {bare.rate:>10.1f} "
-              f"{bare.p50_ms:>8.2f} {bare.p99_ms:>8.2f}   {ratio:>8.2f}  {flag}")
+        print(summary_row("hot", api, bare, ratio, flag))
         print(f"books: {'ok' if books_ok else 'MISMATCH'}")
         failed = api.errors or bare.errors or not api.count or not bare.count or not books_ok
         return 1 if failed else 0
     finally:
         if proc is not None:
             stop_server(proc)
-        if bench_db and admin_url:
-            with contextlib.suppress(Exception):
-                conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
-                finally:
-                    await conn.close()
-        if server_handle is not None:
-            server_handle.cleanup()  # stops the server and deletes <dir>/pg
-        if embedded_dir is not None:
-            shutil.rmtree(embedded_dir, ignore_errors=True)
+        if pg is not None:
+            await pg.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -1126,9 +848,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        sys.exit(asyncio.run(main(arguments)))
-    sys.exit(uvloop.run(main(arguments)))
+    run_main(main, parse_args())

@@ -79,12 +79,26 @@ import asyncpg
 
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
 
+from harness import (
+    CLK_TCK,
+    admin_execute,
+    find_postmaster,
+    frame_package,
+    machine_jiffies,
+    pg_settings,
+    ppid,
+    proc_jiffies,
+    py_spy_executable,
+    read_collapsed,
+    run_main,
+    warn_if_machine_busy,
+)
+
 PLANS = (("enterprise", 10, 0.2), ("pro", 3, 0.4), ("basic", 1, 0.4))  # code, limit, share of teams
 NOOP_PARAMS = (  # tests/helpers.py NOOP_PARAMS
     '{"prompt": "p", "negativePrompt": null, "width": 64, "height": 64, "quality": "standard", '
     '"numImages": 1, "seed": 1, "modelKey": "business-headshot"}'
 )
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 EMBEDDED_MAX_CONNECTIONS = 400
 POLL_SECONDS = 0.5
 
@@ -192,27 +206,7 @@ async def child_main(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# CPU accounting (as in bench_generate.py)
-
-
-def _proc_jiffies(pid: int, *, reaped: bool = False, system_only: bool = False) -> int:
-    """utime + stime of a process (only stime with ``system_only``); with ``reaped``, plus those of
-    its children it has waited for."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        picked = fields[11:15 if reaped else 13]  # utime stime [cutime cstime]
-        return sum(int(v) for v in (picked[1::2] if system_only else picked))
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+# CPU accounting (in CPU seconds, for ms per job)
 
 
 def _tree_jiffies(parent: int | None) -> int:
@@ -221,31 +215,11 @@ def _tree_jiffies(parent: int | None) -> int:
     cancelled query, still counts)."""
     if parent is None:
         return 0
-    total = _proc_jiffies(parent, reaped=True)
+    total = proc_jiffies(parent, reaped=True)
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ppid(int(entry)) == parent:
-            total += _proc_jiffies(int(entry), reaped=True)
+        if entry.isdigit() and ppid(int(entry)) == parent:
+            total += proc_jiffies(int(entry), reaped=True)
     return total
-
-
-def _machine_jiffies() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-async def find_postmaster(url: str) -> int | None:
-    """The local postmaster serving ``url``, or ``None`` if the server is not on this machine."""
-    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
-    try:
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{backend}/comm").read_text().strip() == "postgres":
-                return _ppid(backend)
-        return None
-    finally:
-        await conn.close()
 
 
 class CpuMeter:
@@ -259,18 +233,18 @@ class CpuMeter:
     def start(self) -> None:
         self.t0 = time.monotonic()
         self.workers0 = {pid: _tree_jiffies(pid) for pid in self.workers}
-        self.workers_sys0 = {pid: _proc_jiffies(pid, system_only=True) for pid in self.workers}
+        self.workers_sys0 = {pid: proc_jiffies(pid, system_only=True) for pid in self.workers}
         self.pg0 = _tree_jiffies(self.postmaster)
         self.self0 = resource.getrusage(resource.RUSAGE_SELF)
-        self.machine0 = _machine_jiffies()
+        self.machine0 = machine_jiffies()
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
         workers = sum(_tree_jiffies(pid) - j for pid, j in self.workers0.items()) / CLK_TCK
-        workers_sys = sum(_proc_jiffies(pid, system_only=True) - j for pid, j in self.workers_sys0.items()) / CLK_TCK
+        workers_sys = sum(proc_jiffies(pid, system_only=True) - j for pid, j in self.workers_sys0.items()) / CLK_TCK
         pg = (_tree_jiffies(self.postmaster) - self.pg0) / CLK_TCK
         me = resource.getrusage(resource.RUSAGE_SELF)
-        busy1, total1 = _machine_jiffies()
+        busy1, total1 = machine_jiffies()
         busy0, total0 = self.machine0
         return {  # CPU seconds
             "workers": workers,
@@ -293,31 +267,8 @@ def cpu_text(cpu: dict[str, float], keys: tuple[str, ...], jobs: int) -> str:
             f"machine busy {cpu['machine'] / wall * 100:.0f}% of {(os.cpu_count() or 1) * 100}%")
 
 
-async def machine_busy(seconds: float) -> float:
-    busy0, total0 = _machine_jiffies()
-    await asyncio.sleep(seconds)
-    busy1, total1 = _machine_jiffies()
-    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
-
-
 # ------------------------------------------------------------------------------------------------
 # py-spy (optional)
-
-
-def py_spy_executable() -> str | None:
-    here = Path(sys.executable).parent / "py-spy"
-    return str(here) if here.exists() else shutil.which("py-spy")
-
-
-FRAME = re.compile(r"\((?P<path>[^()]*?):\d+\)$")
-
-
-def frame_package(frame: str) -> str:
-    match = FRAME.search(frame)
-    if not match:
-        return "other"
-    path = match.group("path")
-    return path.split("/", 1)[0] if "/" in path else path
 
 
 def summarize_profile(paths: list[Path], top: int = 18) -> str:
@@ -331,14 +282,7 @@ def summarize_profile(paths: list[Path], top: int = 18) -> str:
     for path in paths:
         if not path.exists():
             continue
-        pending = ""
-        for line in path.read_text().splitlines():
-            pending += line
-            stack, _, count = pending.rpartition(" ")
-            if not (stack and count.isdigit()):
-                continue
-            pending = ""
-            frames, n = stack.split(";"), int(count)
+        for frames, n in read_collapsed(path):
             total += n
             by_leaf[frames[-1]] += n
             by_package[frame_package(frames[-1])] += n
@@ -368,15 +312,6 @@ class Setup:
     template: str
     teams: dict[uuid.UUID, str]  # team id → plan code
     jobs: int
-
-
-async def admin_execute(admin_url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def restart_embedded(server, max_connections: int) -> None:  # type: ignore[no-untyped-def]
@@ -825,12 +760,8 @@ async def main(args: argparse.Namespace) -> int:
         template = f"pmdrain_template_{secrets.token_hex(3)}"
         setup = await build_template(admin_url, template, teams=args.teams, jobs=args.jobs)
         completion = await capture_completion(setup)
-        conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
-        try:
-            settings = {k: await conn.fetchval(f"SHOW {k}") for k in
-                        ("server_version", "fsync", "synchronous_commit", "max_connections", "shared_buffers")}
-        finally:
-            await conn.close()
+        settings = await pg_settings(admin_url, "server_version", "fsync", "synchronous_commit", "max_connections",
+                                     "shared_buffers")
         postmaster = await find_postmaster(admin_url)
         needed = max([*processes, 1]) * (args.concurrency + 4) + 10
         if int(settings["max_connections"]) < needed:
@@ -847,10 +778,7 @@ async def main(args: argparse.Namespace) -> int:
               f"{os.cpu_count()} CPUs; setup took {time.monotonic() - t_setup:.1f} s")
         print(f"bare completion, recorded from queue.mark_succeeded ({len(completion.statements)} statements in "
               f"BEGIN … COMMIT): {completion.describe()}")
-        idle_busy = await machine_busy(1.0)
-        if idle_busy > 0.15:
-            print(f"WARNING: the machine was {idle_busy * 100:.0f}% busy (of {(os.cpu_count() or 1) * 100}%) before "
-                  "the runs: something else is running, the numbers will be low and noisy")
+        await warn_if_machine_busy()
 
         plan = [("worker", (p, 0)) for p in processes] + [("bare", spec) for spec in bare_specs]
         for kind, (n, demand) in plan:
@@ -941,8 +869,4 @@ if __name__ == "__main__":
         sys.exit(0)
     if arguments.py_spy and not py_spy_executable():
         raise SystemExit("py-spy is not installed (pip install py-spy)")
-    try:
-        import uvloop
-    except ImportError:
-        sys.exit(asyncio.run(main(arguments)))
-    sys.exit(uvloop.run(main(arguments)))
+    run_main(main, arguments)

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import secrets
 import subprocess
 import tempfile
 import time
@@ -47,9 +45,11 @@ import asyncpg
 
 from pixelmint.accounts.service import create_team
 from pixelmint.bootstrap import prepare_database
-from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 from pixelmint.storage.backend import LocalStorage
 from pixelmint.storage.retention import cleanup_expired
+
+from harness import BenchPostgres
 
 FILE_BYTES = b"\x89PNG" + b"x" * 96
 
@@ -133,21 +133,12 @@ async def run_bare(conn: asyncpg.Connection, root: Path) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    admin_url = os.environ.get("DATABASE_URL")
-    bench_db, server = None, None
+    pg: BenchPostgres | None = None
     workdir = Path(tempfile.mkdtemp(prefix="/tmp/pmbr"))
     try:
-        if admin_url:
-            bench_db = f"pixelmint_bench_{secrets.token_hex(4)}"
-            conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
-            try:
-                await conn.execute(f'CREATE DATABASE "{bench_db}"')
-            finally:
-                await conn.close()
-            url, where = with_database(admin_url, bench_db), f"database {bench_db} on DATABASE_URL"
-        else:
-            server = embedded_server(Path(tempfile.mkdtemp(prefix="/tmp/pmb")), cleanup_mode="delete")
-            url, where = server.get_uri(), "embedded PostgreSQL"
+        pg = await BenchPostgres.open("/tmp/pmb")
+        url = pg.url
+        where = f"database {pg.bench_db} on DATABASE_URL" if pg.bench_db else "embedded PostgreSQL"
         await prepare_database(url)
         db = Database.connect(url, pool_size=1)
         async with db.transaction() as session:
@@ -183,16 +174,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"ratio pixelmint/bare throughput: {bare / ours:.2f}")
     finally:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        if bench_db and admin_url:
-            with contextlib.suppress(Exception):
-                conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin_url))
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
-                finally:
-                    await conn.close()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.cleanup()
+        if pg is not None:
+            await pg.close()
 
 
 if __name__ == "__main__":
