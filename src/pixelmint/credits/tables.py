@@ -54,6 +54,10 @@ class CreditReservation(Base):
     __table_args__ = (
         CheckConstraint("status IN ('held', 'captured', 'released')", name="status_valid"),
         Index("ix_credit_reservations_held", "team_id", postgresql_where=text("status = 'held'")),
+        Index(
+            "ix_credit_reservations_expiring", "expires_at",
+            postgresql_where=text("status = 'held' AND expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

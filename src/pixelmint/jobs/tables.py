@@ -35,6 +35,7 @@ class Job(Base):
             postgresql_where=text("state = 'queued'"),
         ),
         Index("ix_jobs_running_team", "team_id", postgresql_where=text("state = 'running'")),
+        Index("ix_jobs_awaiting_team", "team_id", postgresql_where=text("state = 'awaiting_webhook'")),
         Index("ix_jobs_running_lease", "lease_expires_at", postgresql_where=text("state = 'running'")),
         Index("ix_jobs_team_created", "team_id", text("created_at DESC"), "id"),
         Index("ix_jobs_custom_model", "custom_model_id", postgresql_where=text("custom_model_id IS NOT NULL")),
