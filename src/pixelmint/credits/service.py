@@ -42,7 +42,9 @@ class Reservation:
     from_bonus: Decimal
 
 
-_RESERVE = text("""
+# Lock the balance row and split ``:amount`` between the buckets, allocation first; no row in
+# ``split`` when the team cannot afford it. Shared by _RESERVE and _CONSUME.
+_LOCK_AND_SPLIT = """
 WITH bal AS (
     SELECT team_id, allocation_credits, bonus_credits
       FROM credit_balances WHERE team_id = :team_id FOR UPDATE
@@ -51,7 +53,10 @@ WITH bal AS (
            LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_allocation,
            CAST(:amount AS numeric) - LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_bonus
       FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
-), upd AS (
+),"""
+
+_RESERVE = text(_LOCK_AND_SPLIT + """
+upd AS (
     -- GREATEST(…, 0) never clamps the row written: split was computed from the newest version,
     -- locked by bal. It only keeps the CHECKs from failing spuriously when this statement waited
     -- for a transaction that added credits: PostgreSQL first computes and checks the new row from
@@ -138,16 +143,8 @@ async def cover_shortfall(
     )
 
 
-_CONSUME = text("""
-WITH bal AS (
-    SELECT team_id, allocation_credits, bonus_credits
-      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
-), split AS (
-    SELECT team_id,
-           LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_allocation,
-           CAST(:amount AS numeric) - LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_bonus
-      FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
-), upd AS (
+_CONSUME = text(_LOCK_AND_SPLIT + """
+upd AS (
     -- GREATEST(…, 0): see _RESERVE (a spurious CHECK failure after waiting for the lock).
     UPDATE credit_balances b
        SET allocation_credits = GREATEST(b.allocation_credits - s.from_allocation, 0),
