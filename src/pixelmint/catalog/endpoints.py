@@ -10,7 +10,7 @@ from pydantic import Field
 from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, base_url
 from pixelmint.catalog import service
 from pixelmint.catalog.tables import ReferenceModel
-from pixelmint.kit.pagination import decode_cursor, encode_cursor
+from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer, string
 from pixelmint.kit.schemas import CamelModel, Credits
 
 router = APIRouter(prefix="/api/v1/reference-models", tags=["catalog"])
@@ -70,7 +70,7 @@ async def list_reference_models(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> ReferenceModelPage:
-    after = tuple(decode_cursor(cursor)) if cursor else None
+    after = tuple(decode_cursor(cursor, string if sort == "name" else integer, string)) if cursor else None
     page = await service.list_models(session, category=category, search=q, sort=sort, limit=limit, after=after)  # type: ignore[arg-type]
     return ReferenceModelPage(
         items=[present(m, runtime, request) for m in page.items],

@@ -170,8 +170,8 @@ class EstimateRequest(CamelModel):
     resolution: str = "1024x1024"
     quality: Literal["standard", "hd"] = "standard"
     num_images: int = 1
-    training_images: int = 5
-    iteration: int | None = Field(None, description="Refinement iteration; default: the custom model's version")
+    training_images: int = Field(5, ge=1, le=50)
+    iteration: int | None = Field(None, ge=0, le=100, description="Refinement iteration; default: the model's version")
 
 
 class EstimateOut(CamelModel):

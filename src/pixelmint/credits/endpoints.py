@@ -15,7 +15,7 @@ from pixelmint.api.deps import PrincipalDep, SessionDep
 from pixelmint.credits import history, service
 from pixelmint.credits.schemas import BalanceOut, TransactionOut, TransactionPage
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.pagination import decode_cursor, encode_cursor
+from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 
@@ -58,7 +58,7 @@ LedgerFilterDep = Annotated[history.LedgerFilter, Depends(ledger_filter)]
 
 
 def _before(cursor: str | None) -> int | None:
-    return int(decode_cursor(cursor)[0]) if cursor else None
+    return decode_cursor(cursor, integer)[0] if cursor else None
 
 
 def _csv(session: AsyncSession, principal: Principal, filters: history.LedgerFilter, before: int | None) -> StreamingResponse:

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 import httpx
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -27,7 +27,7 @@ from pixelmint.custom_models.schemas import (
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs.presenters import present_job
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.pagination import decode_cursor, encode_cursor
+from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 
 router = APIRouter(prefix="/api/v1/models", tags=["custom models"])
 
@@ -44,6 +44,9 @@ def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignor
 
 
 async def _download(urls: list[str]) -> list[service.TrainingImage]:
+    if len(urls) > service.MAX_TRAINING_IMAGES:
+        raise InvalidRequest(f"At most {service.MAX_TRAINING_IMAGES} training images.",
+                             code="invalid_training_images", field="trainingImageUrls")
     images = []
     async with httpx.AsyncClient(timeout=20, follow_redirects=True) as client:
         for url in urls:
@@ -68,6 +71,7 @@ async def _download(urls: list[str]) -> list[service.TrainingImage]:
 async def _parse_create(request: Request) -> tuple[CreateModelJson, list[service.TrainingImage]]:
     """JSON (training images by URL) or multipart form data (files in ``trainingImages``)."""
     content_type = request.headers.get("content-type", "")
+    await request.body()  # cache the raw body: the Idempotency-Key fingerprint reads it after us
     try:
         if content_type.startswith("multipart/form-data"):
             form = await request.form()
@@ -129,12 +133,18 @@ async def _queued(model, job, request, session, runtime, idempotency) -> JSONRes
     dependencies=[rate_limit("generate")],
 )
 async def create_model(
-    request: Request, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, idempotency: IdempotencyDep
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    parsed: Annotated[tuple[CreateModelJson, list[service.TrainingImage]], Depends(_parse_create)],
+    idempotency: IdempotencyDep,
 ) -> ModelWithJob | JSONResponse:
     """Price the training with the model-creation formula, reserve it and queue a
     ``model_creation`` job; the model is ``pending`` until the job succeeds (then ``ready``,
-    version 1) or fails (``failed``, credits released)."""
-    body, images = await _parse_create(request)
+    version 1) or fails (``failed``, credits released). The body is parsed (and image URLs
+    fetched) before the ``Idempotency-Key`` is claimed, so a malformed request never uses it up."""
+    body, images = parsed
     model, job = await service.create_model(
         session, principal, reference_model_id=body.reference_model_id, name=body.name,
         description=body.description, trigger_word=body.trigger_word, training_steps=body.training_steps,
@@ -153,8 +163,7 @@ async def list_models(
 ) -> ModelPage:
     after = None
     if cursor:
-        created, model_id = decode_cursor(cursor)
-        after = (dt.datetime.fromisoformat(created), uuid.UUID(model_id))
+        after = tuple(decode_cursor(cursor, timestamp, uuid.UUID))
     rows = await service.list_models(session, principal, status=status_, limit=limit + 1, after=after)
     page = rows[:limit]
     return ModelPage(

@@ -61,7 +61,7 @@ def _check_training_images(images: list[TrainingImage]) -> list[str]:
             with Image.open(io.BytesIO(image.data)) as opened:
                 opened.verify()
                 types.append(Image.MIME.get(opened.format or "", "application/octet-stream"))
-        except (UnidentifiedImageError, OSError, SyntaxError):
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
             raise InvalidRequest(
                 f"{image.filename} is not an image Pillow can read (PNG, JPEG, WebP…).",
                 code="invalid_training_images", field="trainingImages",

@@ -32,7 +32,7 @@ from pixelmint.jobs.schemas import (
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
 from pixelmint.kit.errors import NotFound, PixelmintError
-from pixelmint.kit.pagination import decode_cursor, encode_cursor
+from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.providers.base import WebhookVerificationError
 
 log = structlog.get_logger(__name__)
@@ -174,8 +174,7 @@ async def list_jobs(
 ) -> JobPage:
     after = None
     if cursor:
-        created, job_id = decode_cursor(cursor)
-        after = (dt.datetime.fromisoformat(created), uuid.UUID(job_id))
+        after = tuple(decode_cursor(cursor, timestamp, uuid.UUID))
     rows = await service.list_jobs(
         session, principal, status=status_, job_type=type_, model_id=model_id, created_after=created_after,
         created_before=created_before, limit=limit + 1, after=after,

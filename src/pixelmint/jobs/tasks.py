@@ -55,7 +55,9 @@ class TaskOutcome:
     apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
 
 
-RESUBMIT_CODES = ("provider_request_not_found", "provider_result_unavailable")
+# When resuming an earlier attempt's submission: gone at the provider, or canceled (by our own
+# timeout or by the worker that lost the job) — submit again rather than fail.
+RESUBMIT_CODES = ("provider_request_not_found", "provider_result_unavailable", "provider_canceled")
 
 
 def provider_trace(ctx: TaskContext, job: Job) -> ProviderTrace:

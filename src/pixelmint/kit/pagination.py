@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pixelmint.kit.errors import InvalidRequest
@@ -13,12 +15,34 @@ def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> list[Any]:
+def decode_cursor(cursor: str, *types: Callable[[Any], Any]) -> list[Any]:
+    """The values of a cursor made by ``encode_cursor``, each passed through its converter in
+    ``types`` (e.g. ``datetime.fromisoformat, uuid.UUID``). Raises ``InvalidRequest``
+    (invalid_cursor, 422) for anything else: a client's mangled cursor is never a 500."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded))
-        if not isinstance(values, list):
+        if not isinstance(values, list) or len(values) != len(types):
             raise ValueError
-        return values
-    except (ValueError, TypeError):
+        return [convert(value) for convert, value in zip(types, values, strict=True)]
+    except (ValueError, TypeError, AttributeError, OverflowError):
         raise InvalidRequest("The cursor is not valid; use nextCursor from the previous page.", code="invalid_cursor") from None
+
+
+def timestamp(value: Any) -> dt.datetime:
+    """A cursor's ISO 8601 timestamp (strings only)."""
+    if not isinstance(value, str):
+        raise TypeError
+    return dt.datetime.fromisoformat(value)
+
+
+def integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError
+    return value
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 
 from pixelmint.api.deps import PrincipalDep, RuntimeDep, SessionDep, base_url
 from pixelmint.kit.errors import NotFound
-from pixelmint.kit.pagination import decode_cursor, encode_cursor
+from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.storage import service
 from pixelmint.storage.backend import LocalStorage
 from pixelmint.storage.schemas import ImageOut, ImagePage, present_image
@@ -32,8 +32,7 @@ async def list_images(
 ) -> ImagePage:
     after = None
     if cursor:
-        created, image_id = decode_cursor(cursor)
-        after = (dt.datetime.fromisoformat(created), uuid.UUID(image_id))
+        after = tuple(decode_cursor(cursor, timestamp, uuid.UUID))
     rows = await service.list_images(session, principal.team_id, limit=limit + 1, after=after, job_id=job_id)
     page = rows[:limit]
     url_base, ttl = base_url(request, runtime), runtime.settings.signed_url_ttl_seconds
