@@ -61,7 +61,10 @@ async def handle(
             if duplicate:
                 return CallbackResult("duplicate")
             return CallbackResult("ignored")  # stored, but no job has this request id
-        job = await session.scalar(select(Job).where(Job.id == stored))
+        # FOR UPDATE: a worker handing the job over to this callback holds the row until its
+        # hand-off commits; waiting for it means we see awaiting_webhook (or, if the hand-off comes
+        # later, it sees this stored event and resumes by polling: queue.mark_awaiting_webhook).
+        job = await session.scalar(select(Job).where(Job.id == stored).with_for_update())
     if job is None or job.state != "awaiting_webhook":
         log.info("webhook_ignored", provider=provider, request=event.request_id, state=job.state if job else None)
         return CallbackResult("ignored", str(stored))

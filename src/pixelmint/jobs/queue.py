@@ -263,8 +263,21 @@ async def mark_awaiting_webhook(session: AsyncSession, fence: Fence) -> Job | No
     """Fenced running → awaiting_webhook: the provider has the request and will call back. The
     reservation stays held; the job still counts against its team's concurrency."""
     job = await _transition(session, fence, "awaiting_webhook")
-    if job is not None:
-        await _notify(session, job.id, "awaiting_webhook", slot_freed=True)
+    if job is None:
+        return None
+    early = await session.scalar(
+        text("SELECT 1 FROM provider_webhook_events WHERE provider = :p AND request_id = :r LIMIT 1"),
+        {"p": job.provider, "r": job.provider_request_id},
+    )
+    if early:  # the callback beat the hand-off: resume by polling the provider, which has the answer
+        await session.execute(
+            text("UPDATE jobs SET state = 'queued', run_at = now(), locked_by = NULL WHERE id = :id"), {"id": job.id}
+        )
+        await session.execute(text("UPDATE team_dispatch SET has_ready = true WHERE team_id = :t"), {"t": job.team_id})
+        await _notify(session, job.id, "queued", slot_freed=True)
+        job.state = "queued"
+        return job
+    await _notify(session, job.id, "awaiting_webhook", slot_freed=True)
     return job
 
 

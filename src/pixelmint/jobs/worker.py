@@ -137,8 +137,8 @@ class Worker:
         # ``held`` yet and must not be mistaken for lost ones.
         for job_id in asked:
             task = self._running.get(job_id)
-            if task is not None and (job_id not in held or held[job_id]):
-                task.cancel()
+            if task is not None and not task.cancelling() and (job_id not in held or held[job_id]):
+                task.cancel()  # once: a second cancel would interrupt the task's own settlement
 
     async def _rescue(self) -> None:
         async with self.db.transaction() as session:
@@ -162,7 +162,7 @@ class Worker:
 
     def _on_job_state(self, job_id: uuid.UUID, state: str) -> None:
         task = self._running.get(job_id)
-        if task is not None and state == "cancel_requested":
+        if task is not None and state == "cancel_requested" and not task.cancelling():
             task.cancel()
 
     async def _process(self, job: Job) -> None:
