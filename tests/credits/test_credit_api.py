@@ -146,3 +146,13 @@ async def test_consume_with_an_idempotency_key_charges_once(flashcards, db) -> N
         await flashcards.consume_credits(team.team_id, "video", idempotency_key="deck-42")
     assert err.value.status == 409 and err.value.code == "idempotency_key_reused"
     await assert_ledger_ok(db)
+
+
+async def test_a_resolution_the_pricing_table_does_not_price_is_422(api, db, settings) -> None:
+    settings.admin_token = "admin-secret"
+    team = await make_team(db, plan="pro", credits="500")
+    tiers = {"resolutionTiers": [[512 * 512, 1.0]]}
+    assert (await api.put("/api/v1/admin/pricing/image_generation", json=tiers, headers=ADMIN)).status_code == 200
+    reply = await api.post("/api/v1/generate", json=generate_body(resolution="1024x1024"), headers=auth(team))
+    assert reply.status_code == 422 and reply.json()["error"] == "resolution_not_priced"
+    assert (await api.get("/api/v1/credits/balance", headers=auth(team))).json()["reservedCredits"] == 0.0

@@ -3,6 +3,7 @@ from decimal import Decimal
 import pytest
 
 from pixelmint.credits.pricing import DEFAULT_PRICING as P
+from pixelmint.kit.errors import InvalidRequest
 
 
 def test_image_generation_formula() -> None:
@@ -14,8 +15,9 @@ def test_image_generation_formula() -> None:
 
 
 def test_resolution_above_largest_tier_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidRequest) as err:
         P.resolution_multiplier(4096, 4096)
+    assert err.value.code == "resolution_not_priced"
 
 
 def test_model_creation_and_refinement_formulas() -> None:

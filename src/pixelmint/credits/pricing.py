@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from pixelmint.kit.errors import InvalidRequest
+
 CENT = Decimal("0.01")
 
 
@@ -51,7 +53,10 @@ class Pricing:
         for max_pixels, multiplier in self.resolution_tiers:
             if pixels <= max_pixels:
                 return multiplier
-        raise ValueError(f"{width}x{height} is above the largest priced resolution")
+        raise InvalidRequest(
+            f"{width}x{height} is above the largest resolution the pricing table prices.",
+            code="resolution_not_priced", field="resolution",
+        )
 
     def image_generation(
         self, *, width: int, height: int, quality: str, complexity: Decimal, num_images: int
