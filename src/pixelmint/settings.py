@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     max_image_side: int = 2048
     min_image_side: int = 64
     free_generations_per_user: int = 3
+    # Training images given by URL may come from private/loopback addresses (single-user setups).
+    allow_private_image_urls: bool = False
     wait_for_result_timeout_seconds: float = 60.0
 
     # Queue

@@ -156,8 +156,9 @@ async def test_generating_from_an_untrained_model_is_409(api, db) -> None:
     assert refine.status_code == 409 and refine.json()["error"] == "model_not_ready"
 
 
-async def test_training_images_by_url(api_with_worker, db, database_url) -> None:
-    """Images given as URLs are downloaded (here from a local HTTP server)."""
+async def test_training_images_by_url(api_with_worker, db, database_url, settings) -> None:
+    """Images given as URLs are downloaded (here from a local HTTP server, which only an operator
+    who allows private addresses may use)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -183,6 +184,9 @@ async def test_training_images_by_url(api_with_worker, db, database_url) -> None
     try:
         team = await make_team(db, plan="pro", credits="500")
         body = {"referenceModelId": "lifestyle-home", "name": "Green", "trainingImageUrls": [f"{base}/a.png", f"{base}/b.png"]}
+        refused = await api_with_worker.post("/api/v1/models", json=body, headers=auth(team))
+        assert refused.status_code == 422 and refused.json()["error"] == "training_image_url_not_allowed"
+        settings.allow_private_image_urls = True
         created = await api_with_worker.post("/api/v1/models", json=body, headers=auth(team))
         assert created.status_code == 202, created.text
         assert created.json()["model"]["trainingImageCount"] == 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import ipaddress
 import uuid
 from typing import Annotated, Literal
 
@@ -43,12 +45,32 @@ def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignor
     )
 
 
-async def _download(urls: list[str]) -> list[service.TrainingImage]:
+async def _refuse_private_hosts(request: httpx.Request) -> None:
+    """Training-image URLs (and their redirects) may not reach this server's own network:
+    loopback, private, link-local and reserved addresses are refused (server-side request
+    forgery), unless ``PIXELMINT_ALLOW_PRIVATE_IMAGE_URLS`` is set."""
+    host = request.url.host
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, request.url.port or 443)
+    except OSError as exc:
+        raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved \
+                or address.is_multicast or address.is_unspecified:
+            raise InvalidRequest(
+                f"{request.url} points into a private network ({address}); use a public URL or upload the file.",
+                code="training_image_url_not_allowed", field="trainingImageUrls",
+            )
+
+
+async def _download(urls: list[str], *, allow_private: bool) -> list[service.TrainingImage]:
     if len(urls) > service.MAX_TRAINING_IMAGES:
         raise InvalidRequest(f"At most {service.MAX_TRAINING_IMAGES} training images.",
                              code="invalid_training_images", field="trainingImageUrls")
     images = []
-    async with httpx.AsyncClient(timeout=20, follow_redirects=True) as client:
+    hooks = {} if allow_private else {"request": [_refuse_private_hosts]}
+    async with httpx.AsyncClient(timeout=20, follow_redirects=True, max_redirects=3, event_hooks=hooks) as client:
         for url in urls:
             if not url.startswith(("http://", "https://")):
                 raise InvalidRequest(f"{url!r} is not an http(s) URL.", code="invalid_training_images",
@@ -90,7 +112,8 @@ async def _parse_create(request: Request) -> tuple[CreateModelJson, list[service
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
-    return body, files + await _download(body.training_image_urls)
+    allow_private = request.app.state.runtime.settings.allow_private_image_urls
+    return body, files + await _download(body.training_image_urls, allow_private=allow_private)
 
 
 async def _queued(model, job, request, session, runtime, idempotency) -> JSONResponse:  # type: ignore[no-untyped-def]
