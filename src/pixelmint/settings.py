@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     retry_max_seconds: float = 300.0
     # Per job type, seconds a handler may run before the attempt fails as a (retryable) timeout.
     job_timeouts: dict[str, float] = {"image_generation": 600, "model_creation": 3600, "model_refinement": 1800}
-    # Queued (not yet running) jobs a team may have; more is 429 queue_full.
+    # Queued (not yet running) jobs a team may have; more is 429 queue_full. 0: no cap.
     max_queued_jobs_per_team: int = 1000
 
     # Rate limits (kit/ratelimit.py), in the `limits` syntax ("60/minute", "10/second;500/hour";

@@ -111,3 +111,5 @@ async def test_queued_jobs_cap_is_429(api, settings, db) -> None:
     reply = await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))
     assert reply.json()["error"] == "queue_full" and reply.json()["limit"] == 2
     assert (await api.get("/api/v1/credits/balance", headers=auth(team))).json()["reservedCredits"] == 9.6
+    settings.max_queued_jobs_per_team = 0  # no cap
+    assert (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).status_code == 202

@@ -85,8 +85,11 @@ class QueueFull(TooManyRequests):
 
 
 async def ensure_queue_capacity(session: AsyncSession, *, team_id: uuid.UUID, limit: int) -> None:
-    """Raise ``QueueFull`` (429) when the team already has ``limit`` queued jobs. A soft cap:
-    requests racing each other may pass it by at most their number."""
+    """Raise ``QueueFull`` (429) when the team already has ``limit`` queued jobs (0: no cap). A
+    soft cap: requests racing each other may pass it by at most their number. Counts at most
+    ``limit`` index entries."""
+    if limit <= 0:
+        return
     queued = await session.scalar(
         text("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE team_id = :t AND state = 'queued' LIMIT :n) q"),
         {"t": team_id, "n": limit},
