@@ -613,16 +613,6 @@ async def get_balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalanc
     return balance
 
 
-async def list_transactions(
-    session: AsyncSession, team_id: uuid.UUID, *, limit: int, before_id: int | None
-) -> list[CreditTransaction]:
-    """Ledger rows newest first; ``before_id`` is the cursor (rows with a smaller id)."""
-    query = select(CreditTransaction).where(CreditTransaction.team_id == team_id)
-    if before_id is not None:
-        query = query.where(CreditTransaction.id < before_id)
-    return list((await session.scalars(query.order_by(CreditTransaction.id.desc()).limit(limit))).all())
-
-
 @dataclass(frozen=True)
 class LedgerProblem:
     team_id: uuid.UUID
