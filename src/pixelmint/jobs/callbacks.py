@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import select, text
 
-from pixelmint.custom_models import service as custom_models
 from pixelmint.jobs import queue
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
-from pixelmint.jobs.tasks import TaskContext, TaskOutcome, generation_request, store_generated
+from pixelmint.jobs.tasks import TaskContext, TaskOutcome, generation_request, new_version, store_generated
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError, ProviderState, WebhookEvent
 from pixelmint.providers.registry import Providers
@@ -40,7 +39,7 @@ async def handle(
 ) -> CallbackResult:
     """Handle one verified callback (``event`` comes from the provider's ``verify_webhook``)."""
     async with db.transaction() as session:
-        stored = await session.scalar(
+        stored = (await session.execute(
             text("""
                 INSERT INTO provider_webhook_events (provider, delivery_id, request_id, state, payload, job_id)
                 VALUES (CAST(:provider AS varchar), :delivery, CAST(:request AS varchar), :state,
@@ -48,26 +47,22 @@ async def handle(
                         (SELECT id FROM jobs WHERE provider = CAST(:provider AS varchar)
                                                AND provider_request_id = CAST(:request AS varchar)))
                 ON CONFLICT (provider, delivery_id) DO NOTHING
-                RETURNING job_id
+                RETURNING id, job_id
             """),
             {"provider": provider, "delivery": event.delivery_id, "request": event.request_id,
              "state": event.state.value, "payload": json.dumps(dict(event.payload), default=str)},
-        )
+        )).one_or_none()
         if stored is None:
-            duplicate = await session.scalar(
-                text("SELECT 1 FROM provider_webhook_events WHERE provider = :p AND delivery_id = :d"),
-                {"p": provider, "d": event.delivery_id},
-            )
-            if duplicate:
-                return CallbackResult("duplicate")
+            return CallbackResult("duplicate")  # this delivery was handled before
+        if stored.job_id is None:
             return CallbackResult("ignored")  # stored, but no job has this request id
         # FOR UPDATE: a worker handing the job over to this callback holds the row until its
         # hand-off commits; waiting for it means we see awaiting_webhook (or, if the hand-off comes
         # later, it sees this stored event and resumes by polling: queue.mark_awaiting_webhook).
-        job = await session.scalar(select(Job).where(Job.id == stored).with_for_update())
+        job = await session.scalar(select(Job).where(Job.id == stored.job_id).with_for_update())
     if job is None or job.state != "awaiting_webhook":
         log.info("webhook_ignored", provider=provider, request=event.request_id, state=job.state if job else None)
-        return CallbackResult("ignored", str(stored))
+        return CallbackResult("ignored", str(stored.job_id))
     if not event.state.terminal:
         return CallbackResult("progress", str(job.id))
 
@@ -98,27 +93,18 @@ async def handle(
             outcome = await store_generated(ctx, job, request, images, {"requestId": event.request_id, "via": "webhook"})
         else:
             artifact = (await remote.training_result(job.provider_handle, output=event.output)).as_dict()
-
-            async def record(session, finished: Job) -> None:  # type: ignore[no-untyped-def]
-                await custom_models.record_version(session, finished, artifact=artifact, kind="creation",
-                                                   prompt=None, iteration=0)
-
-            outcome = TaskOutcome(result={"version": 1}, apply=record)
+            outcome = new_version(artifact, kind="creation", prompt=None, iteration=0, result={"version": 1})
         async with db.transaction() as session:
             finished = await queue.mark_succeeded(session, fence, result=outcome.result)
             if finished is not None and outcome.apply is not None:
                 await outcome.apply(session, finished)
         if finished is None:
-            await _discard(storage, outcome)
+            await outcome.discard(storage)
             return CallbackResult("ignored", str(job.id))
     except ProviderError as exc:
-        await _discard(storage, outcome)
+        if outcome is not None:
+            await outcome.discard(storage)
         async with db.transaction() as session:
             await queue.mark_failed(session, fence, code=exc.code, message=str(exc), retry_in=None)
     return CallbackResult("finished", str(job.id))
-
-
-async def _discard(storage: Storage, outcome: TaskOutcome | None) -> None:
-    for key in outcome.stored_keys if outcome else []:
-        await storage.delete(key)
 

@@ -20,9 +20,8 @@ import datetime as dt
 import json
 import random
 import uuid
-from dataclasses import dataclass
-from decimal import Decimal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import TextClause, select, text
@@ -36,7 +35,6 @@ from pixelmint.kit.errors import TooManyRequests
 JOBS_CHANNEL = "pixelmint_jobs"  # payload-free wake-up: work may be available
 JOB_EVENTS_CHANNEL = "pixelmint_job_events"  # payload "<job id> <state>" on every state change
 
-ACTIVE_STATES = ("queued", "running", "awaiting_webhook")
 FINISHED_STATES = ("succeeded", "failed", "canceled", "expired")
 
 
@@ -175,6 +173,13 @@ async def _notify(session: AsyncSession, job_id: uuid.UUID, state: str, *, slot_
     )
 
 
+async def _mark_ready(session: AsyncSession, team_ids: set[uuid.UUID]) -> None:
+    """The teams may have claimable work again (a requeued job): raise their dispatch flags."""
+    await session.execute(
+        text("UPDATE team_dispatch SET has_ready = true WHERE team_id = ANY(:teams)"), {"teams": list(team_ids)}
+    )
+
+
 async def _finish_attempt(
     session: AsyncSession, fence: Fence, outcome: str, error: str | None, *, state: str | None = None
 ) -> None:
@@ -195,24 +200,31 @@ async def _finish_attempt(
 
 
 async def _transition(
-    session: AsyncSession, fence: Fence, state: str, *, raw_sets: str = "", **values: Any
+    session: AsyncSession,
+    fence: Fence,
+    state: str,
+    *,
+    sql_sets: str = "",
+    sql_condition: str = "",
+    sql_params: dict[str, Any] | None = None,
+    **values: Any,
 ) -> Job | None:
-    """Fenced ``fence.from_state`` → ``state``. Returns the job, or ``None`` if the fence no
-    longer holds (another attempt owns the job, or it already moved on)."""
-    params = dict(values)
-    bind_only = {name: params.pop(name) for name in ("charged",) if name in params}
-    sets = "".join(f", {name} = :{name}" for name in params)
+    """Fenced ``fence.from_state`` → ``state``, setting ``values`` (column = value) and the extra
+    ``sql_sets``, when ``sql_condition`` also holds. Returns the job, or ``None`` if the fence no
+    longer holds (another attempt owns the job, or it already moved on) or the condition fails."""
+    sets = "".join(f", {name} = :{name}" for name in values) + sql_sets
     keep_owner = state == "awaiting_webhook"  # the callback finishes it under the same fence
     jobs = await _jobs(
         session,
         text(f"""
             UPDATE jobs SET state = :state, lease_expires_at = NULL
-                            {'' if keep_owner else ', locked_by = NULL'}{sets}{raw_sets}
+                            {'' if keep_owner else ', locked_by = NULL'}{sets}
              WHERE id = :job_id AND state = :from_state AND locked_by = :worker AND attempt = :attempt
+                   {sql_condition}
             RETURNING *
         """),
         {"state": state, "from_state": fence.from_state, "job_id": fence.job_id, "worker": fence.worker_id,
-         "attempt": fence.attempt, **params, **bind_only},
+         "attempt": fence.attempt, **values, **(sql_params or {})},
     )
     return jobs[0] if jobs else None
 
@@ -228,9 +240,10 @@ async def mark_succeeded(
 
     job = await _transition(
         session, fence, "succeeded",
-        raw_sets=", charged_credits = CASE WHEN reservation_id IS NULL THEN 0"
+        sql_sets=", charged_credits = CASE WHEN reservation_id IS NULL THEN 0"
         " ELSE COALESCE(CAST(:charged AS numeric), estimated_credits) END",
-        charged=charged, result=json.dumps(result), finished_at=dt.datetime.now(dt.UTC), progress=100,
+        sql_params={"charged": charged},
+        result=json.dumps(result), finished_at=dt.datetime.now(dt.UTC), progress=100,
     )
     if job is None:
         return None
@@ -241,16 +254,23 @@ async def mark_succeeded(
 
 
 async def mark_failed(
-    session: AsyncSession, fence: Fence, *, code: str, message: str, retry_in: float | None
+    session: AsyncSession, fence: Fence, *, code: str, message: str, retry_in: float | None,
+    attempt_outcome: str | None = None,
 ) -> Job | None:
-    """Fenced running → queued again after ``retry_in`` seconds (if given and attempts remain), or
-    → failed with its reservation released. Returns ``None`` if the worker lost the job."""
-    job = await session.get(Job, fence.job_id, populate_existing=True)
-    if job is not None and retry_in is not None and job.attempt < job.max_attempts:
-        job = await _requeue(session, fence, code=code, message=message, delay=retry_in)
+    """Fenced → queued again after ``retry_in`` seconds (if given and attempts remain), or → failed
+    with its reservation released. ``attempt_outcome`` overrides what the attempt's record says
+    (``retry`` / ``failed``). Returns ``None`` if the fence no longer holds."""
+    if retry_in is not None:
+        job = await _transition(
+            session, fence, "queued", sql_condition="AND attempt < max_attempts",
+            error_code=code, error_message=message[:2000],
+            run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_in),
+        )
         if job is not None:
-            await _finish_attempt(session, fence, "retry", message)
-        return job
+            await _mark_ready(session, {job.team_id})
+            await _notify(session, job.id, "queued", slot_freed=True)
+            await _finish_attempt(session, fence, attempt_outcome or "retry", message)
+            return job
     job = await _transition(
         session, fence, "failed", error_code=code, error_message=message[:2000],
         finished_at=dt.datetime.now(dt.UTC),
@@ -258,7 +278,7 @@ async def mark_failed(
     if job is None:
         return None
     await _refund(session, job, reason=f"job failed: {code}")
-    await _finish_attempt(session, fence, "failed", message, state="failed")
+    await _finish_attempt(session, fence, attempt_outcome or "failed", message, state="failed")
     return job
 
 
@@ -276,7 +296,7 @@ async def mark_awaiting_webhook(session: AsyncSession, fence: Fence) -> Job | No
         await session.execute(
             text("UPDATE jobs SET state = 'queued', run_at = now(), locked_by = NULL WHERE id = :id"), {"id": job.id}
         )
-        await session.execute(text("UPDATE team_dispatch SET has_ready = true WHERE team_id = :t"), {"t": job.team_id})
+        await _mark_ready(session, {job.team_id})
         await _notify(session, job.id, "queued", slot_freed=True)
         job.state = "queued"
         return job
@@ -299,8 +319,7 @@ async def requeue_stale_webhook_jobs(session: AsyncSession, *, older_than_second
     )
     teams = [row.team_id for row in rows]
     if teams:
-        await session.execute(text("UPDATE team_dispatch SET has_ready = true WHERE team_id = ANY(:t)"),
-                              {"t": list(set(teams))})
+        await _mark_ready(session, set(teams))
     return len(teams)
 
 
@@ -314,19 +333,6 @@ async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
         return None
     await _refund(session, job, reason="job canceled")
     await _finish_attempt(session, fence, "canceled", None, state="canceled")
-    return job
-
-
-async def _requeue(session: AsyncSession, fence: Fence, *, code: str, message: str, delay: float) -> Job | None:
-    job = await _transition(
-        session, fence, "queued", error_code=code, error_message=message[:2000],
-        run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay),
-    )
-    if job is not None:
-        await session.execute(
-            text("UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id"), {"team_id": job.team_id}
-        )
-        await _notify(session, job.id, "queued", slot_freed=True)
     return job
 
 
@@ -358,35 +364,26 @@ async def _refund(session: AsyncSession, job: Job, *, reason: str) -> None:
 async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:
     """Cancel a job of ``team_id``.
 
-    A queued job is canceled at once and its reservation released; a running one gets
-    ``cancel_requested_at`` and its worker finishes it as canceled. Returns the job as it is now,
+    A queued job, or one waiting for its provider's callback, is canceled at once and its
+    reservation released; a running one gets ``cancel_requested_at`` and its worker finishes it as
+    canceled. Returns the job as it is now,
     or ``None`` if the team has no such job.
     """
+    # Queued, or waiting for its provider's callback (the caller then tells the provider): now.
     canceled = await _jobs(
         session,
         text("""
             UPDATE jobs SET state = 'canceled', finished_at = now(), error_code = 'canceled',
-                            error_message = 'Canceled by request.'
-             WHERE id = :id AND team_id = :team_id AND state = 'queued'
+                            error_message = 'Canceled by request.', locked_by = NULL
+             WHERE id = :id AND team_id = :team_id AND state IN ('queued', 'awaiting_webhook')
             RETURNING *
         """),
         {"id": job_id, "team_id": team_id},
     )
-    if not canceled:  # waiting for its provider's callback: cancel now, the caller tells the provider
-        canceled = await _jobs(
-            session,
-            text("""
-                UPDATE jobs SET state = 'canceled', finished_at = now(), error_code = 'canceled',
-                                error_message = 'Canceled by request.', locked_by = NULL
-                 WHERE id = :id AND team_id = :team_id AND state = 'awaiting_webhook'
-                RETURNING *
-            """),
-            {"id": job_id, "team_id": team_id},
-        )
     if canceled:
         job = canceled[0]
         await _refund(session, job, reason="job canceled")
-        await _notify(session, job.id, "canceled", slot_freed=False)
+        await _notify(session, job.id, "canceled", slot_freed=True)  # an awaiting job held a slot
         return job
     requested = await session.scalar(
         text("""
@@ -421,13 +418,8 @@ async def rescue_expired(
         message = f"The worker {row.locked_by} stopped renewing its lease (attempt {row.attempt})."
         job = await mark_failed(
             session, fence, code="worker_lost", message=message,
-            retry_in=backoff_seconds(row.attempt, base=retry_base, cap=retry_cap),
+            retry_in=backoff_seconds(row.attempt, base=retry_base, cap=retry_cap), attempt_outcome="lease_expired",
         )
         if job is not None:
-            await session.execute(
-                text("""UPDATE job_attempts SET outcome = 'lease_expired'
-                         WHERE job_id = :id AND attempt = :attempt"""),
-                {"id": row.id, "attempt": row.attempt},
-            )
             rescued.append(job)
     return rescued

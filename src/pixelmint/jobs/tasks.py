@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,22 @@ class TaskOutcome:
     stored_keys: list[str] = field(default_factory=list)
     # Runs in the success transaction, after the job is marked succeeded and its credits captured.
     apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
+
+    async def discard(self, storage: Storage) -> None:
+        """The job did not succeed after all: delete the objects stored for it (best effort)."""
+        for key in self.stored_keys:
+            with suppress(Exception):
+                await storage.delete(key)
+
+
+def new_version(artifact: dict[str, Any], *, kind: str, prompt: str | None, iteration: int, result: dict[str, Any]) -> TaskOutcome:
+    """The outcome of a training or refinement: the model's next version, recorded on success."""
+
+    async def record(session: AsyncSession, finished: Job) -> None:
+        await custom_models.record_version(session, finished, artifact=artifact, kind=kind, prompt=prompt,
+                                           iteration=iteration)
+
+    return TaskOutcome(result=result, apply=record)
 
 
 # When resuming an earlier attempt's submission: gone at the provider, or canceled (by our own
@@ -237,10 +254,7 @@ async def model_creation(ctx: TaskContext, job: Job) -> TaskOutcome:
         trained = await remote.train(training, progress=ctx.progress, trace=provider_trace(ctx, job))
         artifact = trained.as_dict()
 
-    async def record(session: AsyncSession, finished: Job) -> None:
-        await custom_models.record_version(session, finished, artifact=artifact, kind="creation", prompt=None, iteration=0)
-
-    return TaskOutcome(result={"version": 1}, apply=record)
+    return new_version(artifact, kind="creation", prompt=None, iteration=0, result={"version": 1})
 
 
 async def model_refinement(ctx: TaskContext, job: Job) -> TaskOutcome:
@@ -258,12 +272,8 @@ async def model_refinement(ctx: TaskContext, job: Job) -> TaskOutcome:
         # weights and adds the prompt as guidance to every generation from this version.
         artifact = {**base, "refinements": [*base.get("refinements", []), p["prompt"]]}
 
-    async def record(session: AsyncSession, finished: Job) -> None:
-        await custom_models.record_version(
-            session, finished, artifact=artifact, kind="refinement", prompt=p["prompt"], iteration=p["iteration"]
-        )
-
-    return TaskOutcome(result={"baseVersion": p["baseVersion"]}, apply=record)
+    return new_version(artifact, kind="refinement", prompt=p["prompt"], iteration=p["iteration"],
+                       result={"baseVersion": p["baseVersion"]})
 
 
 Handler = Callable[[TaskContext, Job], Awaitable[TaskOutcome]]

@@ -14,7 +14,6 @@ import asyncio
 import os
 import socket
 import uuid
-from contextlib import suppress
 
 import structlog
 
@@ -23,7 +22,7 @@ from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
-from pixelmint.jobs.tasks import HANDLERS, AwaitingWebhook, Handler, TaskContext
+from pixelmint.jobs.tasks import HANDLERS, AwaitingWebhook, Handler, TaskContext, TaskOutcome
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError
 from pixelmint.providers.registry import Providers
@@ -232,12 +231,9 @@ class Worker:
 
         return report
 
-    async def _discard(self, outcome) -> None:  # type: ignore[no-untyped-def]
-        if outcome is None:
-            return
-        for key in outcome.stored_keys:
-            with suppress(Exception):
-                await self.storage.delete(key)
+    async def _discard(self, outcome: TaskOutcome | None) -> None:
+        if outcome is not None:
+            await outcome.discard(self.storage)
 
 
 class _TimedOut(Exception):
