@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
 from pixelmint.catalog import service as catalog
-from pixelmint.credits import service as credits
 from pixelmint.credits.pricing import Pricing
 from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
 from pixelmint.jobs import queue
+from pixelmint.jobs.service import provider_for, queue_job
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from pixelmint.settings import Settings
@@ -109,10 +108,12 @@ async def create_model(
     )
     session.add(model)
     await session.flush()
-    job_id = uuid.uuid4()
-    reservation = await credits.reserve(
-        session, team_id=principal.team_id, amount=cost, operation="model_creation", job_id=job_id,
-        user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
+    job = await queue_job(
+        session, principal, job_type="model_creation", cost=cost,
+        params={"modelId": str(model.id), "triggerWord": trigger_word, "trainingSteps": training_steps,
+                "imageCount": len(images)},
+        reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=None,
+        provider=provider_for(reference, settings)[0], settings=settings,
     )
     stored = []
     for index, (image, content_type) in enumerate(zip(images, content_types, strict=True)):
@@ -122,16 +123,6 @@ async def create_model(
         stored.append({"key": key, "filename": image.filename, "contentType": content_type,
                        "sizeBytes": len(image.data)})
     model.training_images = stored
-    from pixelmint.jobs.service import provider_for
-
-    job = await queue.enqueue(
-        session, id=job_id, team_id=principal.team_id, user_id=principal.user_id, type="model_creation",
-        priority=0, params=json.dumps({"modelId": str(model.id), "triggerWord": trigger_word,
-                                       "trainingSteps": training_steps, "imageCount": len(stored)}),
-        reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=None,
-        provider=provider_for(reference, settings)[0], estimated_credits=cost, reservation_id=reservation.id,
-        is_free=False, max_attempts=settings.max_attempts,
-    )
     await session.flush()
     return model, job
 
@@ -219,20 +210,11 @@ async def refine_model(
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
     iteration = model.version
     cost = pricing.model_refinement(iteration=iteration, complexity=reference.complexity_factor)
-    job_id = uuid.uuid4()
-    reservation = await credits.reserve(
-        session, team_id=principal.team_id, amount=cost, operation="model_refinement", job_id=job_id,
-        user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
-    )
-    from pixelmint.jobs.service import provider_for
-
-    job = await queue.enqueue(
-        session, id=job_id, team_id=principal.team_id, user_id=principal.user_id, type="model_refinement",
-        priority=0, params=json.dumps({"modelId": str(model.id), "prompt": prompt, "iteration": iteration,
-                                       "baseVersion": model.version}),
+    job = await queue_job(
+        session, principal, job_type="model_refinement", cost=cost,
+        params={"modelId": str(model.id), "prompt": prompt, "iteration": iteration, "baseVersion": model.version},
         reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=model.version,
-        provider=provider_for(reference, settings)[0], estimated_credits=cost, reservation_id=reservation.id,
-        is_free=False, max_attempts=settings.max_attempts,
+        provider=provider_for(reference, settings)[0], settings=settings,
     )
     return model, job
 

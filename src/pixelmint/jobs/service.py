@@ -15,6 +15,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -169,10 +170,9 @@ async def submit_generation(
         "modelKey": model.model_key,
     }
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
-    job_id = uuid.uuid4()
     free_left = await session.scalar(_TAKE_FREE_GENERATION, {"user_id": principal.user_id})
-    reservation = None
-    if free_left is None:
+    is_free = free_left is not None
+    if not is_free:
         free_left = 0
         if principal.plan_max_concurrent_jobs == 0:
             balance = await credits.get_balance(session, principal.team_id)
@@ -183,28 +183,45 @@ async def submit_generation(
                 "The free plan runs only its free generations; upgrade the plan for paid jobs.",
                 code="plan_upgrade_required",
             )
-        reservation = await credits.reserve(
-            session, team_id=principal.team_id, amount=cost, operation="image_generation",
-            job_id=job_id, user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
-        )
-    job = await queue.enqueue(
-        session,
-        id=job_id,
-        team_id=principal.team_id,
-        user_id=principal.user_id,
-        type="image_generation",
-        priority=0,
-        params=json.dumps(params),
-        reference_model_id=model.reference_model_id,
-        custom_model_id=model.custom_model_id,
-        custom_model_version=model.custom_model_version,
-        provider=model.provider,
-        estimated_credits=cost if reservation else Decimal("0.00"),
-        reservation_id=reservation.id if reservation else None,
-        is_free=reservation is None,
-        max_attempts=settings.max_attempts,
+    job = await queue_job(
+        session, principal, job_type="image_generation", cost=None if is_free else cost, params=params,
+        reference_model_id=model.reference_model_id, custom_model_id=model.custom_model_id,
+        custom_model_version=model.custom_model_version, provider=model.provider, settings=settings,
     )
     return job, free_left
+
+
+async def queue_job(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    job_type: str,
+    cost: Decimal | None,
+    params: dict[str, Any],
+    reference_model_id: str | None,
+    custom_model_id: uuid.UUID | None,
+    custom_model_version: int | None,
+    provider: str,
+    settings: Settings,
+) -> Job:
+    """Queue a job in the caller's transaction: reserve ``cost`` credits for it first (``None``: a
+    free generation, nothing reserved). The one way every job enters the queue. Raises
+    ``InsufficientCredits`` (nothing written) unless the enforcement mode is ``fail_open``."""
+    job_id = uuid.uuid4()
+    reservation = None
+    if cost is not None:
+        reservation = await credits.reserve(
+            session, team_id=principal.team_id, amount=cost, operation=job_type, job_id=job_id,
+            user_id=principal.user_id, fail_open=settings.credit_enforcement == "fail_open",
+        )
+    return await queue.enqueue(
+        session, id=job_id, team_id=principal.team_id, user_id=principal.user_id, type=job_type, priority=0,
+        params=json.dumps(params), reference_model_id=reference_model_id, custom_model_id=custom_model_id,
+        custom_model_version=custom_model_version, provider=provider,
+        estimated_credits=cost if cost is not None else Decimal("0.00"),
+        reservation_id=reservation.id if reservation else None, is_free=cost is None,
+        max_attempts=settings.max_attempts,
+    )
 
 
 async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Job:
