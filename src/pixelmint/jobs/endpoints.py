@@ -136,10 +136,7 @@ async def cancel_generation(
 ) -> JobEnvelope:
     """A queued job is canceled at once with its whole reservation released; a running one is
     asked to stop and is released when its worker confirms; a finished one is 409."""
-    job = await service.cancel_job(session, principal, job_id)
-    await session.commit()
-    await cancel_at_provider(runtime, job)
-    return JobEnvelope(job=await present_job(session, job, runtime, request))
+    return await cancel_job(job_id, principal, session, runtime, request)
 
 
 async def cancel_at_provider(runtime: Runtime, job: Job) -> None:
