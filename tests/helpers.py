@@ -95,3 +95,20 @@ async def run_workers_until_done(
             await task
             await hub.stop()
             await database.dispose()
+
+
+def wait_for_http(url: str, process, *, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Until ``url`` answers 200: a server in another process has no event to await, so poll,
+    bounded, failing at once if the process exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, f"the server for {url} exited"
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
+        time.sleep(0.05)

@@ -10,11 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import httpx
 import pytest
 from PIL import Image
+
+from tests.helpers import wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +38,7 @@ def test_quick_start_on_the_embedded_database() -> None:
     server = subprocess.Popen([sys.executable, "-m", "pixelmint.cli", "serve", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:  # the server is another process: poll its health endpoint until it answers
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, "server exited"
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_for_http(f"{base}/healthz", server, timeout=90)
 
         created = cli("admin", "create-team", "Acme", "--plan", "basic", "--json", env=env)
         assert created.returncode == 0, created.stderr

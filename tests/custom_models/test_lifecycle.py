@@ -4,7 +4,6 @@ generate from each version, cancel a queued job, with the ledger checked at ever
 from __future__ import annotations
 
 import io
-import json
 import uuid
 
 from PIL import Image, ImageStat

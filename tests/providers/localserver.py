@@ -13,8 +13,13 @@ from PIL import Image
 
 
 class LocalServer:
-    def __init__(self, app) -> None:
+    """``lifespan="on"`` runs the app's startup too (the whole service, with its own pool, worker
+    and event loop in the server's thread)."""
+
+    def __init__(self, app, *, lifespan: str = "off", start_timeout: float = 10) -> None:
         self.app = app
+        self.lifespan = lifespan
+        self.start_timeout = start_timeout
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
         self.url = ""
@@ -25,12 +30,12 @@ class LocalServer:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan=self.lifespan, access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:  # another thread's flag: polled, bounded
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("local server did not start")
             time.sleep(0.01)
@@ -39,7 +44,7 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         assert self.server is not None and self.thread is not None
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=30)
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:

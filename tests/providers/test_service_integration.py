@@ -5,44 +5,24 @@ callbacks (duplicates and bad signatures change nothing), provider failures that
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import uuid
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 
 from pixelmint.api.app import create_app
 from tests.builders import assert_ledger_ok, auth, make_team
 from tests.providers.fake_fal import GOOD_KEY, USER_ID, FakeFal, sign_fal
+from tests.providers.localserver import LocalServer
 
 pytestmark = pytest.mark.slow
 
 
-class ServiceServer:
+def ServiceServer(app) -> LocalServer:  # noqa: N802 - reads like the class it returns
     """The app under uvicorn in a thread, lifespan on (its own pool, worker and event loop)."""
-
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.sock, self.url = sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:  # another thread's event: poll its flag, bounded
-            assert self.thread.is_alive() and time.monotonic() < deadline, "service did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+    return LocalServer(app, lifespan="on", start_timeout=30)
 
 
 @pytest.fixture

@@ -7,16 +7,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from pixelmint.storage.s3 import S3Storage
+from tests.helpers import wait_for_http
 
 S3_KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
 
@@ -38,16 +37,7 @@ def s3_endpoint() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:  # another process: poll until it answers
-            try:
-                if httpx.get(f"{url}/moto-api/data.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, "moto server exited"
-            assert time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.05)
+        wait_for_http(f"{url}/moto-api/data.json", server, timeout=30)
         yield url
     finally:
         server.terminate()
