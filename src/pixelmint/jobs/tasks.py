@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,11 +55,13 @@ class TaskOutcome:
     # Runs in the success transaction, after the job is marked succeeded and its credits captured.
     apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
 
-    async def discard(self, storage: Storage) -> None:
-        """The job did not succeed after all: delete the objects stored for it (best effort)."""
+    async def discard(self, storage: Storage, *, keep: Collection[str] = ()) -> None:
+        """The job did not succeed with these outputs: delete the objects stored for it, except
+        ``keep`` (best effort)."""
         for key in self.stored_keys:
-            with suppress(Exception):
-                await storage.delete(key)
+            if key not in keep:
+                with suppress(Exception):
+                    await storage.delete(key)
 
 
 def new_version(artifact: dict[str, Any], *, kind: str, prompt: str | None, iteration: int, result: dict[str, Any]) -> TaskOutcome:

@@ -27,6 +27,7 @@ from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
+from pixelmint.storage import service as images
 from pixelmint.storage.backend import Storage, StorageError
 
 log = structlog.get_logger(__name__)
@@ -194,14 +195,13 @@ class Worker:
             logger.info("job_awaiting_webhook" if waiting else "job_lost_before_handoff")
         except _LostJob:
             logger.warning("job_lost_before_finish")
-            await self._discard(outcome)
+            await self._discard(fence, outcome)
         except asyncio.CancelledError:
-            await self._discard(outcome)
             async with self.db.transaction() as session:
                 canceled = await queue.mark_canceled(session, fence)
             logger.info("job_canceled" if canceled else "job_abandoned")
+            await self._discard(fence, outcome)
         except Exception as exc:  # noqa: BLE001 - every failure must end the job and settle credits
-            await self._discard(outcome)
             code, message, retryable = _describe_failure(exc)
             retry_in = (
                 queue.backoff_seconds(job.attempt, base=self.settings.retry_base_seconds, cap=self.settings.retry_max_seconds)
@@ -213,6 +213,7 @@ class Worker:
             logger.warning("job_failed", code=code, error=message, next_state=after.state if after else "lost")
             if code == "internal_error":
                 logger.exception("job_internal_error")
+            await self._discard(fence, outcome)
         finally:
             self._running.pop(job.id, None)
             self._slot_freed.set()
@@ -231,9 +232,18 @@ class Worker:
 
         return report
 
-    async def _discard(self, outcome: TaskOutcome | None) -> None:
-        if outcome is not None:
-            await outcome.discard(self.storage)
+    async def _discard(self, fence: Fence, outcome: TaskOutcome | None) -> None:
+        """Delete what a failed, canceled or lost attempt stored — except the objects an image row
+        of the job references. Those belong to a success whose commit went through although the
+        worker never heard so (its connection failed, or the heartbeat saw the job succeeded and
+        canceled the task while the COMMIT's reply was on its way). Called after the fenced
+        transition that ended the attempt: that update waits for the success transaction's row
+        lock, so this read sees whether it committed."""
+        if outcome is None or not outcome.stored_keys:
+            return
+        async with self.db.transaction() as session:
+            kept = await images.referenced_keys(session, fence.job_id, outcome.stored_keys)
+        await outcome.discard(self.storage, keep=kept)
 
 
 class _TimedOut(Exception):

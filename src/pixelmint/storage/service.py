@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +62,14 @@ async def images_for_jobs(session: AsyncSession, job_ids: list[uuid.UUID]) -> di
     for image in rows:
         found[image.job_id].append(image)
     return found
+
+
+async def referenced_keys(session: AsyncSession, job_id: uuid.UUID, keys: Collection[str]) -> set[str]:
+    """The storage keys among ``keys`` that an image row of the job references (deleted or not)."""
+    found = await session.scalars(
+        select(Image.storage_key).where(Image.job_id == job_id, Image.storage_key.in_(list(keys)))
+    )
+    return set(found)
 
 
 async def mark_deleted(session: AsyncSession, image: Image) -> None:
