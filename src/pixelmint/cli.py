@@ -223,6 +223,45 @@ def storage_apply_lifecycle() -> None:
                f"{settings.image_retention_days} days")
 
 
+@admin.command("check-storage")
+def check_storage_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print {ok, checkedImages, missing} as JSON.")] = False,
+) -> None:
+    """Verify that every image row (not deleted) has its object in storage; lists those that do
+    not. Exits 1 if any object is missing or the storage cannot be read."""
+    from pixelmint.kit.db import Database
+    from pixelmint.storage.backend import StorageError
+    from pixelmint.storage.backend import from_settings as storage_backend
+    from pixelmint.storage.check import check_storage
+
+    settings = get_settings()
+    handle = resolve_database(settings)
+
+    async def main():  # type: ignore[no-untyped-def]
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            return await check_storage(db, storage_backend(settings))
+        finally:
+            await db.dispose()
+
+    try:
+        report = asyncio.run(main())
+    except StorageError as exc:
+        typer.echo(f"storage check failed: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        for missing in report.missing:
+            typer.echo(f"missing_object\tteam {missing.team_id}\tjob {missing.job_id}\timage {missing.image_id}"
+                       f"\t{missing.storage_key}")
+    if report.missing:
+        typer.echo(f"storage check FAILED: {len(report.missing)} of {report.checked} image(s) have no object", err=True)
+        sys.exit(1)
+    if not as_json:
+        typer.echo(f"storage check ok: all {report.checked} image(s) have their object")
+
+
 
 def _run_in_transaction(action):  # type: ignore[no-untyped-def]
     """Run ``await action(session)`` in one transaction on the configured database."""

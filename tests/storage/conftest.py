@@ -1,5 +1,5 @@
 """S3 fixtures: a real S3-compatible server (moto's server mode) started once per session as a
-subprocess on 127.0.0.1, and a fresh bucket per test."""
+subprocess on 127.0.0.1, and a fresh bucket per test; ``storage``: each backend in turn."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
+from pixelmint.storage.backend import LocalStorage, Storage
 from pixelmint.storage.s3 import S3Storage
 from tests.helpers import wait_for_http
 
@@ -63,3 +65,10 @@ def s3_bucket(s3_client: Any) -> str:
 @pytest.fixture
 def s3_storage(s3_endpoint: str, s3_bucket: str) -> S3Storage:
     return S3Storage(bucket=s3_bucket, endpoint_url=s3_endpoint, region="us-east-1", prefix="pm", **S3_KEYS)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "images", "secret")
+    return request.getfixturevalue("s3_storage")

@@ -71,3 +71,33 @@ def test_apply_lifecycle_on_s3(s3_endpoint: str, s3_storage: S3Storage, s3_clien
 
     missing = cli("storage", "apply-lifecycle", **{**env, "PIXELMINT_S3_BUCKET": "no-such-bucket-here"})
     assert missing.returncode == 1 and "PIXELMINT_S3_BUCKET" in missing.stderr
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_admin_check_storage(db: Database, database_url: str, tmp_path: Path, backend: str,
+                                   request: pytest.FixtureRequest) -> None:
+    env = {"DATABASE_URL": database_url, "PIXELMINT_DATA_DIR": str(tmp_path), "PIXELMINT_SECRET_KEY": "secret"}
+    if backend == "local":
+        storage: LocalStorage | S3Storage = LocalStorage(tmp_path / "images", "secret")
+    else:
+        storage = request.getfixturevalue("s3_storage")
+        env |= {"PIXELMINT_STORAGE_BACKEND": "s3", "PIXELMINT_S3_BUCKET": storage.bucket,
+                "PIXELMINT_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint"), "PIXELMINT_S3_REGION": "us-east-1",
+                "PIXELMINT_S3_PREFIX": "pm/", "PIXELMINT_S3_ACCESS_KEY_ID": "testing",
+                "PIXELMINT_S3_SECRET_ACCESS_KEY": "testing"}
+    team = await make_team(db)
+    job = await make_job(db, team=team)
+    await make_image(db, storage, team=team, job_id=job, expires_in=FUTURE)
+    lost = await make_image(db, storage, team=team, job_id=job, expires_in=FUTURE)
+    await storage.delete(lost)
+
+    found = cli("admin", "check-storage", "--json", **env)
+    assert found.returncode == 1 and "1 of 2 image(s) have no object" in found.stderr
+    report = json.loads(found.stdout)
+    assert (report["ok"], report["checkedImages"]) == (False, 2)
+    assert [(m["storageKey"], m["jobId"]) for m in report["missing"]] == [(lost, str(job))]
+    assert cli("admin", "check-storage", **env).stdout.startswith(f"missing_object\tteam {team.team_id}\tjob {job}")
+
+    await storage.put(lost, b"restored", content_type="image/png", metadata={})
+    ok = cli("admin", "check-storage", **env)
+    assert ok.returncode == 0 and "storage check ok: all 2 image(s) have their object" in ok.stdout

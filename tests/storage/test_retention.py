@@ -21,13 +21,6 @@ from tests.storage.builders import FUTURE, PAST, exists, image_rows, job_states,
 from tests.storage.conftest import S3_KEYS
 
 
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(tmp_path / "images", "secret")
-    return request.getfixturevalue("s3_storage")
-
-
 async def test_cleanup_deletes_expired_objects_marks_rows_and_expires_jobs(db: Database, storage: Storage) -> None:
     team = await make_team(db)
     all_expired = await make_job(db, team=team)  # two expired images → job expires

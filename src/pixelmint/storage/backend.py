@@ -33,6 +33,8 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def exists(self, key: str) -> bool: ...
+
     async def delete_many(self, keys: Sequence[str]) -> None: ...
 
     def url(self, key: str, *, base_url: str, ttl_seconds: int) -> str: ...
@@ -82,6 +84,14 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored (an invalid key is not)."""
+        try:
+            path = self._path(key)
+        except NotFound:
+            return False
+        return await asyncio.to_thread(path.is_file)
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         """Delete the files of ``keys`` (one thread hop for all); a missing file is not an error.

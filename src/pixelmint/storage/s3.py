@@ -54,8 +54,8 @@ _REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLo
 
 
 class S3Storage:
-    """Objects in an S3 bucket. Same interface as ``LocalStorage``: ``put``, ``get``, ``delete``,
-    ``delete_many``, ``url``; plus ``apply_lifecycle`` for the bucket's retention rule.
+    """Objects in an S3 bucket. Same interface as ``LocalStorage``: ``put``, ``get``, ``exists``,
+    ``delete``, ``delete_many``, ``url``; plus ``apply_lifecycle`` for the bucket's retention rule.
 
     ``client`` is the underlying boto3 S3 client (thread-safe; call it through
     ``asyncio.to_thread`` from async code).
@@ -154,6 +154,20 @@ class S3Storage:
                 return body.read()
 
         return await self._call(f"download of {key}", read)
+
+    async def exists(self, key: str) -> bool:
+        """Whether the object exists (``HEAD``). Raises ``StorageError`` for any other error."""
+
+        def head() -> bool:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            except ClientError as exc:
+                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+
+        return await self._call(f"lookup of {key}", head)
 
     async def delete(self, key: str) -> None:
         """Delete one object; deleting a missing object is not an error. Raises ``StorageError``."""
