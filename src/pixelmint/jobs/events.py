@@ -8,6 +8,11 @@ Notifications sent by this process are coalesced: while one wake-up NOTIFY is in
 requests set a flag and produce a single follow-up NOTIFY (queues.md §6 pitfall 8: NOTIFY takes a
 database-wide lock at commit, so fewer is better). A lost notification only costs latency: workers
 poll as a fallback.
+
+When the connection is lost (PostgreSQL restarted, the backend was terminated, the network broke
+it), asyncpg's termination listener starts a reconnect loop with exponential backoff (0.1 s
+doubling up to 5 s). Once the new connection listens again, every waiter is woken to re-read its
+job and workers look for work: notifications sent while nobody listened are gone.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from pixelmint.jobs.queue import JOB_EVENTS_CHANNEL, JOBS_CHANNEL
+from pixelmint.jobs.queue import JOB_EVENTS_CHANNEL, JOBS_CHANNEL, backoff_seconds
 from pixelmint.kit.db import asyncpg_connect_kwargs
 
 log = structlog.get_logger(__name__)
+
+RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS = 0.1, 5.0
 
 
 class JobEvents:
@@ -35,18 +42,57 @@ class JobEvents:
         self.jobs_available = asyncio.Event()
         self._notify_pending = False
         self._notify_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(**asyncpg_connect_kwargs(self._url))
-        await self._conn.add_listener(JOBS_CHANNEL, self._on_jobs)
-        await self._conn.add_listener(JOB_EVENTS_CHANNEL, self._on_job_event)
+        """Connect and listen. Raises asyncpg's or the OS's connection errors."""
+        conn = await asyncpg.connect(**asyncpg_connect_kwargs(self._url))
+        try:
+            await conn.add_listener(JOBS_CHANNEL, self._on_jobs)
+            await conn.add_listener(JOB_EVENTS_CHANNEL, self._on_job_event)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._on_connection_lost)
+        self._conn = conn
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            await asyncio.gather(self._reconnect_task, return_exceptions=True)
         if self._notify_task:
             await asyncio.gather(self._notify_task, return_exceptions=True)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    # -- reconnecting ---------------------------------------------------------------------
+
+    def _on_connection_lost(self, conn: object) -> None:
+        if self._stopping or conn is not self._conn:
+            return
+        log.warning("listen_connection_lost")
+        self._conn = None
+        self._reconnect_task = asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(backoff_seconds(attempt, base=RECONNECT_BASE_SECONDS, cap=RECONNECT_MAX_SECONDS))
+            try:
+                await self.start()
+            except Exception as exc:  # noqa: BLE001 - keep trying whatever the failure
+                log.warning("listen_reconnect_failed", attempt=attempt, error=str(exc))
+                continue
+            log.info("listen_reconnected", attempts=attempt)
+            self.jobs_available.set()
+            for waiters in self._waiters.values():
+                for event in waiters:
+                    event.set()
+            return
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -94,11 +140,10 @@ class JobEvents:
         self._notify_task = asyncio.create_task(self._send_wakeups())
 
     async def _send_wakeups(self) -> None:
-        assert self._conn is not None
-        while True:
+        while (conn := self._conn) is not None:
             self._notify_pending = False
             try:
-                await self._conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+                await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("notify_failed", error=str(exc))
                 return
