@@ -25,7 +25,9 @@ async def test_an_early_callback_sends_the_job_back_to_be_resumed(db) -> None:
     async with db.transaction() as s:
         state, handle = (await s.execute(text("SELECT state, provider_handle FROM jobs WHERE id = :id"), {"id": job.id})).one()
         ready = await s.scalar(text("SELECT has_ready FROM team_dispatch WHERE team_id = :t"), {"t": team.team_id})
+        outcome = await s.scalar(text("SELECT outcome FROM job_attempts WHERE job_id = :id"), {"id": job.id})
     assert (state, handle, ready) == ("queued", "app:r1", True)  # a worker resumes it with the handle
+    assert outcome == "retry"  # the attempt that submitted is closed
 
 
 async def test_without_a_callback_the_job_waits_for_it(db) -> None:

@@ -1,19 +1,24 @@
 """Generation through a real remote provider protocol (the fake fal server of tests/providers)
 with the whole service running as an HTTP server: polling mode, webhook mode with signed
-callbacks (duplicates and bad signatures change nothing), provider failures that release."""
+callbacks (duplicates and bad signatures change nothing), provider failures that release, and a
+callback's job whose outputs cannot be stored (retried by the worker, never left waiting)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import text
 
 from pixelmint.api.app import create_app
+from pixelmint.jobs.events import JobEvents
 from tests.builders import assert_ledger_ok, auth, make_team
+from tests.helpers import wait_for_state
 from tests.providers.fake_fal import GOOD_KEY, USER_ID, FakeFal, sign_fal
 from tests.providers.localserver import LocalServer
 
@@ -71,7 +76,7 @@ async def test_webhook_mode_finishes_exactly_once(fal_settings, fake_fal: FakeFa
         async with db.transaction() as s:
             request_id = await s.scalar(text("SELECT provider_request_id FROM jobs WHERE id = :id"), {"id": uuid.UUID(job["id"])})
             events = await s.scalar(text("SELECT count(*) FROM provider_webhook_events"))
-        assert request_id and events == 1
+        assert request_id and events == 1 and job["result"]["provider"]["requestId"] == request_id
 
         # The same delivery again: a duplicate, nothing changes.
         body = json.dumps({"request_id": request_id, "gateway_request_id": request_id, "status": "OK",
@@ -93,6 +98,81 @@ async def test_webhook_mode_finishes_exactly_once(fal_settings, fake_fal: FakeFa
     assert states == {"succeeded": 1, "failed": 1}
     assert await _balance(db, team) == (100 - 7.2, 0)
     await assert_ledger_ok(db)
+
+
+def break_storage(settings) -> Path:  # type: ignore[no-untyped-def]
+    """A file where the generated images' directory belongs: every store fails with a real OSError
+    (as root too) until the file is removed."""
+    blocker = settings.storage_dir / "generated"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"")
+    return blocker
+
+
+async def test_a_callbacks_job_that_cannot_store_its_outputs_is_retried_then_failed_and_released(
+    fal_settings, database_url, db
+) -> None:
+    fal_settings.max_attempts = 3
+    break_storage(fal_settings)
+    team = await make_team(db, plan="pro", credits="100")
+    hub = JobEvents(database_url)
+    await hub.start()
+    try:
+        with ServiceServer(create_app(fal_settings, database_url)) as service, httpx.Client(base_url=service.url) as client:
+            fal_settings.public_url = service.url  # callbacks come back to this server
+            job_id = uuid.UUID(generate(client, team, waitForResult=False).json()["job"]["id"])
+            assert await wait_for_state(db, hub, job_id, {"succeeded", "failed"}) == "failed"
+    finally:
+        await hub.stop()
+    async with db.transaction() as s:
+        code = await s.scalar(text("SELECT error_code FROM jobs WHERE id = :id"), {"id": job_id})
+        attempts = (await s.execute(text("SELECT attempt, outcome FROM job_attempts WHERE job_id = :id ORDER BY attempt"),
+                                    {"id": job_id})).all()
+        events = await s.scalar(text("SELECT count(*) FROM provider_webhook_events WHERE job_id = :id"), {"id": job_id})
+    # Attempt 1 submitted and handed over to the callback, which gave the job back to the workers.
+    assert code == "storage_error" and [tuple(a) for a in attempts] == [(1, "retry"), (2, "retry"), (3, "failed")]
+    assert events == 1 and await _balance(db, team) == (100, 0)
+    await assert_ledger_ok(db)
+
+
+async def test_a_callbacks_job_is_finished_by_a_worker_once_storage_works_again(fal_settings, database_url, db) -> None:
+    fal_settings.retry_base_seconds = fal_settings.retry_max_seconds = 3600  # the retry waits for the test
+    blocker = break_storage(fal_settings)
+    team = await make_team(db, plan="pro", credits="100")
+    hub = JobEvents(database_url)
+    await hub.start()
+    try:
+        with ServiceServer(create_app(fal_settings, database_url)) as service, httpx.Client(base_url=service.url) as client:
+            fal_settings.public_url = service.url
+            job_id = uuid.UUID(generate(client, team, waitForResult=False).json()["job"]["id"])
+            await _wait_for_storage_error(db, hub, job_id)
+            blocker.unlink()
+            async with db.transaction() as s:  # retry now
+                await s.execute(text("UPDATE jobs SET run_at = now() WHERE id = :id"), {"id": job_id})
+                await s.execute(text("SELECT pg_notify('pixelmint_jobs', '')"))
+            assert await wait_for_state(db, hub, job_id, {"succeeded", "failed"}) == "succeeded"
+            job = client.get(f"/api/v1/generate/{job_id}", headers=auth(team)).json()["job"]
+            assert len(job["images"]) == 1 and client.get(job["images"][0]["url"]).status_code == 200
+    finally:
+        await hub.stop()
+    assert await _balance(db, team) == (100 - 7.2, 0)
+    await assert_ledger_ok(db)
+
+
+async def _wait_for_storage_error(db, hub: JobEvents, job_id: uuid.UUID) -> None:  # type: ignore[no-untyped-def]
+    """Until an attempt failed to store the outputs and the job waits for its retry."""
+    while True:
+        changed = hub.watch(job_id)
+        try:
+            async with db.transaction() as s:
+                state, code = (await s.execute(text("SELECT state, error_code FROM jobs WHERE id = :id"),
+                                               {"id": job_id})).one()
+            if (state, code) == ("queued", "storage_error"):
+                return
+            assert state in ("queued", "running", "awaiting_webhook"), state
+            await asyncio.wait_for(changed.wait(), 60)
+        finally:
+            hub.unwatch(job_id, changed)
 
 
 async def _balance(db, team):  # type: ignore[no-untyped-def]

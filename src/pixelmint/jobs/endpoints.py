@@ -255,8 +255,9 @@ webhooks_router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
 async def provider_webhook(provider: str, request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
-    """Verify the signature over the exact body, store the raw event once, and finish the waiting
-    job exactly once (outputs stored, credits captured — or failed and released)."""
+    """Verify the signature over the exact body, store the raw event once, and hand the waiting
+    job on exactly once: to a worker that collects and stores its outputs, or failed and released
+    (``jobs/callbacks.py``)."""
     try:
         remote = runtime.providers.remote(provider)
     except PixelmintError:
@@ -269,10 +270,7 @@ async def provider_webhook(provider: str, request: Request, runtime: RuntimeDep)
         if exc.status_code == 400 and exc.reason != "bad_payload":
             exc.status_code = 401
         raise
-    result = await callbacks.handle(
-        db=runtime.db, providers=runtime.providers, storage=runtime.storage, settings=runtime.settings,
-        provider=provider, event=event,
-    )
+    result = await callbacks.handle(db=runtime.db, provider=provider, event=event)
     return {"status": result.status, "jobId": result.job_id}
 
 

@@ -292,16 +292,25 @@ async def mark_awaiting_webhook(session: AsyncSession, fence: Fence) -> Job | No
         text("SELECT 1 FROM provider_webhook_events WHERE provider = :p AND request_id = :r LIMIT 1"),
         {"p": job.provider, "r": job.provider_request_id},
     )
-    if early:  # the callback beat the hand-off: resume by polling the provider, which has the answer
-        await session.execute(
-            text("UPDATE jobs SET state = 'queued', run_at = now(), locked_by = NULL WHERE id = :id"), {"id": job.id}
-        )
-        await _mark_ready(session, {job.team_id})
-        await _notify(session, job.id, "queued", slot_freed=True)
-        job.state = "queued"
+    if early:  # the callback beat the hand-off
+        await resume_by_polling(session, fence, job)
         return job
     await _notify(session, job.id, "awaiting_webhook", slot_freed=True)
     return job
+
+
+async def resume_by_polling(session: AsyncSession, fence: Fence, job: Job) -> None:
+    """The provider has the answer of the job's request (its callback came): back to the queue
+    now, keeping the provider handle, and this attempt closed (``retry``). The next attempt
+    collects the result by polling the provider, stores it and finishes the job with the worker's
+    usual retries. The caller holds the job's row lock (a fenced update or ``FOR UPDATE``)."""
+    await session.execute(
+        text("UPDATE jobs SET state = 'queued', run_at = now(), locked_by = NULL WHERE id = :id"), {"id": job.id}
+    )
+    await _mark_ready(session, {job.team_id})
+    await _notify(session, job.id, "queued", slot_freed=True)
+    await _finish_attempt(session, fence, "retry", None)
+    job.state = "queued"
 
 
 async def requeue_stale_webhook_jobs(session: AsyncSession, *, older_than_seconds: float, batch: int = 100) -> int:

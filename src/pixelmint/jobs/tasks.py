@@ -107,7 +107,8 @@ async def _remote_generate(
     when there is one; a submission the provider no longer has is submitted again."""
     trace = provider_trace(ctx, job)
     try:
-        if job.provider_handle:
+        if job.provider_handle:  # an earlier attempt's request (a lost worker, or its callback came)
+            trace.provider, trace.request_id, trace.handle = job.provider, job.provider_request_id, job.provider_handle
             try:
                 images = await remote.wait(job.provider_handle, request=request, progress=ctx.progress, trace=trace)
             except ProviderError as exc:
