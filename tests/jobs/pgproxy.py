@@ -1,12 +1,14 @@
-"""A TCP proxy between a client and PostgreSQL that delays the server's acknowledgement of a
-COMMIT: the fault of a network that delivers a commit to the server but its reply late.
+"""A TCP proxy in front of PostgreSQL that injects network faults.
 
-On a client connection that has sent ``marker`` (a piece of SQL text), the server's reply to the
-next ``COMMIT`` is held back — the server has committed, the client does not know — until the
-client gives up on it: it sends a cancel request (asyncpg does when the awaiting task is
-cancelled) or closes the connection. Then the held reply is delivered, late. ``held`` is set when
-a reply is being held, ``gave_up`` when the client gave up on it. With ``lose=True`` the reply
-never comes: the proxy breaks the client's connection instead (the client's COMMIT raises).
+- A late COMMIT acknowledgement: on a client connection that has sent ``commit_marker`` (a piece
+  of SQL text), the server's reply to the next ``COMMIT`` is held back — the server has committed,
+  the client does not know — until the client gives up on it: it sends a cancel request (asyncpg
+  does when the awaiting task is cancelled) or closes the connection. Then the held reply is
+  delivered, late. ``held`` is set when a reply is being held, ``gave_up`` when the client gave up
+  on it. With ``lose=True`` the reply never comes: the proxy breaks the connection instead (the
+  client's COMMIT raises).
+- A server restart: ``drop_all()`` breaks every open connection, and the next ``refuse``
+  connections are closed at once (the server is still down); ``refused`` counts them.
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ from pixelmint.kit.db import asyncpg_connect_kwargs
 CANCEL_REQUEST = struct.pack("!ii", 16, 80877102)
 
 
-class CommitAckDelay:
-    def __init__(self, database_url: str, *, marker: bytes, lose: bool = False) -> None:
+class PgProxy:
+    def __init__(self, database_url: str, *, commit_marker: bytes | None = None, lose: bool = False) -> None:
         self._target = asyncpg_connect_kwargs(database_url)
-        self.marker = marker
+        self.commit_marker = commit_marker
         self.lose = lose
         self.held = asyncio.Event()
         self.gave_up = asyncio.Event()
+        self.refuse = self.refused = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.url = ""
 
-    async def __aenter__(self) -> CommitAckDelay:
+    async def __aenter__(self) -> PgProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         t = self._target
@@ -42,6 +45,10 @@ class CommitAckDelay:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        await self.drop_all()
+
+    async def drop_all(self) -> None:
+        """Break every open connection."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -53,6 +60,10 @@ class CommitAckDelay:
         return await asyncio.open_connection(host, port)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.refused < self.refuse:
+            self.refused += 1
+            client_w.close()
+            return
         self._tasks.add(asyncio.current_task())  # type: ignore[arg-type]
         server_r, server_w = await self._connect_upstream()
         armed = holding = False
@@ -63,7 +74,7 @@ class CommitAckDelay:
             while data := await client_r.read(65536):
                 if data.startswith(CANCEL_REQUEST) and self.held.is_set():
                     self.gave_up.set()
-                armed = armed or self.marker in data
+                armed = armed or (self.commit_marker is not None and self.commit_marker in data)
                 if armed and not holding and b"COMMIT" in data:
                     holding = True  # set before the COMMIT reaches the server: its reply is held
                 server_w.write(data)

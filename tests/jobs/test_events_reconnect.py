@@ -1,5 +1,6 @@
 """The API's LISTEN connection dies (its backend is terminated, as in a PostgreSQL restart): it
-reconnects and the waiters still hear of their jobs — ``waitForResult`` and the SSE stream."""
+reconnects, with backoff while the server is down, and the waiters still hear of their jobs —
+``waitForResult`` and the SSE stream."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pixelmint.kit.db import Database
 from pixelmint.providers.registry import Providers
 from pixelmint.storage.backend import LocalStorage
 from tests.builders import auth, generate_body, make_team
+from tests.jobs.pgproxy import PgProxy
 
 
 @pytest.mark.timeout(60)
@@ -56,3 +58,24 @@ async def test_waiters_hear_of_their_jobs_after_the_listen_connection_was_killed
         await run
         await hub.stop()
         await worker_db.dispose()
+
+
+@pytest.mark.timeout(60)
+async def test_the_listener_keeps_reconnecting_while_the_server_is_down(database_url, db) -> None:
+    job_id = uuid.uuid4()
+    async with PgProxy(database_url) as server:
+        hub = JobEvents(server.url)
+        await hub.start()
+        try:
+            woken = hub.watch(job_id)
+            server.refuse = 3  # the "restarted" server refuses the next three connections
+            await server.drop_all()
+            await woken.wait()  # set once the listener is back
+            assert server.refused == 3 and hub.jobs_available.is_set()
+
+            notified = hub.watch(job_id)
+            async with db.transaction() as s:
+                await s.execute(text("SELECT pg_notify('pixelmint_job_events', :payload)"), {"payload": f"{job_id} running"})
+            await notified.wait()  # and it listens again
+        finally:
+            await hub.stop()

@@ -19,7 +19,7 @@ from pixelmint.providers.registry import Providers
 from pixelmint.storage.backend import LocalStorage
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
 from tests.helpers import queue_jobs, run_workers_until_done
-from tests.jobs.pgproxy import CommitAckDelay
+from tests.jobs.pgproxy import PgProxy
 from tests.storage.builders import exists
 
 
@@ -36,7 +36,7 @@ async def test_a_success_acknowledged_late_keeps_its_images(api, db, settings, d
     storage = LocalStorage(settings.storage_dir, "test-secret")
     hub = JobEvents(database_url)
     await hub.start()
-    async with CommitAckDelay(database_url, marker=b"INSERT INTO images", lose=lose) as proxy:
+    async with PgProxy(database_url, commit_marker=b"INSERT INTO images", lose=lose) as proxy:
         worker_db = Database.connect(proxy.url, pool_size=4)
         worker = Worker(db=worker_db, events=hub, settings=settings, providers=Providers.from_settings(settings),
                         storage=storage, worker_id="w")
