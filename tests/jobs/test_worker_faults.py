@@ -17,6 +17,7 @@ from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
 from pixelmint.providers.registry import Providers
 from pixelmint.storage.backend import LocalStorage
+from pixelmint.storage.check import check_storage
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
 from tests.helpers import queue_jobs, run_workers_until_done
 from tests.jobs.pgproxy import PgProxy
@@ -55,6 +56,7 @@ async def test_a_success_acknowledged_late_keeps_its_images(api, db, settings, d
         keys = (await s.scalars(text("SELECT storage_key FROM images WHERE job_id = :id"), {"id": job_id})).all()
     assert state == "succeeded" and charged > 0 and len(keys) == 2
     assert [await exists(storage, key) for key in keys] == [True, True]
+    assert (await check_storage(db, storage)).missing == []  # what `pixelmint admin check-storage` reports
     await assert_ledger_ok(db)
 
 
