@@ -51,20 +51,21 @@ def response(sock: socket.socket) -> tuple[int, dict]:
 
 def post(port: int, headers: str, body: bytes = b"") -> tuple[int, dict]:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(f"POST /api/v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n".encode() + body)
+        head = f"POST /api/v1/generate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}\r\n"
+        sock.sendall(head.encode() + body)
         return response(sock)
 
 
 def test_large_bodies_are_refused_before_they_are_read(server: int) -> None:
     port = server
-    assert post(port, "Content-Length: 2\r\n\r\n", b"{}")[0] == 401  # a small body reaches the app
+    assert post(port, "Content-Length: 2\r\n", b"{}")[0] == 401  # a small body reaches the app
 
     # Declared: answered from the headers, before the client sends any of the 50 MB.
-    status, body = post(port, f"Content-Length: {BODY}\r\n\r\n")
+    status, body = post(port, f"Content-Length: {BODY}\r\n")
     assert (status, body["error"]) == (413, "payload_too_large")
 
     # Chunked: refused once the body passes the 1 MiB default; the client sends just past it.
     piece = b"x" * 65536
     chunked = (b"%x\r\n" % len(piece) + piece + b"\r\n") * (2**20 // len(piece) + 1)
-    status, body = post(port, "Transfer-Encoding: chunked\r\n\r\n", b'6\r\n{"a":"\r\n' + chunked)
+    status, body = post(port, "Transfer-Encoding: chunked\r\n", b'6\r\n{"a":"\r\n' + chunked)
     assert (status, body["error"]) == (413, "payload_too_large")

@@ -49,7 +49,9 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
     """
 
     def __init__(self, *, allow_private: bool) -> None:
-        super().__init__()
+        # No kept-alive connections: one opened with one host name's SNI and certificate would be
+        # reused for another name that resolved to the same address.
+        super().__init__(limits=httpx.Limits(max_keepalive_connections=0))
         self.allow_private = allow_private
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -78,11 +78,11 @@ def _check_training_images(images: list[TrainingImage], *, max_pixels: int) -> l
             with Image.open(image.file) as opened:
                 width, height = opened.size
                 if width * height > max_pixels:
-                    raise _too_large(image, f"{width}×{height}", max_pixels)
+                    raise _too_large(image, f"{width}×{height} pixels", max_pixels)
                 opened.verify()
                 types.append(Image.MIME.get(opened.format or "", "application/octet-stream"))
         except Image.DecompressionBombError:  # Pillow's own limit, beyond 2 × Image.MAX_IMAGE_PIXELS
-            raise _too_large(image, "too many pixels", max_pixels) from None
+            raise _too_large(image, "too large for Pillow to open", max_pixels) from None
         except (UnidentifiedImageError, OSError, SyntaxError):
             raise InvalidRequest(
                 f"{image.filename} is not an image Pillow can read (PNG, JPEG, WebP…).",
@@ -91,9 +91,9 @@ def _check_training_images(images: list[TrainingImage], *, max_pixels: int) -> l
     return types
 
 
-def _too_large(image: TrainingImage, size: str, max_pixels: int) -> InvalidRequest:
+def _too_large(image: TrainingImage, what: str, max_pixels: int) -> InvalidRequest:
     return InvalidRequest(
-        f"{image.filename} is {size}; training images may have at most {max_pixels:,} pixels.",
+        f"{image.filename} is {what}; training images may have at most {max_pixels:,} pixels.",
         code="image_too_large", field="trainingImages",
     )
 
