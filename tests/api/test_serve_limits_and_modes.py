@@ -1,11 +1,13 @@
-"""Body caps on a real ``pixelmint serve`` process, over a raw socket: a declared 50 MB body is
-refused from its headers, a chunked one as soon as it passes the cap."""
+"""A real ``pixelmint serve`` process: body caps over a raw socket (a declared 50 MB body is
+refused from its headers, a chunked one as soon as it passes the cap), and the modes of the data
+directory it creates."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,9 +30,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[int]:
-    """Port of a ``pixelmint serve`` process on the test database."""
+    """Port of a ``pixelmint serve`` process on the test database, with the data directory
+    ``tmp_path / "data"``, which it creates."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "PIXELMINT_DATA_DIR": str(tmp_path), "PIXELMINT_LOG_LEVEL": "warning"}
+    data = tmp_path / "data"
+    env = {**os.environ, "DATABASE_URL": database_url, "PIXELMINT_DATA_DIR": str(data), "PIXELMINT_LOG_LEVEL": "warning"}
     process = subprocess.Popen([sys.executable, "-m", "pixelmint.cli", "serve", "--port", str(port), "--no-worker"], env=env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process, timeout=90)
@@ -69,3 +73,12 @@ def test_large_bodies_are_refused_before_they_are_read(server: int) -> None:
     chunked = (b"%x\r\n" % len(piece) + piece + b"\r\n") * (2**20 // len(piece) + 1)
     status, body = post(port, "Transfer-Encoding: chunked\r\n", b'6\r\n{"a":"\r\n' + chunked)
     assert (status, body["error"]) == (413, "payload_too_large")
+
+
+def test_the_data_directory_it_creates_is_private(server: int, tmp_path: Path) -> None:
+    """The secret key and the catalog previews rendered at start-up are the owner's only."""
+    data = tmp_path / "data"
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert data / "secret_key" in files and any(p.suffix == ".png" for p in files)
+    for path in [data, *data.rglob("*")]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
