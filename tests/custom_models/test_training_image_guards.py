@@ -13,12 +13,14 @@ from __future__ import annotations
 import io
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpcore
 import pytest
+import trustme
 from PIL import Image
 from sqlalchemy import text
 
@@ -35,10 +37,10 @@ def huge_png() -> bytes:
 
 
 class Site:
-    """An HTTP server on ``host``: ``/a.png`` is an image, ``/huge.png`` a 48 MP one, ``/to?url``
-    redirects to ``url``; ``hits`` records (path, Host header) of each request."""
+    """An HTTP server on ``host`` (HTTPS with ``tls``): ``/a.png`` is an image, ``/huge.png`` a
+    48 MP one, ``/to?url`` redirects to ``url``; ``hits`` records (path, Host header) of each request."""
 
-    def __init__(self, host: str, port: int = 0) -> None:
+    def __init__(self, host: str, port: int = 0, *, tls: ssl.SSLContext | None = None) -> None:
         site = self
         self.hits: list[tuple[str, str]] = []
 
@@ -62,6 +64,8 @@ class Site:
                 pass
 
         self.server = ThreadingHTTPServer((host, port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -123,6 +127,34 @@ async def test_a_rebound_host_name_is_fetched_from_the_address_that_was_checked(
     assert reply.status_code == 202, reply.text
     assert internal.hits == []
     assert public.hits == [("/a.png", f"rebind.test:{public.port}")]
+
+
+@pytest.mark.parametrize("certified", ["tls.test", "other.test"])
+async def test_https_keeps_the_host_name_for_sni_and_the_certificate_check(api, db, dns, monkeypatch, tmp_path,
+                                                                           certified: str) -> None:
+    """Connected to the checked address, TLS still sends and verifies the host name: a
+    certificate for it passes, one for another name does not."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # trusted by httpx's default context
+    names: list[str | None] = []
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(certified).configure_cert(tls)
+    tls.sni_callback = lambda _sock, name, _ctx: names.append(name)  # type: ignore[assignment,misc]
+    site = Site("127.0.0.2", tls=tls)
+    dns["tls.test"] = [PUBLIC, "127.0.0.1"]
+    try:
+        team = await make_team(db, plan="pro", credits="500")
+        reply = await create(api, team, [f"https://tls.test:{site.port}/a.png"])
+    finally:
+        site.server.shutdown()
+    assert names == ["tls.test"]
+    if certified == "tls.test":
+        assert reply.status_code == 202, reply.text
+        assert site.hits == [("/a.png", f"tls.test:{site.port}")]
+    else:
+        assert reply.status_code == 422 and reply.json()["error"] == "training_image_unreachable"
+        assert "certificate" in reply.json()["message"].lower() and site.hits == []
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "100.64.0.1", "100.127.255.254", "::ffff:127.0.0.1", "10.1.2.3",
