@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from PIL import Image
 from sqlalchemy import text
 
 from tests.builders import auth, make_team, solid_png
@@ -62,11 +66,6 @@ async def test_a_body_under_the_cap_passes(api, db) -> None:
 
 def noise_png(size: int) -> bytes:
     """A PNG of random pixels of about ``size`` × ``size`` × 3 bytes (noise does not compress)."""
-    import io
-    import os
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.frombytes("RGB", (size, size), os.urandom(size * size * 3)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -85,8 +84,6 @@ async def test_uploads_have_their_own_cap(api, db, settings) -> None:
     over = [("trainingImages", (f"{i}.png", noise_png(210), "image/png")) for i in range(5)]
     declared = await api.post("/api/v1/models", data=form, files=over, headers=auth(other))
     assert_too_large(declared)
-
-    import httpx
 
     request = httpx.Request("POST", "http://testserver/api/v1/models", data=form, files=over, headers=auth(other))
     streamed = await api.post("/api/v1/models", content=chunks(request.read()),
