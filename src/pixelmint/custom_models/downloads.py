@@ -55,7 +55,7 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
         self.allow_private = allow_private
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
+        host = request.url.raw_host.decode("ascii")  # IDNA-encoded, as DNS and SNI want it
         try:
             addresses = await resolve(host, request.url.port or (443 if request.url.scheme == "https" else 80))
         except (OSError, ValueError) as exc:
