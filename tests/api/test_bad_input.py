@@ -47,7 +47,7 @@ async def test_image_bomb_training_upload_is_422(api, db) -> None:
     response = await api.post("/api/v1/models", data={"referenceModelId": "fitness-yoga", "name": "x"},
                               files=[("trainingImages", ("bomb.png", png_claiming(60000, 60000), "image/png"))],
                               headers=auth(team))
-    assert response.status_code == 422 and response.json()["error"] == "invalid_training_images"
+    assert response.status_code == 422 and response.json()["error"] == "image_too_large"
 
 
 async def test_malformed_model_body_does_not_use_up_the_idempotency_key(api, db) -> None:

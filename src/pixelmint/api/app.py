@@ -20,9 +20,11 @@ from pixelmint.credits.app_endpoints import pricing_admin_router
 from pixelmint.credits.app_endpoints import router as credit_api_router
 from pixelmint.credits.endpoints import router as credits_router
 from pixelmint.custom_models.endpoints import router as models_router
+from pixelmint.custom_models.service import MAX_UPLOAD_BYTES
 from pixelmint.jobs.endpoints import jobs_router, webhooks_router
 from pixelmint.jobs.endpoints import router as generate_router
 from pixelmint.kit import idempotency
+from pixelmint.kit.limits import BodyLimit
 from pixelmint.settings import Settings
 from pixelmint.storage.endpoints import files_router
 from pixelmint.storage.endpoints import router as images_router
@@ -49,6 +51,8 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     )
     install_error_handlers(app)
     idempotency.install(app)  # Idempotency-Key: replays and answers stored after the commit
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       uploads={models_router.prefix: settings.max_upload_bytes or MAX_UPLOAD_BYTES})  # 413
     for router in (
         catalog_router,
         models_router,

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,8 +68,13 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 
 def base_url(request: Request, runtime: Runtime) -> str:
-    """Where image URLs point: the configured public URL, else the URL this request came to."""
-    return runtime.settings.public_url or str(request.base_url)
+    """Where image URLs point: ``PIXELMINT_PUBLIC_URL``, else the address this server listens on,
+    from the socket. Never the ``Host`` header, which is the client's to choose: a signed link
+    built on it would send the image, and its signature, to any host."""
+    if runtime.settings.public_url:
+        return runtime.settings.public_url
+    host, port = request.scope.get("server") or ("localhost", None)
+    return str(httpx.URL(scheme=request.url.scheme, host=host, port=port, path=request.scope.get("root_path") or "/"))
 
 
 # --------------------------------------------------------------------------------------------

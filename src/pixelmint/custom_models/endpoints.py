@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -15,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from pixelmint.credits.pricing import current_pricing
 from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
-from pixelmint.custom_models import service
+from pixelmint.custom_models import downloads, service
 from pixelmint.custom_models.schemas import (
     CreateModelJson,
     CustomModelOut,
@@ -27,6 +25,7 @@ from pixelmint.custom_models.schemas import (
 )
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs.presenters import present_job
+from pixelmint.kit import idempotency
 from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 
@@ -44,75 +43,38 @@ def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignor
     )
 
 
-async def _refuse_private_hosts(request: httpx.Request) -> None:
-    """Training-image URLs (and their redirects) may not reach this server's own network:
-    loopback, private, link-local and reserved addresses are refused (server-side request
-    forgery), unless ``PIXELMINT_ALLOW_PRIVATE_IMAGE_URLS`` is set."""
-    host = request.url.host
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, request.url.port or 443)
-    except OSError as exc:
-        raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
-        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved \
-                or address.is_multicast or address.is_unspecified:
-            raise InvalidRequest(
-                f"{request.url} points into a private network ({address}); use a public URL or upload the file.",
-                code="training_image_url_not_allowed", field="trainingImageUrls",
-            )
-
-
-async def _download(urls: list[str], *, allow_private: bool) -> list[service.TrainingImage]:
-    if len(urls) > service.MAX_TRAINING_IMAGES:
-        raise InvalidRequest(f"At most {service.MAX_TRAINING_IMAGES} training images.",
-                             code="invalid_training_images", field="trainingImageUrls")
-    images = []
-    hooks = {} if allow_private else {"request": [_refuse_private_hosts]}
-    async with httpx.AsyncClient(timeout=20, follow_redirects=True, max_redirects=3, event_hooks=hooks) as client:
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise InvalidRequest(f"{url!r} is not an http(s) URL.", code="invalid_training_images",
-                                     field="trainingImageUrls")
-            try:
-                async with client.stream("GET", url) as response:
-                    response.raise_for_status()
-                    data = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        data += chunk
-                        if len(data) > service.MAX_TRAINING_IMAGE_BYTES:
-                            raise InvalidRequest(f"{url} is larger than 10 MiB.", code="invalid_training_images")
-            except httpx.HTTPError as exc:
-                raise InvalidRequest(f"Could not download {url}: {exc}", code="training_image_unreachable",
-                                     field="trainingImageUrls") from None
-            images.append(service.TrainingImage(url.rsplit("/", 1)[-1].split("?")[0] or "image", bytes(data)))
-    return images
-
-
-async def _parse_create(request: Request) -> tuple[CreateModelJson, list[service.TrainingImage]]:
-    """JSON (training images by URL) or multipart form data (files in ``trainingImages``)."""
+async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson, list[service.TrainingImage]]]:
+    """JSON (training images by URL) or multipart form data (files in ``trainingImages``). Uploaded
+    and downloaded images wait in spooled temporary files (on disk beyond 1 MiB each), closed
+    after the request; the body's size is capped before (``kit/limits.py``)."""
     content_type = request.headers.get("content-type", "")
-    await request.body()  # cache the raw body: the Idempotency-Key fingerprint reads it after us
+    if request.headers.get(idempotency.HEADER):
+        await request.body()  # cache the raw body: the Idempotency-Key fingerprint hashes it after us
+    form, downloaded = None, []
     try:
-        if content_type.startswith("multipart/form-data"):
-            form = await request.form()
-            fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
-            fields["trainingImageUrls"] = [v for v in form.getlist("trainingImageUrls") if isinstance(v, str)]
-            body = CreateModelJson.model_validate(fields)
-            files = [
-                service.TrainingImage(f.filename or "image", await f.read())
-                for f in form.getlist("trainingImages")
-                if isinstance(f, UploadFile)
-            ]
-        else:
-            body = CreateModelJson.model_validate_json(await request.body())
-            files = []
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
-    allow_private = request.app.state.runtime.settings.allow_private_image_urls
-    return body, files + await _download(body.training_image_urls, allow_private=allow_private)
+        try:
+            if content_type.startswith("multipart/form-data"):
+                form = await request.form()
+                fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
+                fields["trainingImageUrls"] = [v for v in form.getlist("trainingImageUrls") if isinstance(v, str)]
+                body = CreateModelJson.model_validate(fields)
+                files = [service.TrainingImage(f.filename or "image", f.file)
+                         for f in form.getlist("trainingImages") if isinstance(f, UploadFile)]
+            else:
+                body = CreateModelJson.model_validate_json(await request.body())
+                files = []
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
+        allow_private = request.app.state.runtime.settings.allow_private_image_urls
+        await downloads.download(body.training_image_urls, downloaded, allow_private=allow_private)
+        yield body, files + downloaded
+    finally:
+        for image in downloaded:
+            image.file.close()
+        if form is not None:
+            await form.close()
 
 
 async def _queued(model, job, request, session, runtime, idempotency) -> JSONResponse:  # type: ignore[no-untyped-def]

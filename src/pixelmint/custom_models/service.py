@@ -13,7 +13,7 @@ import datetime as dt
 import io
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import func, select
@@ -32,18 +32,35 @@ from pixelmint.storage.backend import Storage
 
 MAX_TRAINING_IMAGES = 50
 MAX_TRAINING_IMAGE_BYTES = 10 * 1024 * 1024
+# Default cap of a multipart upload (PIXELMINT_MAX_UPLOAD_BYTES): the most images of the largest
+# size, and 1 MiB for the other fields and the multipart framing.
+MAX_UPLOAD_BYTES = MAX_TRAINING_IMAGES * MAX_TRAINING_IMAGE_BYTES + 2**20
 STEPS_RANGE = (100, 10_000)
 MODEL_STATES = ("pending", "training", "ready", "failed")
 
 
 @dataclass(frozen=True)
 class TrainingImage:
+    """An uploaded or downloaded training image in a (spooled) temporary file, which its creator
+    closes; images are read into memory one at a time, to be stored."""
+
     filename: str
-    data: bytes
+    file: IO[bytes]
+
+    @property
+    def size(self) -> int:
+        self.file.seek(0, io.SEEK_END)
+        return self.file.tell()
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
 
 
-def _check_training_images(images: list[TrainingImage]) -> list[str]:
-    """Content types of valid images. Raises ``InvalidRequest`` (invalid_training_images)."""
+def _check_training_images(images: list[TrainingImage], *, max_pixels: int) -> list[str]:
+    """Content types of valid images, checked without decoding them (size and format from the
+    header, ``verify`` reads the chunks). Raises ``InvalidRequest``: ``invalid_training_images``,
+    ``image_too_large`` (more than ``max_pixels`` pixels)."""
     if not 1 <= len(images) <= MAX_TRAINING_IMAGES:
         raise InvalidRequest(
             f"Give 1 to {MAX_TRAINING_IMAGES} training images, got {len(images)}.",
@@ -51,21 +68,34 @@ def _check_training_images(images: list[TrainingImage]) -> list[str]:
         )
     types = []
     for image in images:
-        if len(image.data) > MAX_TRAINING_IMAGE_BYTES:
+        if image.size > MAX_TRAINING_IMAGE_BYTES:
             raise InvalidRequest(
                 f"{image.filename} is larger than {MAX_TRAINING_IMAGE_BYTES // 2**20} MiB.",
                 code="invalid_training_images", field="trainingImages",
             )
+        image.file.seek(0)
         try:
-            with Image.open(io.BytesIO(image.data)) as opened:
+            with Image.open(image.file) as opened:
+                width, height = opened.size
+                if width * height > max_pixels:
+                    raise _too_large(image, f"{width}×{height} pixels", max_pixels)
                 opened.verify()
                 types.append(Image.MIME.get(opened.format or "", "application/octet-stream"))
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:  # Pillow's own limit, beyond 2 × Image.MAX_IMAGE_PIXELS
+            raise _too_large(image, "too large for Pillow to open", max_pixels) from None
+        except (UnidentifiedImageError, OSError, SyntaxError):
             raise InvalidRequest(
                 f"{image.filename} is not an image Pillow can read (PNG, JPEG, WebP…).",
                 code="invalid_training_images", field="trainingImages",
             ) from None
     return types
+
+
+def _too_large(image: TrainingImage, what: str, max_pixels: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"{image.filename} is {what}; training images may have at most {max_pixels:,} pixels.",
+        code="image_too_large", field="trainingImages",
+    )
 
 
 def _require_paid_plan(principal: Principal) -> None:
@@ -98,7 +128,7 @@ async def create_model(
     if not STEPS_RANGE[0] <= training_steps <= STEPS_RANGE[1]:
         raise InvalidRequest(f"trainingSteps must be {STEPS_RANGE[0]}..{STEPS_RANGE[1]}.",
                              code="invalid_training_steps", field="trainingSteps")
-    content_types = _check_training_images(images)
+    content_types = _check_training_images(images, max_pixels=settings.max_image_pixels)
     reference = await catalog.get_pricing_info(session, reference_model_id)
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
     cost = pricing.model_creation(complexity=reference.complexity_factor, training_images=len(images))
@@ -118,10 +148,10 @@ async def create_model(
     stored = []
     for index, (image, content_type) in enumerate(zip(images, content_types, strict=True)):
         key = f"{principal.team_id}/training/{model.id}/{index:03d}-{_safe(image.filename)}"
-        await storage.put(key, image.data, content_type=content_type,
+        data = image.read()
+        await storage.put(key, data, content_type=content_type,
                           metadata={"team": str(principal.team_id), "model": str(model.id)})
-        stored.append({"key": key, "filename": image.filename, "contentType": content_type,
-                       "sizeBytes": len(image.data)})
+        stored.append({"key": key, "filename": image.filename, "contentType": content_type, "sizeBytes": len(data)})
     model.training_images = stored
     await session.flush()
     return model, job

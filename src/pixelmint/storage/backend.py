@@ -62,18 +62,30 @@ class LocalStorage:
         return self._resolved_root / key
 
     async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
+        """Write the file, readable by its owner only (0600, directories 0700)."""
         path = self._path(key)
 
         def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_directories(path.parent)
             tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(data)
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+                file.write(data)
             os.replace(tmp, path)
 
         try:
             await asyncio.to_thread(write)
         except OSError as exc:
             raise StorageError(f"could not write {key}: {exc}") from exc
+
+    def _make_directories(self, directory: Path) -> None:
+        """``directory`` and its missing parents, each 0700 (``mkdir(parents=True)`` would make
+        the parents with the umask's mode, usually world-readable)."""
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for each in reversed(missing):
+            each.mkdir(mode=0o700, exist_ok=True)
 
     async def get(self, key: str) -> bytes:
         """The object's bytes. Raises ``StorageError`` if it cannot be read."""

@@ -65,4 +65,5 @@ async def serve_file(key: str, expires: int, signature: str, runtime: RuntimeDep
     if not isinstance(runtime.storage, LocalStorage):  # S3 URLs point at the bucket or the CDN
         raise NotFound("No such file.", code="file_not_found")
     path = runtime.storage.verified_path(key, expires=expires, signature=signature)
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return FileResponse(path, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
