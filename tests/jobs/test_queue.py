@@ -9,12 +9,14 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from pixelmint.accounts.service import Principal
 from pixelmint.jobs import queue
 from pixelmint.jobs import service as jobs_service
-from pixelmint.kit.db import Database
+from pixelmint.kit.db import Database, alembic_config
 from tests.builders import assert_ledger_ok, make_team
 from tests.helpers import queue_jobs
 
@@ -48,6 +50,22 @@ async def test_teams_waiting_out_a_backoff_do_not_starve_the_claim(db) -> None:
             {"teams": backed_off})
     assert waiting == slots
 
+
+
+async def test_0008_downgrades_to_the_claim_of_0006(database_url, db) -> None:
+    config = alembic_config(database_url)
+    claim_0006 = ScriptDirectory.from_config(config).get_revision("0006_provider_requests").module.CLAIM_TEMPLATE
+
+    async def claim_source() -> str:
+        async with db.transaction() as session:
+            return await session.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'pixelmint_claim_jobs'"))
+
+    at_head = await claim_source()
+    await asyncio.to_thread(command.downgrade, config, "0007_merge")
+    assert await claim_source() in claim_0006.format(running="IN ('running', 'awaiting_webhook')")
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await claim_source() == at_head
+    assert "run_at <= now()\n                   OFFSET 0" in at_head
 
 async def _wait_until_blocked_by(db: Database, pid: int, other: asyncio.Task) -> None:
     """Until some backend waits for a lock that backend ``pid`` holds. PostgreSQL announces no lock
