@@ -1,4 +1,4 @@
-"""The queue's SQL under contention (jobs/queue.py, ``pixelmint_claim_jobs``): claims skip teams
+"""The queue's SQL (jobs/queue.py, ``pixelmint_claim_jobs`` of migration 0008): claims skip teams
 whose jobs wait out a backoff; the rescue pass and enqueue take their locks in the same order."""
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ async def test_teams_waiting_out_a_backoff_do_not_starve_the_claim(db) -> None:
     assert waiting == slots
 
 
-
 async def test_0008_downgrades_to_the_claim_of_0006(database_url, db) -> None:
+    """Migration 0008 replaces the claim function; its downgrade puts 0006's back."""
     config = alembic_config(database_url)
     claim_0006 = ScriptDirectory.from_config(config).get_revision("0006_provider_requests").module.CLAIM_TEMPLATE
 
@@ -66,6 +66,7 @@ async def test_0008_downgrades_to_the_claim_of_0006(database_url, db) -> None:
     await asyncio.to_thread(command.upgrade, config, "head")
     assert await claim_source() == at_head
     assert "run_at <= now()\n                   OFFSET 0" in at_head
+
 
 async def _wait_until_blocked_by(db: Database, pid: int, other: asyncio.Task) -> None:
     """Until some backend waits for a lock that backend ``pid`` holds. PostgreSQL announces no lock
