@@ -18,7 +18,7 @@ from pixelmint.credits import service as credits
 from pixelmint.credits.app_endpoints import ConsumeOut, consume, get_app
 from pixelmint.jobs import service as jobs_service
 from pixelmint.kit.db import Database
-from pixelmint.kit.idempotency import Pruner, prune
+from pixelmint.kit.idempotency import Owner, Pruner, _lock_key, prune
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team, solid_png
 
 GENERATE = "/api/v1/generate"
@@ -79,6 +79,24 @@ async def test_concurrent_duplicates_make_exactly_one_job(api, db) -> None:
     retry = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "burst"))
     assert retry.headers["idempotent-replayed"] == "true" and retry.content == accepted[0].content
     await assert_ledger_ok(db)
+
+
+async def test_concurrent_retries_after_the_first_finished_all_replay(api, db) -> None:
+    """Only a first request still running is "in progress": once it has answered, retries that
+    overlap each other (each holds the key's lock while it looks the answer up) all get the replay."""
+    team = await make_team(db, credits="100")
+    first = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "done"))
+    assert first.status_code == 202
+    retries = await asyncio.gather(*[api.post(GENERATE, json=generate_body(), headers=with_key(team, "done"))
+                                     for _ in range(12)])
+    # The same interleaving forced: a retry holds the key's lock while another arrives.
+    async with db.transaction() as holder:
+        await holder.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                             {"k": _lock_key(Owner("team_id", team.team_id), "done")})
+        retries.append(await api.post(GENERATE, json=generate_body(), headers=with_key(team, "done")))
+    assert [(r.status_code, r.headers.get("idempotent-replayed"), r.content) for r in retries] == \
+        [(202, "true", first.content)] * 13
+    assert (await jobs_of(db, team), await reservations_of(db, team)) == (1, 1)
 
 
 async def test_a_402_is_replayed_even_after_credits_arrive(api, db) -> None:

@@ -2,12 +2,17 @@
 
 The jobs table is the queue (the pattern of River, Oban and graphile-worker). The claim is the
 lab-tested team-fair design of ``../shared/reference/queues.md`` §B, implemented by the SQL function
-``pixelmint_claim_jobs`` (migration 0001): per-team concurrency limits that hold whatever the number
-of workers, plan priority first, round robin between teams of equal priority, ``SKIP LOCKED`` so
-claimers never wait on each other.
+``pixelmint_claim_jobs`` (migration 0001, replaced in 0006 and 0008): per-team concurrency limits
+that hold whatever the number of workers, plan priority first, round robin between teams of equal
+priority that have a job ready now, ``SKIP LOCKED`` so claimers never wait on each other.
 
-Lock order, everywhere: credit_balances → jobs → team_dispatch (enqueue touches new job rows only,
-claims take team_dispatch then jobs with ``SKIP LOCKED``), so there is no lock cycle.
+Lock order, everywhere: jobs → credits (``credit_reservations``, ``credit_balances``, and ``users``
+for a free generation) → team_dispatch. Enqueue takes the team's balance (or the user's free
+generation), inserts a job row nobody else can hold yet, then raises ``team_dispatch.has_ready``; a
+finishing transition locks its job, then settles its credits; whatever raises ``has_ready`` does it
+last in its transaction (``rescue_expired``, which handles many jobs in one transaction, settles
+the credits of every job it fails before it requeues any, team by team). Claims take team_dispatch
+then jobs, both with ``SKIP LOCKED``, and never wait. So there is no lock cycle.
 
 Every finishing transition is fenced (``state = 'running' AND locked_by = worker AND attempt =
 n``, queues.md §6 pitfall 11): a worker that lost its lease cannot finish a job twice, and credit
@@ -415,14 +420,17 @@ async def rescue_expired(
     worker at once (``SKIP LOCKED``)."""
     rows = await session.execute(
         text("""
-            SELECT id, locked_by, attempt FROM jobs
+            SELECT id, team_id, locked_by, attempt, attempt < max_attempts AS retries FROM jobs
              WHERE state = 'running' AND lease_expires_at < clock_timestamp()
              ORDER BY lease_expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
         """),
         {"batch": batch},
     )
     rescued = []
-    for row in rows.all():
+    # The lock order (module docstring): the failures release their credits before any retry raises
+    # its team's has_ready, team by team, so that neither an enqueue nor another rescuer can be
+    # waiting for a lock this transaction holds while holding one it needs.
+    for row in sorted(rows.all(), key=lambda row: (row.retries, row.team_id)):
         fence = Fence(row.id, row.locked_by, row.attempt)
         message = f"The worker {row.locked_by} stopped renewing its lease (attempt {row.attempt})."
         job = await mark_failed(

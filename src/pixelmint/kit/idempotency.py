@@ -26,9 +26,11 @@ endpoint commits itself — and becomes visible exactly when the endpoint's writ
    ``pg_try_advisory_xact_lock(hash(owner, key))`` and, when it got it, claims the key with
    ``INSERT … ON CONFLICT DO NOTHING`` (no answer yet), followed by a ``SAVEPOINT``.
 
-   - Lock busy: another open transaction holds this key → 409 in progress, without waiting.
-   - Conflict: a committed row exists → 409 reused (other fingerprint), replay (answer stored), or
-     409 in progress (no final answer yet: the first request committed and is still answering).
+   - Otherwise (lock busy, or a conflict) the committed row decides, without waiting: 409 reused
+     (other fingerprint), replay (answer stored), or 409 in progress — no row yet (the lock holder
+     is the first request, still running) or no final answer yet (the first request committed and
+     is still answering). A busy lock alone proves nothing: once the first request has committed,
+     its concurrent retries hold the lock in turn while they look the answer up.
 
 2. The endpoint runs and commits. One that knows its answer before committing calls
    ``await idempotency.save(response)`` just before ``session.commit()``: the answer goes into the
@@ -96,6 +98,9 @@ class IdempotencyKeyReused(Conflict):
 
 class IdempotencyKeyInProgress(Conflict):
     code = "idempotency_key_in_progress"
+
+
+_IN_PROGRESS = "A request with this Idempotency-Key is in progress; retry after it has finished."
 
 
 class IdempotencyKeyUnresolved(Conflict):
@@ -297,9 +302,6 @@ class Idempotency:
         assert self.session is not None and self.owner is not None and self.key is not None
         sql = _SQL[self.owner.column]
         row = (await self.session.execute(sql["claim"], {**self._params(), "lock_key": _lock_key(self.owner, self.key)})).one()
-        if not row.acquired:
-            raise IdempotencyKeyInProgress(
-                "A request with this Idempotency-Key is in progress; retry after it has finished.")
         if row.claimed is not None:
             self._claim_id = row.claimed
             await self.session.execute(text(f"SAVEPOINT {_SAVEPOINT}"))
@@ -308,8 +310,9 @@ class Idempotency:
         found = (await self.session.execute(
             sql["lookup"], {"owner_id": self.owner.id, "key": self.key, "stale_after": stale_after}
         )).one_or_none()
-        if found is None:  # pruned between the two statements
-            raise IdempotencyKeyInProgress("This Idempotency-Key was just released; retry.")
+        if found is None:  # the lock holder has not committed its claim (or the row was just pruned)
+            raise IdempotencyKeyInProgress(
+                _IN_PROGRESS if not row.acquired else "This Idempotency-Key was just released; retry.")
         if (found.request_method, found.request_path, found.request_sha256) != (
             self.fingerprint.method, self.fingerprint.path, self.fingerprint.sha256  # type: ignore[union-attr]
         ):
@@ -321,8 +324,7 @@ class Idempotency:
         if stored is not None and (found.completed or not found.fresh):
             raise Replay(stored)
         if found.fresh:
-            raise IdempotencyKeyInProgress(
-                "A request with this Idempotency-Key is in progress; retry after it has finished.")
+            raise IdempotencyKeyInProgress(_IN_PROGRESS)
         raise IdempotencyKeyUnresolved(
             "A request with this Idempotency-Key was applied, but the server stopped before storing its "
             "answer; look the result up instead of retrying.")
