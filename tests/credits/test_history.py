@@ -25,6 +25,7 @@ async def ledger(api, db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     other = await make_team(db, credits="100", name="other")
     async with db.transaction() as session:
         app = await apps.register_app(session, name="flashcards", operations={"deck": Decimal("10")})
+        await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
     a = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]["id"]
     b = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]["id"]
     assert (await api.delete(f"/api/v1/generate/{b}", headers=auth(team))).status_code == 200
@@ -112,3 +113,4 @@ async def test_csv_export_streams_every_matching_row_with_a_header(api, ledger, 
     assert same.status_code == 200 and same.text == filtered.text
     empty = await api.get(f"{HISTORY}.csv", params={"type": "void"}, headers=auth(team))
     assert empty.text.splitlines() == [",".join(history.CSV_COLUMNS)]
+

@@ -86,6 +86,9 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
         async with db.transaction() as session:
             one = await apps.register_app(session, name="one", operations={"deck": Decimal("1")})
             two = await apps.register_app(session, name="two", operations={"deck": Decimal("1")})
+            for app in (one, two):
+                for team in (alice, bob):
+                    await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
 
         async def charge(app: apps.RegisteredApp, team: Any) -> int:
             reply = await api.post("/test/consume", json={"teamId": str(team.team_id), "operation": "deck"},
