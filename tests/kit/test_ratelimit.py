@@ -3,6 +3,7 @@ set) in Redis. Tiny moving-window limits: the tests never wait for a window to p
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from decimal import Decimal
@@ -100,6 +101,29 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
         assert await charge(two, bob) == 200
         assert await charge(two, bob) == 429  # app two's key limit (2) is spent, and bob's
         assert await charge(one, bob) == 429  # bob's team limit
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", "text/plain", None,
+])
+async def test_the_team_limit_of_the_credit_api_holds_whatever_the_content_type(client_with, db, content_type) -> None:
+    """The team is read from the body whatever its Content-Type says (FastAPI parses JSON under
+    several): after the team's one consume of the minute, a consume of another app under
+    ``content_type`` is 429 too."""
+    async with client_with(redis_url=None, rate_limit_consume="", rate_limit_consume_team="1/minute") as api:
+        team = await make_team(db, credits="100")
+        async with db.transaction() as session:
+            one = await apps.register_app(session, name="one", operations={"deck": Decimal("1")})
+            two = await apps.register_app(session, name="two", operations={"deck": Decimal("1")})
+            for app in (one, two):
+                await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
+        body = json.dumps({"teamId": str(team.team_id), "operation": "deck"})
+        first = await api.post("/api/v1/credits/consume", content=body, headers={
+            "Authorization": f"Bearer {one.service_key}", "Content-Type": "application/json"})
+        assert first.status_code == 200, first.text
+        headers = {"Authorization": f"Bearer {two.service_key}"} | ({"Content-Type": content_type} if content_type else {})
+        second = await api.post("/api/v1/credits/consume", content=body, headers=headers)
+        assert second.status_code == 429 and "team" in second.json()["message"], second.text
 
 
 async def test_limits_syntax_and_a_storage_outage_lets_requests_through() -> None:
