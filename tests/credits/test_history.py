@@ -114,3 +114,21 @@ async def test_csv_export_streams_every_matching_row_with_a_header(api, ledger, 
     empty = await api.get(f"{HISTORY}.csv", params={"type": "void"}, headers=auth(team))
     assert empty.text.splitlines() == [",".join(history.CSV_COLUMNS)]
 
+
+async def test_csv_cells_a_spreadsheet_would_run_are_neutralised(api, db) -> None:
+    """OWASP CSV injection: text cells starting with = + - @ tab or CR get a leading ', the
+    numbers (negative deltas included) stay numbers, and text that is not a formula is untouched."""
+    team = await make_team(db, credits="100")
+    async with db.transaction() as session:
+        app = await apps.register_app(session, name="sheets", operations={})
+        await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="team")
+    key = {"Authorization": f"Bearer {app.service_key}"}
+    texts = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "plain -1"]
+    for text in texts:
+        reply = await api.post("/api/v1/credits/consume", headers=key, json={
+            "teamId": str(team.team_id), "operation": text, "amount": 1, "description": text})
+        assert reply.status_code == 200, reply.text
+    table = parse_csv((await api.get(f"{HISTORY}.csv", params={"type": "consume"}, headers=auth(team))).text)
+    expected = [("'" + t if t != "plain -1" else t) for t in reversed(texts)]
+    assert [r["operation"] for r in table] == [r["description"] for r in table] == expected
+    assert {(r["amount"], r["bonusDelta"], r["allocationDelta"]) for r in table} == {("1.00", "0.00", "-1.00")}
