@@ -4,6 +4,10 @@ admin); every credit-API call about a team without one is 403 ``app_not_authoriz
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -164,3 +168,33 @@ async def test_the_migration_downgrades_and_upgrades_again(database_url: str) ->
     assert "app_grants" not in await tables() and "apps" in await tables()
     await asyncio.to_thread(migrate, database_url, "heads")
     assert "app_grants" in await tables()
+
+
+@pytest.mark.slow
+async def test_the_cli_grants_at_registration_and_revokes(db, database_url: str) -> None:
+    alice, bob = await make_team(db, credits="100", name="alice"), await make_team(db, credits="100", name="bob")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELMINT_") and k != "DATABASE_URL"}
+        return subprocess.run([sys.executable, "-m", "pixelmint.cli", "admin", *args],
+                              env={**env, "DATABASE_URL": database_url}, capture_output=True, text=True, timeout=60)
+
+    created = await asyncio.to_thread(cli, "create-app", "flashcards", "--operation", "deck=10",
+                                      "--team", str(alice.team_id), "--json")
+    assert created.returncode == 0, created.stderr
+    app_id = uuid.UUID(json.loads(created.stdout)["appId"])
+
+    async def granted() -> list[str]:
+        async with db.transaction() as s:
+            return [g.team_id.hex for g in await apps.grants(s, app_id=app_id)]
+
+    assert await granted() == [alice.team_id.hex]
+    added = await asyncio.to_thread(cli, "authorize-app", str(app_id), str(bob.team_id))
+    assert added.returncode == 0 and "authorized" in added.stdout, added.stderr
+    assert sorted(await granted()) == sorted([alice.team_id.hex, bob.team_id.hex])
+    revoked = await asyncio.to_thread(cli, "authorize-app", str(app_id), str(alice.team_id), str(bob.team_id),
+                                      "--revoke")
+    assert revoked.returncode == 0 and revoked.stdout.count("revoked") == 2, revoked.stderr
+    assert await granted() == []
+    unknown = await asyncio.to_thread(cli, "authorize-app", str(uuid.uuid4()), str(alice.team_id))
+    assert unknown.returncode == 1 and "error app_not_found" in unknown.stderr
