@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from pixelmint.accounts.service import CreatedTeam
 from pixelmint.client import AsyncPixelmintCredits, CreditApiError, Hold, InsufficientCreditsError
-from pixelmint.credits.apps import release_expired_holds
+from pixelmint.credits import apps
 from pixelmint.kit.errors import Conflict
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
 from tests.helpers import wait_for_lock_wait
@@ -100,7 +100,7 @@ async def test_holds_capture_release_and_expiry(flashcards, customer, db) -> Non
         await flashcards.capture(expiring.hold_id)
     assert err.value.code == "hold_expired"
     async with db.transaction() as s:
-        assert await release_expired_holds(s) == 1
+        assert await apps.release_expired_holds(s) == 1
     assert (await flashcards.get_balance(team.team_id)).available_credits == Decimal("70")
     with pytest.raises(CreditApiError) as bad_ttl:
         await flashcards.reserve(team.team_id, "deck", ttl_seconds=10**9)
@@ -205,19 +205,17 @@ async def test_a_capture_racing_a_release_settles_once_and_the_loser_is_409(flas
 async def test_a_release_queued_behind_a_capture_is_409(flashcards_app, customer, db) -> None:
     """Deterministically, with the service on two connections: the release reads the hold as held,
     then waits for the capture's row lock; once the capture commits, the release must refuse."""
-    from pixelmint.credits import apps as credit_apps
-
     app_id, flashcards = flashcards_app
     team = await customer(credits="100")
     hold = await flashcards.reserve(team.team_id, "deck")
-    app = credit_apps.AppPrincipal(uuid.UUID(app_id), "flashcards")
+    app = apps.AppPrincipal(uuid.UUID(app_id), "flashcards")
 
     async def release() -> None:
         async with db.transaction() as s:
-            await credit_apps.release(s, app, hold.hold_id)
+            await apps.release(s, app, hold.hold_id)
 
     async with db.transaction() as s:
-        assert (await credit_apps.capture(s, app, hold.hold_id, amount=None)).status == "captured"
+        assert (await apps.capture(s, app, hold.hold_id, amount=None)).status == "captured"
         releasing = asyncio.create_task(release())
         await wait_for_lock_wait(db)
     with pytest.raises(Conflict) as err:
