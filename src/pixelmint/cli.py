@@ -279,7 +279,7 @@ def create_app_command(
 @admin.command("authorize-app")
 def authorize_app_command(
     app_id: uuid.UUID,
-    team_ids: Annotated[list[uuid.UUID], typer.Argument(metavar="TEAM_ID...", help="The teams.")],
+    team_ids: Annotated[list[uuid.UUID], typer.Argument(metavar="TEAM_ID", help="One or more teams.")],
     revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the grants (open holds are released).")] = False,
 ) -> None:
     """Let an app use these teams' credits through the credit API, or with --revoke no longer."""
