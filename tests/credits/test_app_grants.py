@@ -17,15 +17,14 @@ from sqlalchemy import text
 
 from pixelmint.credits import apps
 from pixelmint.kit.db import Database, alembic_config, migrate
-from tests.builders import assert_ledger_ok, auth, make_team
+from tests.builders import assert_ledger_ok, auth, make_app, make_team
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
 
 @pytest.fixture
 async def deck_app(db) -> apps.RegisteredApp:  # type: ignore[no-untyped-def]
-    async with db.transaction() as session:
-        return await apps.register_app(session, name="flashcards", operations={"deck": 10})
+    return await make_app(db)
 
 
 def service(app: apps.RegisteredApp) -> dict[str, str]:
@@ -106,8 +105,7 @@ async def test_a_team_grants_lists_and_revokes_an_app(api, db, deck_app) -> None
 
 async def test_a_grant_is_per_team_and_per_app(api, db, deck_app) -> None:
     alice, bob = await make_team(db, credits="100", name="alice"), await make_team(db, credits="100", name="bob")
-    async with db.transaction() as s:
-        other_app = await apps.register_app(s, name="other", operations={"deck": 10})
+    other_app = await make_app(db, name="other")
     assert (await api.put(f"/api/v1/credits/apps/{deck_app.app_id}", headers=auth(alice))).status_code == 200
     body = {"operation": "deck"}
     assert (await api.post("/api/v1/credits/consume", json={**body, "teamId": str(alice.team_id)},

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pixelmint.credits import apps, history
-from tests.builders import auth, generate_body, make_team
+from pixelmint.credits import history
+from tests.builders import auth, generate_body, make_app, make_team
 
 HISTORY = "/api/v1/credits/history"
 
@@ -23,9 +23,7 @@ async def ledger(api, db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     operation deck, metadata); and another team with rows of its own."""
     team = await make_team(db, credits="100")
     other = await make_team(db, credits="100", name="other")
-    async with db.transaction() as session:
-        app = await apps.register_app(session, name="flashcards", operations={"deck": Decimal("10")})
-        await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
+    app = await make_app(db, teams=(team,))
     a = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]["id"]
     b = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]["id"]
     assert (await api.delete(f"/api/v1/generate/{b}", headers=auth(team))).status_code == 200
@@ -119,9 +117,7 @@ async def test_csv_cells_a_spreadsheet_would_run_are_neutralised(api, db) -> Non
     """OWASP CSV injection: text cells starting with = + - @ tab or CR get a leading ', the
     numbers (negative deltas included) stay numbers, and text that is not a formula is untouched."""
     team = await make_team(db, credits="100")
-    async with db.transaction() as session:
-        app = await apps.register_app(session, name="sheets", operations={})
-        await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="team")
+    app = await make_app(db, name="sheets", teams=(team,))
     key = {"Authorization": f"Bearer {app.service_key}"}
     texts = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "plain -1"]
     for text in texts:

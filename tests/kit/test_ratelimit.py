@@ -19,7 +19,7 @@ from pixelmint.api.deps import rate_limit
 from pixelmint.credits import apps
 from pixelmint.credits.app_endpoints import ConsumeOut, consume, get_app
 from pixelmint.kit.ratelimit import RateLimiter, ScopeLimits, parse_limits
-from tests.builders import auth, generate_body, make_team
+from tests.builders import auth, generate_body, make_app, make_team
 
 GENERATE = "/api/v1/generate"
 
@@ -84,12 +84,8 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
             dependencies=[rate_limit("consume", get_app)],
         )
         alice, bob = await make_team(db, credits="100", name="alice"), await make_team(db, credits="100", name="bob")
-        async with db.transaction() as session:
-            one = await apps.register_app(session, name="one", operations={"deck": Decimal("1")})
-            two = await apps.register_app(session, name="two", operations={"deck": Decimal("1")})
-            for app in (one, two):
-                for team in (alice, bob):
-                    await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
+        one, two = [await make_app(db, name=name, operations={"deck": Decimal("1")}, teams=(alice, bob))
+                    for name in ("one", "two")]
 
         async def charge(app: apps.RegisteredApp, team: Any) -> int:
             reply = await api.post("/test/consume", json={"teamId": str(team.team_id), "operation": "deck"},
@@ -112,11 +108,7 @@ async def test_the_team_limit_of_the_credit_api_holds_whatever_the_content_type(
     ``content_type`` is 429 too."""
     async with client_with(redis_url=None, rate_limit_consume="", rate_limit_consume_team="1/minute") as api:
         team = await make_team(db, credits="100")
-        async with db.transaction() as session:
-            one = await apps.register_app(session, name="one", operations={"deck": Decimal("1")})
-            two = await apps.register_app(session, name="two", operations={"deck": Decimal("1")})
-            for app in (one, two):
-                await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
+        one, two = [await make_app(db, name=name, teams=(team,)) for name in ("one", "two")]
         body = json.dumps({"teamId": str(team.team_id), "operation": "deck"})
         first = await api.post("/api/v1/credits/consume", content=body, headers={
             "Authorization": f"Bearer {one.service_key}", "Content-Type": "application/json"})
