@@ -12,7 +12,7 @@ back to a much costlier httpx load generator)::
 What it does: gets a PostgreSQL (a fresh ``pixelmint_bench_<random>`` database on ``DATABASE_URL``,
 else a throw-away embedded server), migrates it, creates one enterprise team with 10^9 credits
 (10^8 consumes: it never runs out) and registers one app whose price list has ``deck`` = 10
-credits, starts ``pixelmint serve --no-worker`` as a subprocess, then measures, for ``--seconds``
+credits (and grants it the team), starts ``pixelmint serve --no-worker`` as a subprocess, then measures, for ``--seconds``
 after a ``--warmup``, with ``--concurrency`` (64) clients all charging that one team:
 
 - bare (run first, so that its connections are gone before the server's pool grows): the database
@@ -21,6 +21,9 @@ after a ``--warmup``, with ``--concurrency`` (64) clients all charging that one 
       BEGIN;
       SELECT apps.* FROM apps WHERE apps.key_hash = $1::VARCHAR AND apps.revoked_at IS NULL;
                                                -- apps.authenticate_app (the service key's digest)
+      SELECT app_grants.app_id FROM app_grants
+       WHERE app_grants.team_id = $1::UUID AND app_grants.app_id = $2::UUID;
+                                               -- apps.require_grant (the team granted the app)
       SELECT app_operations.cost FROM app_operations
        WHERE app_operations.app_id = $1::UUID AND app_operations.operation = $2::VARCHAR;
                                                -- apps.price (no amount in the body)
@@ -87,9 +90,9 @@ from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 
 from pixelmint.accounts.service import create_team
 from pixelmint.bootstrap import prepare_database
-from pixelmint.credits.apps import register_app
+from pixelmint.credits.apps import authorize_app, register_app
 from pixelmint.credits.service import _CONSUME, check_ledger
-from pixelmint.credits.tables import App, AppOperation
+from pixelmint.credits.tables import App, AppGrant, AppOperation
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 
 from harness import (
@@ -133,9 +136,11 @@ def render(statement) -> str:  # type: ignore[no-untyped-def]
     return statement.compile(dialect=pg_asyncpg.dialect()).string
 
 
-# The same constructs as credits/apps.py (authenticate_app, price, team_balance → session.get);
+# The same constructs as credits/apps.py (authenticate_app, require_grant, price);
 # the values are placeholders, only the rendered text is used.
 AUTH_SQL = render(select(App).where(App.key_hash == "", App.revoked_at.is_(None)))
+GRANT_SQL = render(select(AppGrant.app_id).where(AppGrant.team_id == uuid.UUID(int=0),
+                                                AppGrant.app_id == uuid.UUID(int=0)))
 COST_SQL = render(select(AppOperation.cost).where(AppOperation.app_id == uuid.UUID(int=0),
                                                   AppOperation.operation == ""))
 CONSUME_SQL, CONSUME_ARGS = to_dollar_params(_CONSUME.text)
@@ -164,12 +169,15 @@ class Target:
 
 
 async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
-    """One consume, as the API does it: ``BEGIN``; authenticate the app; its price for the
-    operation; ``_CONSUME`` (which reports a missing team itself); ``COMMIT``. Raises on any surprise."""
+    """One consume, as the API does it: ``BEGIN``; authenticate the app; the team's grant; its
+    price for the operation; ``_CONSUME`` (which reports a missing team itself); ``COMMIT``. Raises
+    on any surprise."""
     async with conn.transaction():
         app = await conn.fetchrow(AUTH_SQL, target.key_hash)
         if app is None:
             raise RuntimeError("service key not found")
+        if await conn.fetchval(GRANT_SQL, target.team_id, app["id"]) is None:
+            raise RuntimeError("the team has not granted the app")
         cost = await conn.fetchval(COST_SQL, app["id"], OPERATION)
         if cost is None:
             raise RuntimeError(f"the app has no price for {OPERATION!r}")
@@ -665,6 +673,7 @@ async def create_target(url: str) -> Target:
             team = await create_team(session, name="bench-consume", plan_code="enterprise",
                                      credits_amount=TEAM_CREDITS, free_generations=0)
             app = await register_app(session, name="bench-consume-app", operations={OPERATION: OPERATION_COST})
+            await authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
             return Target(team.team_id, app.app_id, app.service_key)
     finally:
         await db.dispose()

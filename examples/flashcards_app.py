@@ -1,7 +1,9 @@
 """A worked example: a flashcards app that charges a Pixelmint team 10 credits per deck.
 
 Set up once (operator):
-    pixelmint admin create-app flashcards --operation deck=10 --json   # prints the service key
+    pixelmint admin create-app flashcards --operation deck=10 --json   # prints the appId and service key
+Then each team that uses the app grants it (or the operator does: pixelmint admin authorize-app APP_ID TEAM_ID):
+    curl -X PUT -H "Authorization: Bearer $TEAM_API_KEY" http://127.0.0.1:8000/api/v1/credits/apps/APP_ID
 
 Run:
     PIXELMINT_URL=http://127.0.0.1:8000 PIXELMINT_SERVICE_KEY=pms_… python examples/flashcards_app.py TEAM_ID

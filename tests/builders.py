@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from pixelmint.accounts.service import CreatedTeam, create_team
+from pixelmint.credits.apps import RegisteredApp, authorize_app, register_app
 from pixelmint.credits.service import check_ledger
 from pixelmint.kit.db import Database
 
@@ -24,6 +25,18 @@ async def make_team(
             credits_amount=Decimal(str(credits)) if credits is not None else None,
             free_generations=free_generations,
         )
+
+
+async def make_app(
+    db: Database, *, name: str = "flashcards", operations: dict[str, Decimal] | None = None,
+    teams: tuple[CreatedTeam, ...] = (),
+) -> RegisteredApp:
+    """A credit-API app (default price list: ``deck`` = 10) that ``teams`` have granted."""
+    async with db.transaction() as session:
+        app = await register_app(session, name=name, operations=operations or {"deck": Decimal("10")})
+        for team in teams:
+            await authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
+        return app
 
 
 def auth(team: CreatedTeam) -> dict[str, str]:

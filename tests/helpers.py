@@ -1,4 +1,4 @@
-"""Awaiting job states through the real LISTEN/NOTIFY events (no sleep loops)."""
+"""Awaiting job states through the real LISTEN/NOTIFY events (no sleep loops), and lock waits."""
 
 from __future__ import annotations
 
@@ -112,3 +112,15 @@ def wait_for_http(url: str, process, *, timeout: float) -> None:  # type: ignore
         assert process.poll() is None, f"the server for {url} exited"
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
         time.sleep(0.05)
+
+
+async def wait_for_lock_wait(db: Database, count: int = 1) -> None:
+    """Until ``count`` backends of the test database wait on a lock (a condition, polled; no fixed sleep)."""
+    for _ in range(1000):
+        async with db.transaction() as s:
+            waiting = await s.scalar(text("""SELECT count(*) FROM pg_stat_activity
+                                               WHERE datname = current_database() AND wait_event_type = 'Lock'"""))
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no backend started waiting for the lock")

@@ -286,9 +286,12 @@ def _run_in_transaction(action):  # type: ignore[no-untyped-def]
 def create_app_command(
     name: str,
     operation: Annotated[list[str] | None, typer.Option(help="An operation's cost: NAME=CREDITS (repeatable).")] = None,
+    team: Annotated[list[uuid.UUID] | None, typer.Option(help="A team that lets the app use its credits (repeatable).")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {appId, serviceKey} as JSON.")] = False,
 ) -> None:
-    """Register an app for the credit API; its service key is printed once."""
+    """Register an app for the credit API; its service key is printed once. The app may use only
+    the credits of teams that grant it (--team, 'authorize-app', or the team's PUT /credits/apps/ID)."""
     from pixelmint.credits import apps
 
     costs = {}
@@ -299,11 +302,40 @@ def create_app_command(
         except InvalidOperation:
             typer.echo(f"--operation takes NAME=CREDITS, got {item!r}", err=True)
             raise typer.Exit(2) from None
-    created = _run_in_transaction(lambda session: apps.register_app(session, name=name, operations=costs))
+    async def action(session):  # type: ignore[no-untyped-def]
+        created = await apps.register_app(session, name=name, operations=costs)
+        for team_id in team or []:
+            await apps.authorize_app(session, team_id=team_id, app_id=created.app_id, granted_by="admin")
+        return created
+
+    created = _run_in_transaction(action)
     if as_json:
         typer.echo(json.dumps({"appId": str(created.app_id), "serviceKey": created.service_key}))
     else:
         typer.echo(f"app        {created.app_id}\nserviceKey {created.service_key}  (shown once)")
+
+
+@admin.command("authorize-app")
+def authorize_app_command(
+    app_id: uuid.UUID,
+    team_ids: Annotated[list[uuid.UUID], typer.Argument(metavar="TEAM_ID", help="One or more teams.")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the grants (open holds are released).")] = False,
+) -> None:
+    """Let an app use these teams' credits through the credit API, or with --revoke no longer."""
+    from pixelmint.credits import apps
+
+    async def action(session):  # type: ignore[no-untyped-def]
+        done = []
+        for team_id in team_ids:
+            if revoke:
+                released = await apps.revoke_app(session, team_id=team_id, app_id=app_id)
+                done.append(f"team {team_id}: app {app_id} revoked; {released} open holds released")
+            else:
+                await apps.authorize_app(session, team_id=team_id, app_id=app_id, granted_by="admin")
+                done.append(f"team {team_id}: app {app_id} authorized")
+        return done
+
+    typer.echo("\n".join(_billing_transaction(action)))
 
 
 @admin.command("pricing")

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from pixelmint.credits import service as credits
 from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound
 from tests.builders import assert_ledger_ok, make_team
+from tests.helpers import wait_for_lock_wait
 
 D = Decimal
 NEXT = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
@@ -195,18 +196,6 @@ async def test_void_refusals(db) -> None:
     await assert_ledger_ok(db)
 
 
-async def _wait_for_lock_wait(db, count: int = 1) -> None:  # type: ignore[no-untyped-def]
-    """Until ``count`` other backends wait on a row lock (a condition, polled; no fixed sleep)."""
-    for _ in range(1000):
-        async with db.transaction() as s:
-            waiting = await s.scalar(text("""SELECT count(*) FROM pg_stat_activity
-                                               WHERE datname = current_database() AND wait_event_type = 'Lock'"""))
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("no backend started waiting for the lock")
-
-
 async def test_release_waiting_on_a_replenishment_sees_the_new_period(db) -> None:
     """The period is compared against the balance row as locked: a release that queued behind a
     replenishment (and read the reservation before it committed) still drops the expired part."""
@@ -221,7 +210,7 @@ async def test_release_waiting_on_a_replenishment_sees_the_new_period(db) -> Non
     async with db.transaction() as s:
         await credits.replenish(s, team_id=team.team_id, amount=D("500"), next_replenishment_at=NEXT, reason="r")
         releasing = asyncio.create_task(release())
-        await _wait_for_lock_wait(db)
+        await wait_for_lock_wait(db)
     assert await releasing is True
     assert await buckets(db, team.team_id) == (D("500.00"), D("0.00"), D("0.00"))
     await assert_ledger_ok(db)
@@ -237,7 +226,7 @@ async def test_reserve_waiting_on_a_replenishment_draws_from_the_new_period(db) 
     async with db.transaction() as s:
         await credits.replenish(s, team_id=team.team_id, amount=D("500"), next_replenishment_at=NEXT, reason="r")
         reserving = asyncio.create_task(reserve())
-        await _wait_for_lock_wait(db)
+        await wait_for_lock_wait(db)
     hold = await reserving
     async with db.transaction() as s:
         await credits.release(s, hold.id)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pixelmint.credits import apps, history
-from tests.builders import auth, generate_body, make_team
+from pixelmint.credits import history
+from tests.builders import auth, generate_body, make_app, make_team
 
 HISTORY = "/api/v1/credits/history"
 
@@ -23,8 +23,7 @@ async def ledger(api, db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     operation deck, metadata); and another team with rows of its own."""
     team = await make_team(db, credits="100")
     other = await make_team(db, credits="100", name="other")
-    async with db.transaction() as session:
-        app = await apps.register_app(session, name="flashcards", operations={"deck": Decimal("10")})
+    app = await make_app(db, teams=(team,))
     a = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]["id"]
     b = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]["id"]
     assert (await api.delete(f"/api/v1/generate/{b}", headers=auth(team))).status_code == 200
@@ -112,3 +111,20 @@ async def test_csv_export_streams_every_matching_row_with_a_header(api, ledger, 
     assert same.status_code == 200 and same.text == filtered.text
     empty = await api.get(f"{HISTORY}.csv", params={"type": "void"}, headers=auth(team))
     assert empty.text.splitlines() == [",".join(history.CSV_COLUMNS)]
+
+
+async def test_csv_cells_a_spreadsheet_would_run_are_neutralised(api, db) -> None:
+    """OWASP CSV injection: text cells starting with = + - @ tab or CR get a leading ', the
+    numbers (negative deltas included) stay numbers, and text that is not a formula is untouched."""
+    team = await make_team(db, credits="100")
+    app = await make_app(db, name="sheets", teams=(team,))
+    key = {"Authorization": f"Bearer {app.service_key}"}
+    texts = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "plain -1"]
+    for text in texts:
+        reply = await api.post("/api/v1/credits/consume", headers=key, json={
+            "teamId": str(team.team_id), "operation": text, "amount": 1, "description": text})
+        assert reply.status_code == 200, reply.text
+    table = parse_csv((await api.get(f"{HISTORY}.csv", params={"type": "consume"}, headers=auth(team))).text)
+    expected = [("'" + t if t != "plain -1" else t) for t in reversed(texts)]
+    assert [r["operation"] for r in table] == [r["description"] for r in table] == expected
+    assert {(r["amount"], r["bonusDelta"], r["allocationDelta"]) for r in table} == {("1.00", "0.00", "-1.00")}

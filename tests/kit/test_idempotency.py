@@ -250,6 +250,8 @@ async def test_credit_api_apps_add_it_with_one_line_and_own_their_keys(api, db) 
     async with db.transaction() as session:
         one = await apps.register_app(session, name="one", operations={"deck": Decimal("10")})
         two = await apps.register_app(session, name="two", operations={"deck": Decimal("10")})
+        for app in (one, two):
+            await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
     body = {"teamId": str(team.team_id), "operation": "deck"}
 
     async def charge(app: apps.RegisteredApp) -> Any:

@@ -3,6 +3,7 @@ set) in Redis. Tiny moving-window limits: the tests never wait for a window to p
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from decimal import Decimal
@@ -18,7 +19,7 @@ from pixelmint.api.deps import rate_limit
 from pixelmint.credits import apps
 from pixelmint.credits.app_endpoints import ConsumeOut, consume, get_app
 from pixelmint.kit.ratelimit import RateLimiter, ScopeLimits, parse_limits
-from tests.builders import auth, generate_body, make_team
+from tests.builders import auth, generate_body, make_app, make_team
 
 GENERATE = "/api/v1/generate"
 
@@ -83,9 +84,8 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
             dependencies=[rate_limit("consume", get_app)],
         )
         alice, bob = await make_team(db, credits="100", name="alice"), await make_team(db, credits="100", name="bob")
-        async with db.transaction() as session:
-            one = await apps.register_app(session, name="one", operations={"deck": Decimal("1")})
-            two = await apps.register_app(session, name="two", operations={"deck": Decimal("1")})
+        one, two = [await make_app(db, name=name, operations={"deck": Decimal("1")}, teams=(alice, bob))
+                    for name in ("one", "two")]
 
         async def charge(app: apps.RegisteredApp, team: Any) -> int:
             reply = await api.post("/test/consume", json={"teamId": str(team.team_id), "operation": "deck"},
@@ -97,6 +97,25 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
         assert await charge(two, bob) == 200
         assert await charge(two, bob) == 429  # app two's key limit (2) is spent, and bob's
         assert await charge(one, bob) == 429  # bob's team limit
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", "text/plain", None,
+])
+async def test_the_team_limit_of_the_credit_api_holds_whatever_the_content_type(client_with, db, content_type) -> None:
+    """The team is read from the body whatever its Content-Type says (FastAPI parses JSON under
+    several): after the team's one consume of the minute, a consume of another app under
+    ``content_type`` is 429 too."""
+    async with client_with(redis_url=None, rate_limit_consume="", rate_limit_consume_team="1/minute") as api:
+        team = await make_team(db, credits="100")
+        one, two = [await make_app(db, name=name, teams=(team,)) for name in ("one", "two")]
+        body = json.dumps({"teamId": str(team.team_id), "operation": "deck"})
+        first = await api.post("/api/v1/credits/consume", content=body, headers={
+            "Authorization": f"Bearer {one.service_key}", "Content-Type": "application/json"})
+        assert first.status_code == 200, first.text
+        headers = {"Authorization": f"Bearer {two.service_key}"} | ({"Content-Type": content_type} if content_type else {})
+        second = await api.post("/api/v1/credits/consume", content=body, headers=headers)
+        assert second.status_code == 429 and "team" in second.json()["message"], second.text
 
 
 async def test_limits_syntax_and_a_storage_outage_lets_requests_through() -> None:

@@ -1,5 +1,6 @@
 """The credit API for other apps (service keys): validate, consume, reserve, capture, release,
-usage; and ``estimate`` for teams. See ``credits/apps.py`` and ``pixelmint.client``."""
+usage; for teams: ``estimate`` and the apps they grant (``/credits/apps``); for admins: apps and
+their grants (``/admin/apps``). See ``credits/apps.py`` and ``pixelmint.client``."""
 
 from __future__ import annotations
 
@@ -85,7 +86,11 @@ def _hold(held) -> HoldOut:  # type: ignore[no-untyped-def]
                    status=held.status, captured_amount=held.captured_amount, expires_at=held.expires_at)
 
 
-@router.post("/validate", response_model=ValidateOut, summary="Would this operation be affordable?")
+NOT_AUTHORIZED = {403: {"description": "app_not_authorized: the team has not granted this app"}}
+
+
+@router.post("/validate", response_model=ValidateOut, summary="Would this operation be affordable?",
+             responses=NOT_AUTHORIZED)
 async def validate(body: OperationRequest, app: AppDep, session: SessionDep) -> ValidateOut:
     v = await apps.validate(session, app, team_id=body.team_id, operation=body.operation, amount=body.amount)
     return ValidateOut(has_credits=v.has_credits, available_credits=v.available_credits, required_credits=v.required_credits)
@@ -95,7 +100,7 @@ SPENDING = [rate_limit("consume", get_app), idempotent(get_app)]
 
 
 @router.post("/consume", response_model=ConsumeOut, summary="Charge for an operation that succeeded",
-             responses={402: {"description": "insufficient_credits"}}, dependencies=SPENDING)
+             responses={402: {"description": "insufficient_credits"}, **NOT_AUTHORIZED}, dependencies=SPENDING)
 async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, runtime: RuntimeDep) -> ConsumeOut:
     done = await apps.consume(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
@@ -107,8 +112,8 @@ async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, runtim
 
 
 @router.post("/reserve", response_model=HoldOut, status_code=status.HTTP_201_CREATED,
-             summary="Hold credits for a long operation", responses={402: {"description": "insufficient_credits"}},
-             dependencies=SPENDING)
+             summary="Hold credits for a long operation",
+             responses={402: {"description": "insufficient_credits"}, **NOT_AUTHORIZED}, dependencies=SPENDING)
 async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtime: RuntimeDep) -> HoldOut:
     held = await apps.hold(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
@@ -119,14 +124,19 @@ async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtim
     return _hold(held)
 
 
-@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING)
+SETTLED = {409: {"description": "hold_already_settled (the body's status says how), hold_expired"}}
+
+
+@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING,
+             responses={**NOT_AUTHORIZED, **SETTLED})
 async def capture(body: CaptureRequest, app: AppDep, session: SessionDep) -> HoldOut:
     held = await apps.capture(session, app, body.hold_id, amount=body.amount)
     await session.commit()
     return _hold(held)
 
 
-@router.post("/release", response_model=HoldOut, summary="Give a hold back", dependencies=SPENDING)
+@router.post("/release", response_model=HoldOut, summary="Give a hold back (again: a no-op)", dependencies=SPENDING,
+             responses={**NOT_AUTHORIZED, **SETTLED})
 async def release(body: ReleaseRequest, app: AppDep, session: SessionDep) -> HoldOut:
     held = await apps.release(session, app, body.hold_id)
     await session.commit()
@@ -144,23 +154,66 @@ class UsagePage(CamelModel):
     items: list[UsageOut]
 
 
-@router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation")
+@router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation",
+            responses=NOT_AUTHORIZED)
 async def usage(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     since: Annotated[dt.datetime | None, Query(alias="from")] = None,
     until: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    team_id: Annotated[uuid.UUID | None, Query(
+        alias="teamId", description="Service key only: the app's usage of this team (which must have granted it)")] = None,
 ) -> UsagePage:
-    """With a service key: the app's usage across teams. With a team's API key: the team's usage
-    by every app (Pixelmint's own jobs appear as ``pixelmint``)."""
+    """With a service key: the app's usage across teams, or of one team (``teamId``). With a
+    team's API key: the team's usage by every app (Pixelmint's own jobs appear as ``pixelmint``).
+    Consumes and captures count."""
     token = credentials.credentials if credentials else None
     if token and token.startswith(apps.SERVICE_KEY_PREFIX):
         app = await apps.authenticate_app(session, token)
-        rows = await apps.usage(session, app_id=app.app_id, since=since, until=until)
+        if team_id is not None:
+            await apps.require_grant(session, app, team_id)
+        rows = await apps.usage(session, app_id=app.app_id, team_id=team_id, since=since, until=until)
     else:
         principal = await authenticate(session, token)
         rows = await apps.usage(session, team_id=principal.team_id, since=since, until=until)
     return UsagePage(items=[UsageOut(app=r.app, operation=r.operation, count=r.count, credits=r.credits) for r in rows])
+
+
+class AppGrantOut(CamelModel):
+    app_id: uuid.UUID
+    app_name: str
+    team_id: uuid.UUID
+    granted_by: Literal["admin", "team"]
+    granted_at: dt.datetime
+
+
+class AppGrantPage(CamelModel):
+    items: list[AppGrantOut]
+
+
+def _grant(g: apps.Grant) -> AppGrantOut:
+    return AppGrantOut(app_id=g.app_id, app_name=g.app_name, team_id=g.team_id, granted_by=g.granted_by,
+                       granted_at=g.granted_at)
+
+
+@router.get("/apps", response_model=AppGrantPage, summary="The apps this team lets use its credits")
+async def list_team_grants(principal: PrincipalDep, session: SessionDep) -> AppGrantPage:
+    return AppGrantPage(items=[_grant(g) for g in await apps.grants(session, team_id=principal.team_id)])
+
+
+@router.put("/apps/{app_id}", response_model=AppGrantOut, summary="Let an app use this team's credits",
+            responses={404: {"description": "app_not_found"}})
+async def grant_app(app_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> AppGrantOut:
+    """Idempotent: granting a granted app keeps the grant as it was."""
+    granted = await apps.authorize_app(session, team_id=principal.team_id, app_id=app_id, granted_by="team")
+    await session.commit()
+    return _grant(granted)
+
+
+@router.delete("/apps/{app_id}", status_code=204, summary="Withdraw an app's grant (its open holds are released)")
+async def revoke_app(app_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> None:
+    await apps.revoke_app(session, team_id=principal.team_id, app_id=app_id)
+    await session.commit()
 
 
 class EstimateRequest(CamelModel):
@@ -212,6 +265,7 @@ async def estimate(body: EstimateRequest, principal: PrincipalDep, session: Sess
 class AppIn(CamelModel):
     name: str = Field(min_length=1, max_length=200)
     operations: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(default_factory=dict, examples=[{"deck": 10}])
+    team_ids: list[uuid.UUID] = Field(default_factory=list, description="Teams that grant the app at once")
 
 
 class AppCreated(CamelModel):
@@ -222,6 +276,8 @@ class AppCreated(CamelModel):
 @admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)")
 async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
     created = await apps.register_app(session, name=body.name, operations=body.operations)
+    for team_id in body.team_ids:
+        await apps.authorize_app(session, team_id=team_id, app_id=created.app_id, granted_by="admin")
     await session.commit()
     return AppCreated(app_id=created.app_id, service_key=created.service_key)
 
@@ -230,6 +286,26 @@ async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCr
 async def set_operations(app_id: uuid.UUID, body: dict[str, Annotated[Decimal, Field(ge=0)]], admin: AdminDep,
                          session: SessionDep) -> None:
     await apps.set_operation_costs(session, app_id, body)
+    await session.commit()
+
+
+@admin_router.get("/{app_id}/teams", response_model=AppGrantPage, summary="The teams that let an app use their credits")
+async def list_app_grants(app_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> AppGrantPage:
+    return AppGrantPage(items=[_grant(g) for g in await apps.grants(session, app_id=app_id)])
+
+
+@admin_router.put("/{app_id}/teams/{team_id}", response_model=AppGrantOut, summary="Let an app use a team's credits",
+                  responses={404: {"description": "app_not_found, team_not_found"}})
+async def admin_grant_app(app_id: uuid.UUID, team_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> AppGrantOut:
+    granted = await apps.authorize_app(session, team_id=team_id, app_id=app_id, granted_by="admin")
+    await session.commit()
+    return _grant(granted)
+
+
+@admin_router.delete("/{app_id}/teams/{team_id}", status_code=204,
+                     summary="Withdraw an app's grant on a team (its open holds are released)")
+async def admin_revoke_app(app_id: uuid.UUID, team_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> None:
+    await apps.revoke_app(session, team_id=team_id, app_id=app_id)
     await session.commit()
 
 
@@ -265,10 +341,12 @@ class TeamBalanceOut(CamelModel):
     reserved_credits: Credits
 
 
-@router.get("/team-balance", response_model=TeamBalanceOut, summary="A team's balance, for an app")
+@router.get("/team-balance", response_model=TeamBalanceOut, summary="A team's balance, for an app",
+            responses=NOT_AUTHORIZED)
 async def team_balance(
     app: AppDep, session: SessionDep, team_id: Annotated[uuid.UUID, Query(alias="teamId")]
 ) -> TeamBalanceOut:
+    await apps.require_grant(session, app, team_id)
     b = await apps.team_balance(session, team_id)
     return TeamBalanceOut(
         team_id=team_id, available_credits=b.allocation_credits + b.bonus_credits,

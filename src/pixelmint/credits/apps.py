@@ -3,7 +3,11 @@ validate → (operate) → consume, or reserve → capture | release for long op
 
 Service keys are ``pms_`` + 43 URL-safe random characters; only their SHA-256 digest is stored
 (as for API keys). An app names the team whose credits it uses in each call; apps are registered
-by the operator (CLI or admin API), so they are trusted first-party services of this instance.
+by the operator (CLI or admin API). An app may act on a team only with that team's grant
+(``app_grants``: created by an admin, or by the team with its API key); without one every call
+about that team (validate, consume, reserve, capture, release, usage, team-balance) is 403
+``app_not_authorized``, whether or not the team exists. Revoking a grant releases the app's open
+holds on the team.
 
 Holds taken through this API carry ``expires_at`` (a time-to-live, at most
 ``PIXELMINT_MAX_HOLD_SECONDS``); ``release_expired_holds`` releases the ones not settled in time
@@ -20,15 +24,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.pricing import to_credits
-from pixelmint.credits.tables import App, AppOperation, CreditBalance, CreditReservation
-from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from pixelmint.credits.tables import App, AppGrant, AppOperation, CreditBalance, CreditReservation
+from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 SERVICE_KEY_PREFIX = "pms_"
 
@@ -81,6 +85,62 @@ async def authenticate_app(session: AsyncSession, service_key: str | None) -> Ap
     return AppPrincipal(app.id, app.name)
 
 
+@dataclass(frozen=True)
+class Grant:
+    team_id: uuid.UUID
+    app_id: uuid.UUID
+    app_name: str
+    granted_by: str  # admin | team
+    granted_at: dt.datetime
+
+
+async def authorize_app(session: AsyncSession, *, team_id: uuid.UUID, app_id: uuid.UUID, granted_by: str) -> Grant:
+    """Let app ``app_id`` use team ``team_id``'s credits (``granted_by``: ``admin`` | ``team``).
+    Idempotent: an existing grant is kept as it is. Raises ``NotFound`` (app_not_found for an
+    unknown or revoked app, team_not_found)."""
+    if await session.scalar(select(App.id).where(App.id == app_id, App.revoked_at.is_(None))) is None:
+        raise NotFound(f"No app {app_id}.", code="app_not_found")
+    await team_balance(session, team_id)
+    await session.execute(
+        insert(AppGrant).values(team_id=team_id, app_id=app_id, granted_by=granted_by).on_conflict_do_nothing()
+    )
+    return (await grants(session, team_id=team_id, app_id=app_id))[0]
+
+
+async def revoke_app(session: AsyncSession, *, team_id: uuid.UUID, app_id: uuid.UUID) -> int:
+    """Withdraw app ``app_id``'s grant on team ``team_id`` (a no-op without one) and release the
+    app's holds on the team that are still open. Returns how many holds were released."""
+    await session.execute(delete(AppGrant).where(AppGrant.team_id == team_id, AppGrant.app_id == app_id))
+    held = await session.scalars(
+        select(CreditReservation.id).where(
+            CreditReservation.team_id == team_id, CreditReservation.app_id == app_id, CreditReservation.status == "held"
+        )
+    )
+    return sum([await credits.release(session, hold_id, description="app's grant revoked") for hold_id in held.all()])
+
+
+async def grants(
+    session: AsyncSession, *, team_id: uuid.UUID | None = None, app_id: uuid.UUID | None = None
+) -> list[Grant]:
+    """The grants of a team, of an app, or of both (oldest first)."""
+    query = select(AppGrant, App.name).join(App, App.id == AppGrant.app_id).order_by(AppGrant.created_at, App.name)
+    if team_id is not None:
+        query = query.where(AppGrant.team_id == team_id)
+    if app_id is not None:
+        query = query.where(AppGrant.app_id == app_id)
+    return [Grant(g.team_id, g.app_id, name, g.granted_by, g.created_at) for g, name in await session.execute(query)]
+
+
+async def require_grant(session: AsyncSession, app: AppPrincipal, team_id: uuid.UUID) -> None:
+    """Raises ``Forbidden`` (403 app_not_authorized) unless team ``team_id`` granted ``app``."""
+    granted = await session.scalar(
+        select(AppGrant.app_id).where(AppGrant.team_id == team_id, AppGrant.app_id == app.app_id)
+    )
+    if granted is None:
+        raise Forbidden(f"App {app.name!r} is not authorized to use team {team_id}'s credits: the team (or an "
+                        "admin) must grant it first.", code="app_not_authorized", teamId=str(team_id))
+
+
 async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount: Decimal | None) -> Decimal:
     """The credits an operation costs: ``amount`` when given, else the app's configured cost.
     Raises ``NotFound`` (unknown_operation) for an operation without a price."""
@@ -116,6 +176,7 @@ async def validate(
     session: AsyncSession, app: AppPrincipal, *, team_id: uuid.UUID, operation: str, amount: Decimal | None
 ) -> Validation:
     """Would ``operation`` be affordable now? (A hint: only ``consume``/``reserve`` decide.)"""
+    await require_grant(session, app, team_id)
     required = await price(session, app, operation, amount)
     balance = await team_balance(session, team_id)
     available = balance.allocation_credits + balance.bonus_credits
@@ -127,6 +188,7 @@ async def consume(
     description: str | None, metadata: dict[str, Any], fail_open: bool,
 ) -> credits.Consumption:
     """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``."""
+    await require_grant(session, app, team_id)
     cost = await price(session, app, operation, amount)
     return await credits.consume(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id, description=description,
@@ -142,6 +204,7 @@ async def hold(
     ``ttl_seconds`` (1..max) or the sweeper releases the hold."""
     if not 1 <= ttl_seconds <= max_ttl_seconds:
         raise InvalidRequest(f"ttlSeconds must be 1..{max_ttl_seconds}.", code="invalid_ttl", field="ttlSeconds")
+    await require_grant(session, app, team_id)
     cost = await price(session, app, operation, amount)
     reservation = await credits.reserve(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id,
@@ -153,6 +216,8 @@ async def hold(
 
 
 async def _app_hold(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID) -> CreditReservation:
+    """The app's hold, read afresh. Raises ``NotFound`` (hold_not_found), ``Forbidden``
+    (app_not_authorized: the team withdrew its grant)."""
     held = await session.scalar(
         select(CreditReservation)
         .where(CreditReservation.id == hold_id, CreditReservation.app_id == app.app_id)
@@ -160,35 +225,46 @@ async def _app_hold(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID
     )
     if held is None:
         raise NotFound(f"No hold {hold_id}.", code="hold_not_found")
+    await require_grant(session, app, held.team_id)
     return held
+
+
+def _already_settled(held: CreditReservation) -> Conflict:
+    return Conflict(f"Hold {held.id} is already {held.status}.", code="hold_already_settled", status=held.status)
 
 
 async def capture(
     session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID, *, amount: Decimal | None
 ) -> CreditReservation:
     """Charge a hold (all of it, or ``amount`` <= held: the rest goes back). Exactly once: a
-    second capture or a capture after release is 409 ``hold_settled``; after expiry 409
+    second capture, a capture after a release, and the loser of a capture racing a release are
+    409 ``hold_already_settled`` (``status``: what the hold became); after expiry 409
     ``hold_expired``."""
     held = await _app_hold(session, app, hold_id)
     if held.status != "held":
-        raise Conflict(f"Hold {hold_id} is already {held.status}.", code="hold_settled", status=held.status)
+        raise _already_settled(held)
     if held.expires_at is not None and held.expires_at <= dt.datetime.now(dt.UTC):
         raise Conflict(f"Hold {hold_id} expired at {held.expires_at.isoformat()}; the sweeper releases it.",
                        code="hold_expired")
     if amount is not None and not Decimal("0") <= amount <= held.amount:
         raise InvalidRequest(f"amount must be 0..{held.amount} (the held amount).", code="invalid_amount")
-    if await credits.capture(session, held.id, amount=to_credits(amount) if amount is not None else None) is None:
-        raise Conflict(f"Hold {hold_id} was settled meanwhile.", code="hold_settled")
-    return await _app_hold(session, app, hold_id)
+    settled = await credits.capture(session, held.id, amount=to_credits(amount) if amount is not None else None)
+    await session.refresh(held)
+    if settled is None:  # settled by a concurrent release (or the sweeper) after we read it
+        raise _already_settled(held)
+    return held
 
 
 async def release(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID) -> CreditReservation:
-    """Return a hold's credits. Releasing a released hold is a no-op; a captured one is 409."""
+    """Return a hold's credits. Releasing a released hold is a no-op; a captured one (also when a
+    capture wins a race with this release) is 409 ``hold_already_settled``."""
     held = await _app_hold(session, app, hold_id)
-    if held.status == "captured":
-        raise Conflict(f"Hold {hold_id} was captured.", code="hold_settled", status=held.status)
-    await credits.release(session, held.id, description="released by app")
-    return await _app_hold(session, app, hold_id)
+    if held.status == "held":
+        await credits.release(session, held.id, description="released by app")
+        await session.refresh(held)  # released, by us or meanwhile, or captured meanwhile
+    if held.status != "released":
+        raise _already_settled(held)
+    return held
 
 
 async def release_expired_holds(session: AsyncSession, *, batch: int = 500) -> int:
@@ -218,7 +294,7 @@ async def usage(
     session: AsyncSession, *, team_id: uuid.UUID | None = None, app_id: uuid.UUID | None = None,
     since: dt.datetime | None = None, until: dt.datetime | None = None,
 ) -> list[UsageRow]:
-    """Credits spent per app and operation (consumes and captures), for a team or an app.
+    """Credits spent per app and operation (consumes and captures), for a team, an app or both.
     Pixelmint's own jobs appear as app ``pixelmint``."""
     rows = await session.execute(
         text("""

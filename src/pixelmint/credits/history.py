@@ -5,6 +5,11 @@ Rows come newest first, paged by id (``before_id``: the cursor). Filters combine
 ``since <= created_at < until``. The CSV export streams every matching row in batches of
 ``CSV_BATCH`` rows (one keyset query each, in the caller's session), so memory stays flat whatever
 the size of the ledger.
+
+CSV injection (OWASP): a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return as a formula, and apps write text cells (``operation``, ``description``). Every
+text cell that starts so gets a leading ``'``. Numeric cells (amounts, deltas, balances, the id) are
+left alone: a negative amount such as ``-4.80`` is a number, not a formula, and must stay one.
 """
 
 from __future__ import annotations
@@ -69,12 +74,21 @@ async def list_transactions(
     return list((await session.scalars(query.order_by(CreditTransaction.id.desc()).limit(limit))).all())
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str) -> str:
+    """A text cell a spreadsheet would run as a formula, prefixed with ``'``; other text as it is."""
+    return "'" + cell if cell.startswith(FORMULA_PREFIXES) else cell
+
+
 def _csv_row(t: CreditTransaction) -> tuple[object, ...]:
-    return (
+    row = (
         t.id, t.created_at.isoformat(), t.type, t.amount, t.allocation_delta, t.bonus_delta, t.reserved_delta,
         t.allocation_after + t.bonus_after, t.reserved_after, t.operation or "", t.job_id or "", t.app_id or "",
         t.reservation_id or "", t.description or "", json.dumps(t.metadata_, sort_keys=True) if t.metadata_ else "",
     )
+    return tuple(neutralise(cell) if isinstance(cell, str) else cell for cell in row)
 
 
 async def csv_lines(

@@ -212,12 +212,13 @@ async def consume(
 # part is dropped — reserved goes down, allocation does not go up — and the ledger row says so in
 # its description and in ``metadata.expiredAllocation``. The period is compared inside the
 # balance UPDATE, i.e. against the row as locked (a replenishment committing meanwhile is seen).
+# The ledger row carries the hold's ``app_id`` (credit-API holds), so usage counts it for its app.
 _SETTLE = text("""
 WITH r AS (
     UPDATE credit_reservations
        SET status = CAST(:status AS text), captured_amount = CAST(:captured AS numeric), settled_at = now()
      WHERE id = :reservation_id AND status = 'held'
-    RETURNING id, team_id, job_id, operation, amount, from_allocation, from_bonus, allocation_period
+    RETURNING id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus, allocation_period
 ), back AS (
     SELECT r.*,
            LEAST(r.from_bonus, r.amount - CAST(:captured AS numeric)) AS to_bonus,
@@ -238,12 +239,12 @@ WITH r AS (
 ), led AS (
     INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
                                      allocation_after, bonus_after, reserved_after, operation, job_id,
-                                     reservation_id, description, metadata)
+                                     app_id, reservation_id, description, metadata)
     SELECT back.team_id, CAST(:ledger_type AS text),
            CASE WHEN CAST(:ledger_type AS text) = 'capture' THEN CAST(:captured AS numeric) ELSE back.amount END,
            upd.to_allocation, back.to_bonus, -back.amount,
            upd.allocation_credits, upd.bonus_credits, upd.reserved_credits, back.operation, back.job_id,
-           back.id,
+           back.app_id, back.id,
            CASE WHEN back.unused_allocation > upd.to_allocation
                 THEN left(concat_ws('; ', CAST(:description AS text),
                                     CAST(back.unused_allocation - upd.to_allocation AS text)

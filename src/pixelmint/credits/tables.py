@@ -138,6 +138,20 @@ class AppOperation(Base):
     cost: Mapped[Decimal] = mapped_column(CREDITS)
 
 
+class AppGrant(Base):
+    """A team's permission for an app to use its credits (validate, consume, reserve, capture,
+    release, usage, team-balance). Created by an admin or by the team; without it the app gets
+    403 ``app_not_authorized`` for that team."""
+
+    __tablename__ = "app_grants"
+    __table_args__ = (CheckConstraint("granted_by IN ('admin', 'team')", name="granted_by_valid"),)
+
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True, index=True)
+    granted_by: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = created_at_column()
+
+
 class PricingConfig(Base):
     """The pricing table: one row per operation with its base cost and multipliers (JSON), read by
     ``credits/pricing.py``; changed by admins without a deploy."""
