@@ -1,7 +1,7 @@
 """app grants: which credit-API apps may use a team's credits
 
 Revision ID: 0009_app_grants
-Revises: 0007_merge
+Revises: 0008_claim_ready
 
 Until now any app's service key could charge any team. From here an app acts on a team only with
 a row in ``app_grants`` (created by an admin or by the team; ``credits/apps.py``). Existing apps
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009_app_grants"
-down_revision = "0007_merge"
+down_revision = "0008_claim_ready"
 branch_labels = None
 depends_on = None
 
