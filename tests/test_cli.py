@@ -63,3 +63,12 @@ async def test_check_ledger_json(db: Database, database_url: str) -> None:
     assert report["ok"] is False and [(p["kind"], p["teamId"]) for p in report["problems"]] == [
         ("balance_drift", str(team.team_id))]
     assert "ledger sums" in report["problems"][0]["detail"]
+
+
+@pytest.mark.slow
+def test_db_upgrade_says_what_it_waits_for(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELMINT_")}
+    run = subprocess.run([sys.executable, "-m", "pixelmint.cli", "db", "upgrade"], capture_output=True, text=True,
+                         env={**env, "DATABASE_URL": database_url, "PIXELMINT_DATA_DIR": str(tmp_path)}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "migrating the database and seeding the catalog" in run.stderr and "database is at head" in run.stdout

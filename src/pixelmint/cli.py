@@ -84,8 +84,7 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    handle = resolve_database(settings)
-    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
+    handle = _ready_database(settings)
     typer.echo(f"Pixelmint on http://{host}:{port}  (data: {settings.data_dir})", err=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
     # lets atexit stop the embedded PostgreSQL server.
@@ -128,12 +127,21 @@ def worker(
     asyncio.run(main())
 
 
+def _ready_database(settings: Settings) -> DatabaseHandle:
+    """Start the embedded PostgreSQL unless DATABASE_URL is set, migrate, seed the catalog and
+    render its missing previews, saying on stderr what it is waiting for."""
+    if not settings.database_url:
+        typer.echo(f"starting the embedded PostgreSQL in {settings.data_dir / 'pg'} (created on the first run)…", err=True)
+    handle = resolve_database(settings)
+    typer.echo("migrating the database and seeding the catalog (the first run renders its preview images)…", err=True)
+    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
+    return handle
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply migrations and seed the catalog."""
-    settings = get_settings()
-    handle = resolve_database(settings)
-    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
+    """Apply migrations and seed the catalog (serve does it too when it starts)."""
+    _ready_database(get_settings())
     typer.echo("database is at head")
 
 
