@@ -4,7 +4,7 @@ image without any model; set ``PIXELMINT_DEFAULT_PROVIDER`` (``fal``, ``replicat
 (placeholder renderer)"`` (``PLACEHOLDER_LABEL``), and every PNG says so in its ``Comment`` chunk.
 
 The prompt steers the picture (``read_prompt``): colour words set the palette (``COLOURS``: "a red
-bicycle" is mostly red), light and time-of-day words the lighting (``LIGHTING``: dawn and sunset a
+bicycle" is mostly red; they take precedence over a custom model's palette), light and time-of-day words the lighting (``LIGHTING``: dawn and sunset a
 warm gradient, night dark, noon bright), mood words the contrast (``MOODS``: moody and dramatic
 high, soft and pastel low). A colour word that the negative prompt also names is left out.
 
