@@ -21,18 +21,16 @@ def install_docs(app: FastAPI) -> None:
     app.mount(ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
     oauth2_redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
 
-    def asset(request: Request, name: str) -> str:
-        return f"{request.scope.get('root_path', '')}{ASSETS}/{name}"
-
-    def openapi(request: Request) -> str:
-        return f"{request.scope.get('root_path', '')}{app.openapi_url}"
+    def url(request: Request, path: str) -> str:  # behind a proxy that strips a prefix, keep it
+        return f"{request.scope.get('root_path', '')}{path}"
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=openapi(request), title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=oauth2_redirect, swagger_js_url=asset(request, "swagger-ui-bundle.js"),
-            swagger_css_url=asset(request, "swagger-ui.css"), swagger_favicon_url=asset(request, "favicon.png"),
+            openapi_url=url(request, app.openapi_url), title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=oauth2_redirect, swagger_js_url=url(request, f"{ASSETS}/swagger-ui-bundle.js"),
+            swagger_css_url=url(request, f"{ASSETS}/swagger-ui.css"),
+            swagger_favicon_url=url(request, f"{ASSETS}/favicon.png"),
         )
 
     @app.get(oauth2_redirect, include_in_schema=False)
@@ -42,7 +40,8 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=openapi(request), title=f"{app.title} - ReDoc",
-            redoc_js_url=asset(request, "redoc.standalone.js"), redoc_favicon_url=asset(request, "favicon.png"),
+            openapi_url=url(request, app.openapi_url), title=f"{app.title} - ReDoc",
+            redoc_js_url=url(request, f"{ASSETS}/redoc.standalone.js"),
+            redoc_favicon_url=url(request, f"{ASSETS}/favicon.png"),
             with_google_fonts=False,
         )
