@@ -43,7 +43,7 @@ async def test_the_example_runs_as_its_docstring_says(settings, database_url: st
     env.update(DATABASE_URL=database_url, PIXELMINT_DATA_DIR=str(settings.data_dir))
     setup_command, run_command = docstring_commands()
 
-    setup = shell(setup_command, env)
+    setup = shell(setup_command.replace("TEAM_ID", str(team.team_id)), env)
     assert setup.returncode == 0, setup.stderr
     service_key = json.loads(setup.stdout)["serviceKey"]
 
