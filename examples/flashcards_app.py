@@ -1,12 +1,14 @@
-"""A worked example: a flashcards app that charges a Pixelmint team 10 credits per deck.
+"""A worked example: a flashcards app that charges a Pixelmint team 10 credits per deck and holds
+50 credits while it renders a video.
 
-Set up once (operator):
-    pixelmint admin create-app flashcards --operation deck=10 --json   # prints the appId and service key
-Then each team that uses the app grants it (or the operator does: pixelmint admin authorize-app APP_ID TEAM_ID):
-    curl -X PUT -H "Authorization: Bearer $TEAM_API_KEY" http://127.0.0.1:8000/api/v1/credits/apps/APP_ID
+Set up once, from the repository root (operator; prints the app's service key once), granting the
+app the team whose credits it may use (a team can also grant it itself:
+``curl -X PUT -H "Authorization: Bearer $TEAM_API_KEY" http://127.0.0.1:8000/api/v1/credits/apps/APP_ID``):
+    .venv/bin/pixelmint admin create-app flashcards --operation deck=10 --operation video=50 --team TEAM_ID --json
 
-Run:
-    PIXELMINT_URL=http://127.0.0.1:8000 PIXELMINT_SERVICE_KEY=pms_… python examples/flashcards_app.py TEAM_ID
+Run, from the repository root, with the service running (``./scripts/serve``); TEAM_ID is a team's
+id (``pixelmint admin create-team`` prints it), the key is the ``serviceKey`` printed above:
+    PIXELMINT_URL=http://127.0.0.1:8000 PIXELMINT_SERVICE_KEY=pms_… .venv/bin/python examples/flashcards_app.py TEAM_ID
 
 The pattern: validate before the work (a cheap, advisory check), do the work, consume after it
 succeeded — with an Idempotency-Key so a retried consume never charges twice. For work that takes
@@ -46,16 +48,20 @@ def create_deck(credits: PixelmintCredits, team_id: str, topic: str) -> list[tup
 
 
 def render_video(credits: PixelmintCredits, team_id: str) -> None:
-    """A long operation: hold 50 credits for up to 10 minutes, then settle."""
-    hold = credits.reserve(team_id, "video", amount=None, ttl_seconds=600)
+    """A long operation: hold the video's price (50 credits) for up to 10 minutes, then settle:
+    capture when the work succeeded, release when it failed."""
+    hold = credits.reserve(team_id, "video", ttl_seconds=600)
     try:
         ...  # the long work
     except Exception:
         credits.release(hold.hold_id)
         raise
-    credits.capture(hold.hold_id)
+    captured = credits.capture(hold.hold_id)
+    print(f"video rendered: {captured.captured_amount} credits captured")
 
 
 if __name__ == "__main__":
     client = PixelmintCredits(os.environ.get("PIXELMINT_URL", "http://127.0.0.1:8000"), os.environ["PIXELMINT_SERVICE_KEY"])
-    create_deck(client, sys.argv[1], "Spanish verbs")
+    team = sys.argv[1]
+    if create_deck(client, team, "Spanish verbs") is not None:
+        render_video(client, team)

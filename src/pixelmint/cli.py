@@ -1,4 +1,8 @@
-"""The ``pixelmint`` command: serve, worker, admin and db commands."""
+"""The ``pixelmint`` command: serve, worker, admin and db commands.
+
+It starts fast (``pixelmint --help`` imports no SQLAlchemy, FastAPI, boto3 or Pillow): the service's
+modules are imported when a command runs, through the wrappers below and imports inside commands.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,45 @@ import sys
 import uuid
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pixelmint.bootstrap import prepare_database, resolve_database
-from pixelmint.kit.logging import configure_logging
-from pixelmint.settings import get_settings
-from pixelmint.storage.backend import from_settings as storage_from_settings
+if TYPE_CHECKING:
+    from pixelmint.bootstrap import DatabaseHandle
+    from pixelmint.settings import Settings
+    from pixelmint.storage.backend import Storage
+
+
+def get_settings() -> Settings:
+    from pixelmint.settings import get_settings as load
+
+    return load()
+
+
+def resolve_database(settings: Settings) -> DatabaseHandle:
+    from pixelmint.bootstrap import resolve_database as resolve
+
+    return resolve(settings)
+
+
+async def prepare_database(url: str, storage: Storage | None = None) -> None:
+    from pixelmint.bootstrap import prepare_database as prepare
+
+    await prepare(url, storage)
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    from pixelmint.storage.backend import from_settings
+
+    return from_settings(settings)
+
+
+def configure_logging(level: str, *, json: bool) -> None:
+    from pixelmint.kit.logging import configure_logging as configure
+
+    configure(level, json=json)
+
 
 app = typer.Typer(help="Pixelmint: self-hostable, credit-metered AI image generation.", no_args_is_help=True)
 admin = typer.Typer(help="Administration: teams, credits, ledger checks.", no_args_is_help=True)
@@ -49,8 +84,7 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    handle = resolve_database(settings)
-    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
+    handle = _ready_database(settings)
     typer.echo(f"Pixelmint on http://{host}:{port}  (data: {settings.data_dir})", err=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
     # lets atexit stop the embedded PostgreSQL server.
@@ -93,12 +127,21 @@ def worker(
     asyncio.run(main())
 
 
+def _ready_database(settings: Settings) -> DatabaseHandle:
+    """Start the embedded PostgreSQL unless DATABASE_URL is set, migrate, seed the catalog and
+    render its missing previews, saying on stderr what it is waiting for."""
+    if not settings.database_url:
+        typer.echo(f"starting the embedded PostgreSQL in {settings.data_dir / 'pg'} (created on the first run)…", err=True)
+    handle = resolve_database(settings)
+    typer.echo("migrating the database and seeding the catalog (the first run renders its preview images)…", err=True)
+    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
+    return handle
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply migrations and seed the catalog."""
-    settings = get_settings()
-    handle = resolve_database(settings)
-    asyncio.run(prepare_database(handle.url, storage_from_settings(settings)))
+    """Apply migrations and seed the catalog (serve does it too when it starts)."""
+    _ready_database(get_settings())
     typer.echo("database is at head")
 
 
@@ -145,7 +188,10 @@ def create_team(
 
 
 @admin.command("check-ledger")
-def check_ledger() -> None:
+def check_ledger(
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"ok", "problems": [{kind, teamId, detail}]} as JSON.')]
+    = False,
+) -> None:
     """Verify balance == sum(ledger) for every team and that every hold is settled exactly once.
     Exits 1 on any drift."""
     from pixelmint.credits.service import check_ledger as run_check
@@ -162,12 +208,17 @@ def check_ledger() -> None:
             await db.dispose()
 
     problems = asyncio.run(main())
-    for problem in problems:
-        typer.echo(f"{problem.kind}\tteam {problem.team_id}\t{problem.detail}")
-    if problems:
+    if as_json:
+        typer.echo(json.dumps({"ok": not problems, "problems": [
+            {"kind": p.kind, "teamId": str(p.team_id), "detail": p.detail} for p in problems]}))
+    elif problems:
+        for problem in problems:
+            typer.echo(f"{problem.kind}\tteam {problem.team_id}\t{problem.detail}")
         typer.echo(f"ledger check FAILED: {len(problems)} problem(s)", err=True)
+    else:
+        typer.echo("ledger check ok: every balance equals the sum of its ledger")
+    if problems:
         sys.exit(1)
-    typer.echo("ledger check ok: every balance equals the sum of its ledger")
 
 
 @storage_app.command("cleanup")

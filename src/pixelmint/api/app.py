@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from pixelmint.api.deps import RuntimeDep
+from pixelmint.api.docs import install_docs
 from pixelmint.api.errors import install_error_handlers
 from pixelmint.api.runtime import Runtime
 from pixelmint.billing.endpoints import router as billing_router
@@ -48,7 +49,10 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         description="Self-hostable, credit-metered AI image generation. Authenticate with "
         "`Authorization: Bearer <apiKey>`. Errors are JSON: `{\"error\": <code>, \"message\": <text>}`.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from local files
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     idempotency.install(app)  # Idempotency-Key: replays and answers stored after the commit
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from pixelmint.jobs.schemas import JobOut
 from pixelmint.kit.schemas import CamelModel, Credits
@@ -21,7 +21,10 @@ class CreateModelJson(CamelModel):
     description: str = Field("", max_length=2000)
     trigger_word: str | None = Field(None, max_length=100, examples=["ohwx"])
     training_steps: int = Field(1000, description="100..10,000")
-    training_image_urls: list[str] = Field(default_factory=list, description="http(s) URLs of PNG/JPEG/WebP images")
+    training_image_urls: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("trainingImages", "trainingImageUrls"),
+        description="http(s) URLs of PNG/JPEG/WebP images (also accepted as `trainingImageUrls`)",
+    )
 
 
 class ModelPatch(CamelModel):

@@ -11,6 +11,7 @@ from pixelmint.api.deps import base_url
 from pixelmint.api.runtime import Runtime
 from pixelmint.jobs.schemas import JobError, JobOut
 from pixelmint.jobs.tables import Job
+from pixelmint.providers.registry import provider_label
 from pixelmint.storage.schemas import present_image
 from pixelmint.storage.service import images_for_jobs
 
@@ -26,7 +27,7 @@ async def present_jobs(session: AsyncSession, jobs: list[Job], runtime: Runtime,
             type=job.type,
             status=job.state,
             progress=job.progress,
-            provider=job.provider,
+            provider=provider_label(job.provider),
             reference_model_id=job.reference_model_id,
             custom_model_id=job.custom_model_id,
             custom_model_version=job.custom_model_version,

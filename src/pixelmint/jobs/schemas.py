@@ -37,7 +37,8 @@ class JobOut(CamelModel):
     type: str
     status: str
     progress: int = Field(description="0..100")
-    provider: str
+    provider: str = Field(description="The backend that runs the job: fal, replicate, openai, diffusers, or "
+                          "`procedural (placeholder renderer)` (the offline default, no image model).")
     reference_model_id: str | None
     custom_model_id: uuid.UUID | None
     custom_model_version: int | None

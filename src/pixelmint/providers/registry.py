@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pixelmint.kit.errors import PixelmintError
 from pixelmint.providers.base import Provider, RemoteProvider
-from pixelmint.providers.procedural import ProceduralProvider
+from pixelmint.providers.procedural import PLACEHOLDER_LABEL, ProceduralProvider
 from pixelmint.settings import Settings
 
 
 class ProviderNotConfigured(PixelmintError):
     status_code = 503
     code = "provider_not_configured"
+
+
+def provider_label(name: str) -> str:
+    """A job's provider as the API shows it: its name, but ``procedural (placeholder renderer)``
+    for the offline placeholder, so nobody takes its pictures for a model's."""
+    return PLACEHOLDER_LABEL if name == ProceduralProvider.name else name
 
 
 class Providers:
