@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from pixelmint.accounts.service import authenticate
+from pixelmint.api.errors import error_responses
 from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, idempotent, rate_limit
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.kit.schemas import RESOLUTION_PATTERN, CamelModel, CreditAmount, Credits, RequestMap, RequestModel, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
 _bearer = HTTPBearer(auto_error=False)
 
 
+@error_responses({401: "invalid_service_key"})
 async def get_app(
     session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> apps.AppPrincipal:
@@ -31,12 +32,14 @@ async def get_app(
 
 
 AppDep = Annotated[apps.AppPrincipal, Depends(get_app)]
-PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+PositiveAmount = Annotated[CreditAmount, Field(gt=0)]
+Cost = Annotated[CreditAmount, Field(ge=0)]
+OperationName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-class OperationRequest(CamelModel):
+class OperationRequest(RequestModel):
     team_id: uuid.UUID
-    operation: str = Field(min_length=1, max_length=64, examples=["deck"])
+    operation: OperationName = Field(examples=["deck"])
     amount: PositiveAmount | None = Field(None, description="Credits; default: the app's price for the operation")
 
 
@@ -58,7 +61,9 @@ class ConsumeOut(CamelModel):
 
 
 class ReserveRequest(OperationRequest):
-    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released")
+    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released (1..the server's "
+                             "PIXELMINT_MAX_HOLD_SECONDS, 86,400 by default: invalid_ttl)",
+                             json_schema_extra={"minimum": 1, "maximum": 86_400})
 
 
 class HoldOut(CamelModel):
@@ -71,12 +76,12 @@ class HoldOut(CamelModel):
     expires_at: dt.datetime | None
 
 
-class CaptureRequest(CamelModel):
+class CaptureRequest(RequestModel):
     hold_id: uuid.UUID
-    amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
+    amount: Cost | None = None
 
 
-class ReleaseRequest(CamelModel):
+class ReleaseRequest(RequestModel):
     hold_id: uuid.UUID
 
 
@@ -144,12 +149,13 @@ class UsagePage(CamelModel):
     items: list[UsageOut]
 
 
-@router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation")
+@router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation",
+            responses={401: {"description": "missing_api_key, invalid_api_key, invalid_service_key"}})
 async def usage(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    since: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
 ) -> UsagePage:
     """With a service key: the app's usage across teams. With a team's API key: the team's usage
     by every app (Pixelmint's own jobs appear as ``pixelmint``)."""
@@ -163,13 +169,20 @@ async def usage(
     return UsagePage(items=[UsageOut(app=r.app, operation=r.operation, count=r.count, credits=r.credits) for r in rows])
 
 
-class EstimateRequest(CamelModel):
+class EstimateRequest(RequestModel):
+    """One of ``referenceModelId`` or ``customModelId`` (model_required)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["referenceModelId"], "properties": {"referenceModelId": {"type": "string"}}},
+        {"required": ["customModelId"], "properties": {"customModelId": {"type": "string"}}},
+    ]})
+
     operation: Literal["image_generation", "model_creation", "model_refinement"]
-    reference_model_id: str | None = None
+    reference_model_id: str | None = Field(None, min_length=1, max_length=100)
     custom_model_id: uuid.UUID | None = None
-    resolution: str = "1024x1024"
+    resolution: str = Field("1024x1024", json_schema_extra={"pattern": RESOLUTION_PATTERN})
     quality: Literal["standard", "hd"] = "standard"
-    num_images: int = 1
+    num_images: int = Field(1, json_schema_extra={"minimum": 1, "maximum": 4})
     training_images: int = Field(5, ge=1, le=50)
     iteration: int | None = Field(None, ge=0, le=100, description="Refinement iteration; default: the model's version")
 
@@ -209,9 +222,9 @@ async def estimate(body: EstimateRequest, principal: PrincipalDep, session: Sess
     return EstimateOut(operation=body.operation, estimated_credits=cost)
 
 
-class AppIn(CamelModel):
+class AppIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
-    operations: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(default_factory=dict, examples=[{"deck": 10}])
+    operations: dict[OperationName, Cost] = Field(default_factory=dict, examples=[{"deck": 10}])
 
 
 class AppCreated(CamelModel):
@@ -226,10 +239,11 @@ async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCr
     return AppCreated(app_id=created.app_id, service_key=created.service_key)
 
 
-@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs")
-async def set_operations(app_id: uuid.UUID, body: dict[str, Annotated[Decimal, Field(ge=0)]], admin: AdminDep,
+@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs",
+                  responses={404: {"description": "app_not_found"}})
+async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, Cost], admin: AdminDep,
                          session: SessionDep) -> None:
-    await apps.set_operation_costs(session, app_id, body)
+    await apps.set_operation_costs(session, app_id, body.root)
     await session.commit()
 
 
@@ -245,12 +259,12 @@ async def get_pricing(admin: AdminDep, session: SessionDep) -> dict[str, Any]:
 @pricing_admin_router.put("/{operation}", summary="Replace one operation's prices (new jobs only)")
 async def put_pricing(
     operation: Literal["image_generation", "model_creation", "model_refinement"],
-    body: dict[str, Any],
+    body: RequestMap[str, Any],
     admin: AdminDep,
     session: SessionDep,
 ) -> dict[str, Any]:
     try:
-        pricing = await set_pricing(session, operation, body)
+        pricing = await set_pricing(session, operation, body.root)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise InvalidRequest(str(exc), code="invalid_pricing") from None
     await session.commit()
