@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelmint.kit.errors import DatabaseUnavailable, InternalError, InvalidText, PixelmintError
@@ -96,10 +97,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...)
+            return JSONResponse({"error": "invalid_request", "message": "The request body cannot be read as JSON."},
+                                status_code=422)
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not only those of the first route that matched it
+            allowed = {m for route in _api_routes(request.app.routes) if route.matches(request.scope)[0] != Match.NONE
+                       for m in route.methods}
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
     document_errors(app)
 
@@ -248,6 +256,8 @@ def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
 def _document(operation: dict[str, Any], route: APIRoute) -> None:
     responses = operation.setdefault("responses", {})
     errors = {**_EVERY_OPERATION, **(_WITH_BODY if "requestBody" in operation else {})}
+    if "requestBody" in operation or any(p["in"] == "path" for p in operation.get("parameters", ())):
+        errors[404] = "not found: what the path or the body names does not exist (or is another team's)"
     for status, codes in _dependency_errors(route.dependant):
         errors[status] = f"{errors[status]}; {codes}" if status in errors and errors[status] != codes else codes
     for status, codes in errors.items():

@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from pixelmint.credits.schemas import TransactionOut
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
@@ -37,7 +37,7 @@ class VoidIn(RequestModel):
 
 class ChangePlanIn(RequestModel):
     plan: str = Field(min_length=1, max_length=32, examples=["pro"])
-    replenish_now: bool = Field(
+    replenish_now: StrictBool = Field(
         False, description="Replenish to the new plan's monthly credits now (the allocation left expires)"
     )
     reason: str | None = Field(None, max_length=400)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, base_url
 from pixelmint.catalog import service
@@ -122,10 +122,11 @@ class ReferenceModelPatch(RequestModel):
     characteristics: dict[str, Any] = None  # type: ignore[assignment]
     provider: ProviderName = None  # type: ignore[assignment]
     provider_models: ProviderModels = None  # type: ignore[assignment]
-    is_active: bool = None  # type: ignore[assignment]
+    is_active: StrictBool = None  # type: ignore[assignment]
 
 
-@admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model")
+@admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model",
+                   responses={409: {"description": "model_exists"}})
 async def create_reference_model(
     body: ReferenceModelIn, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> ReferenceModelOut:

@@ -124,14 +124,16 @@ async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtim
     return _hold(held)
 
 
-@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING)
+@router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING,
+             responses={409: {"description": "hold_already_settled"}})
 async def capture(body: CaptureRequest, app: AppDep, session: SessionDep) -> HoldOut:
     held = await apps.capture(session, app, body.hold_id, amount=body.amount)
     await session.commit()
     return _hold(held)
 
 
-@router.post("/release", response_model=HoldOut, summary="Give a hold back", dependencies=SPENDING)
+@router.post("/release", response_model=HoldOut, summary="Give a hold back", dependencies=SPENDING,
+             responses={409: {"description": "hold_already_settled"}})
 async def release(body: ReleaseRequest, app: AppDep, session: SessionDep) -> HoldOut:
     held = await apps.release(session, app, body.hold_id)
     await session.commit()
@@ -192,7 +194,8 @@ class EstimateOut(CamelModel):
     estimated_credits: Credits
 
 
-@router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it")
+@router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it",
+             responses={409: {"description": "model_not_ready"}})
 async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> EstimateOut:
     from pixelmint.catalog import service as catalog
     from pixelmint.custom_models import service as custom_models
@@ -232,7 +235,8 @@ class AppCreated(CamelModel):
     service_key: str
 
 
-@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)")
+@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)",
+                   responses={409: {"description": "app_exists"}})
 async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
     created = await apps.register_app(session, name=body.name, operations=body.operations)
     await session.commit()

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from pixelmint.kit.schemas import RESOLUTION_PATTERN, CamelModel, Credits, RequestModel
 from pixelmint.storage.schemas import ImageOut
@@ -40,7 +40,7 @@ class GenerateRequest(RequestModel):
     num_images: int = Field(1, description="1 to 4 images.", json_schema_extra={"minimum": 1, "maximum": 4})
     seed: int | None = Field(None, description="0..2^32-1; random (and returned) when omitted.",
                              json_schema_extra={"minimum": 0, "maximum": 2**32 - 1})
-    wait_for_result: bool = Field(False, description="Wait (bounded) for the job to finish and answer 200.")
+    wait_for_result: StrictBool = Field(False, description="Wait (bounded) for the job to finish and answer 200.")
 
 
 class JobError(CamelModel):

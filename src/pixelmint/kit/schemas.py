@@ -8,7 +8,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, RootModel, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, RootModel, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -30,8 +30,16 @@ def utc(value: dt.datetime) -> dt.datetime:
         raise ValueError("the instant is out of range (years 1 to 9999 in UTC)") from None
 
 
-# A timestamp in a request (ISO 8601; without an offset it is UTC), as an aware UTC datetime.
-UtcDatetime = Annotated[dt.datetime, AfterValidator(utc)]
+def _iso_8601(value: Any) -> Any:
+    if not isinstance(value, (str, dt.datetime)) or isinstance(value, str) and not _ISO_DATE_TIME.match(value):
+        raise ValueError("expected an ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+# A timestamp in a request (ISO 8601, not a number of seconds; without an offset it is UTC), as
+# an aware UTC datetime.
+UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_8601), AfterValidator(utc)]
 
 # "WIDTHxHEIGHT" with the default limits (each side a multiple of 8 from 64 to 2048), as a pattern
 # so that the OpenAPI schema lets a client or fuzzer produce only sizes the server takes.
