@@ -128,3 +128,15 @@ async def test_operation_costs_of_an_unknown_app_are_404(api, settings) -> None:
     response = await api.put("/api/v1/admin/apps/00000000-0000-4000-8000-000000000000/operations",
                              json={"deck": 1}, headers={"Authorization": "Bearer admin-secret"})
     assert response.status_code == 404 and response.json()["error"] == "app_not_found", response.text
+
+
+async def test_a_grant_past_what_a_balance_stores_is_422_and_changes_nothing(api, db, settings) -> None:
+    settings.admin_token = "admin-secret"
+    team = await make_team(db, credits="0")
+    url, admin = f"/api/v1/admin/teams/{team.team_id}/credits/grant", {"Authorization": "Bearer admin-secret"}
+    full = await api.post(url, headers=admin, json={"amount": 999999999999.99, "bucket": "bonus", "reason": "r"})
+    assert full.status_code == 200, full.text
+    response = await api.post(url, headers=admin, json={"amount": 1, "bucket": "bonus", "reason": "one more"})
+    assert response.status_code == 422 and response.json()["error"] == "value_out_of_range", response.text
+    balance = (await api.get("/api/v1/credits/balance", headers=auth(team))).json()
+    assert balance["bonusCredits"] == 999999999999.99

@@ -7,8 +7,10 @@ every operation, with the statuses each may answer.
   store (NUL, lone surrogates: ``kit/schemas.RequestModel`` for bodies, ``EdgeMiddleware`` for URLs).
 - Starlette's HTTP errors (unknown path 404, 405 with ``Allow``): their status.
 - ``EdgeMiddleware``, outermost: the request id, URL text, and every exception nothing else
-  handled: 503 ``database_unavailable`` (with ``Retry-After``) when the database cannot be reached,
-  else 500 ``internal_error``; logged once, with the request id that the answer carries.
+  handled: 422 ``value_out_of_range`` when PostgreSQL refused a number as out of range (a grant
+  that would take a balance past numeric(14,2)), 503 ``database_unavailable`` (with
+  ``Retry-After``) when the database cannot be reached, else 500 ``internal_error``; logged once,
+  with the request id that the answer carries.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixelmint.kit.errors import DatabaseUnavailable, InternalError, InvalidText, PixelmintError
+from pixelmint.kit.errors import DatabaseUnavailable, InternalError, InvalidRequest, InvalidText, PixelmintError
 from pixelmint.kit.schemas import unstorable_text
 
 log = structlog.get_logger(__name__)
@@ -202,9 +204,14 @@ class EdgeMiddleware:
                 if started:
                     log.error("response_failed_after_start", **where, exc_info=exc)
                     raise
-                if database_unreachable(exc):
+                if any(isinstance(cause, asyncpg.NumericValueOutOfRangeError) for cause in _causes(exc)):
+                    log.warning("value_out_of_range", **where, error=str(exc.__cause__ or exc))
+                    error: PixelmintError = InvalidRequest(
+                        "A number is beyond what the service stores (a balance or amount over 999,999,999,999.99 "
+                        "credits); nothing was changed.", code="value_out_of_range")
+                elif database_unreachable(exc):
                     log.error("database_unavailable", **where, error=f"{type(exc).__name__}: {exc}")
-                    error: PixelmintError = DatabaseUnavailable(
+                    error = DatabaseUnavailable(
                         "The database cannot be reached right now; retry in a few seconds.")
                 else:
                     log.error("internal_error", **where, exc_info=exc)
@@ -231,7 +238,7 @@ def error_responses(responses: dict[int, str]) -> Callable[[F], F]:
 
 
 _EVERY_OPERATION = {
-    422: "invalid_request (see details), invalid_text (NUL or lone surrogate)",
+    422: "invalid_request (see details), invalid_text (NUL or lone surrogate), value_out_of_range",
     500: "internal_error: a bug, logged; quote requestId",
     503: "database_unavailable: retry after Retry-After seconds",
 }

@@ -12,7 +12,7 @@ from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, b
 from pixelmint.catalog import service
 from pixelmint.catalog.tables import ReferenceModel
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer, string
-from pixelmint.kit.schemas import CamelModel, Credits, RequestModel
+from pixelmint.kit.schemas import CamelModel, Credits, RequestModel, decimal_json_schema
 
 router = APIRouter(prefix="/api/v1/reference-models", tags=["catalog"])
 admin_router = APIRouter(prefix="/api/v1/admin/reference-models", tags=["admin"])
@@ -86,8 +86,11 @@ async def get_reference_model(
     return present(await service.get_model(session, model_id), runtime, request)
 
 
-ComplexityFactor = Annotated[Decimal, Field(gt=0, le=10, max_digits=4, decimal_places=2, allow_inf_nan=False)]
-Popularity = Annotated[int, Field(ge=0, le=2**31 - 1)]
+ComplexityFactor = Annotated[Decimal, Field(
+    gt=0, le=10, max_digits=4, decimal_places=2, allow_inf_nan=False,
+    json_schema_extra=decimal_json_schema(r"^(?:[1-9](?:\.[0-9]{1,2})?|0\.(?:[1-9][0-9]?|0[1-9])|10(?:\.00?)?)$"),
+)]
+Popularity = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
 ProviderName = Annotated[str, Field(min_length=1, max_length=50, examples=["default", "fal"])]
 ProviderModels = dict[Annotated[str, Field(min_length=1, max_length=50)], Annotated[str, Field(max_length=200)]]
 

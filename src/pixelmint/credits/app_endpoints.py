@@ -283,7 +283,8 @@ class TeamBalanceOut(CamelModel):
     reserved_credits: Credits
 
 
-@router.get("/team-balance", response_model=TeamBalanceOut, summary="A team's balance, for an app")
+@router.get("/team-balance", response_model=TeamBalanceOut, summary="A team's balance, for an app",
+            responses={404: {"description": "team_not_found"}})
 async def team_balance(
     app: AppDep, session: SessionDep, team_id: Annotated[uuid.UUID, Query(alias="teamId")]
 ) -> TeamBalanceOut:

@@ -14,8 +14,33 @@ from pydantic_core import PydanticCustomError
 
 # Credits are Decimal with two places inside; JSON carries them as numbers (2 places are exact).
 Credits = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
-# A credit amount in a request: at most 12 digits before the point and 2 after (numeric(14,2)).
-CreditAmount = Annotated[Decimal, Field(max_digits=14, decimal_places=2, allow_inf_nan=False)]
+
+
+def decimal_json_schema(text_pattern: str, *, bound: float | None = None) -> Any:
+    """``json_schema_extra`` for a Decimal field: a number in steps of 0.01 (within ±``bound``
+    unless the field sets its own limits), or text matching ``text_pattern`` (the forms the server
+    takes), instead of any number or any text."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        for form in schema.get("anyOf", ()):
+            if form.get("type") == "number":
+                form["multipleOf"] = 0.01
+                if bound is not None:
+                    form.setdefault("maximum", bound)
+                    if "exclusiveMinimum" not in form:
+                        form.setdefault("minimum", -bound)
+            elif form.get("type") == "string":
+                form["pattern"] = text_pattern
+
+    return extra
+
+
+# A credit amount in a request: at most 12 digits before the point and 2 after (numeric(14,2)),
+# as a JSON number or as text ("12.50").
+CreditAmount = Annotated[Decimal, Field(
+    max_digits=14, decimal_places=2, allow_inf_nan=False,
+    json_schema_extra=decimal_json_schema(r"^-?(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?$", bound=999_999_999_999.99),
+)]
 
 
 def utc(value: dt.datetime) -> dt.datetime:
