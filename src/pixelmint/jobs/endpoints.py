@@ -121,8 +121,9 @@ async def generation_history(
     )
 
 
-@router.get("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Get a generation")
-@router.get("/{job_id}/status", response_model=JobEnvelope, responses=ERRORS, include_in_schema=False)
+# ":uuid": "/generate/history" is not a job id, so that DELETE there is 405, not a 422 about the id.
+@router.get("/{job_id:uuid}", response_model=JobEnvelope, responses=ERRORS, summary="Get a generation")
+@router.get("/{job_id:uuid}/status", response_model=JobEnvelope, responses=ERRORS, include_in_schema=False)
 async def get_generation(
     job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> JobEnvelope:
@@ -130,7 +131,7 @@ async def get_generation(
     return JobEnvelope(job=await present_job(session, job, runtime, request))
 
 
-@router.delete("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a generation")
+@router.delete("/{job_id:uuid}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a generation")
 async def cancel_generation(
     job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> JobEnvelope:
