@@ -39,7 +39,6 @@ from pixelmint.kit.schemas import unstorable_text
 
 log = structlog.get_logger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
@@ -269,7 +268,7 @@ def _document(operation: dict[str, Any], route: APIRoute) -> None:
         errors[status] = f"{errors[status]}; {codes}" if status in errors and errors[status] != codes else codes
     for status, codes in errors.items():
         declared = responses.setdefault(str(status), {})
-        if status == 422 or not declared.get("description"):
+        if declared.get("description") in (None, "", "Validation Error"):  # FastAPI's own 422 says nothing
             declared["description"] = codes
         elif codes not in declared["description"]:
             declared["description"] = f"{declared['description']}; {codes}"
