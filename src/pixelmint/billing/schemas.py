@@ -11,21 +11,20 @@ from pydantic import Field, StrictBool
 
 from pixelmint.credits.schemas import TransactionOut
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
-from pixelmint.kit.schemas import CamelModel, CreditAmount, Credits, RequestModel
+from pixelmint.kit.schemas import CamelModel, CreditAmount, Credits, PositiveCredits, RequestModel
 
-Amount = CreditAmount
 Reason = Annotated[str, Field(min_length=1, max_length=500, description="Why; stored in the ledger row")]
 Bucket = Literal["bonus", "allocation"]
 
 
 class GrantIn(RequestModel):
-    amount: Annotated[Amount, Field(gt=0)]
+    amount: PositiveCredits
     bucket: Bucket = Field("bonus", description="bonus credits persist; allocation expires at the next replenishment")
     reason: Reason
 
 
 class AdjustIn(RequestModel):
-    amount: Amount = Field(description="Signed: added to the bucket; the bucket cannot go below 0 (409)")
+    amount: CreditAmount = Field(description="Signed: added to the bucket; the bucket cannot go below 0 (409)")
     bucket: Bucket
     reason: Reason
 

@@ -17,7 +17,16 @@ from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, i
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.schemas import RESOLUTION_PATTERN, CamelModel, CreditAmount, Credits, RequestMap, RequestModel, UtcDatetime
+from pixelmint.kit.schemas import (
+    RESOLUTION_PATTERN,
+    CamelModel,
+    Credits,
+    NonNegativeCredits,
+    PositiveCredits,
+    RequestMap,
+    RequestModel,
+    UtcDatetime,
+)
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
@@ -32,15 +41,13 @@ async def get_app(
 
 
 AppDep = Annotated[apps.AppPrincipal, Depends(get_app)]
-PositiveAmount = Annotated[CreditAmount, Field(gt=0)]
-Cost = Annotated[CreditAmount, Field(ge=0)]
 OperationName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class OperationRequest(RequestModel):
     team_id: uuid.UUID
     operation: OperationName = Field(examples=["deck"])
-    amount: PositiveAmount | None = Field(None, description="Credits; default: the app's price for the operation")
+    amount: PositiveCredits | None = Field(None, description="Credits; default: the app's price for the operation")
 
 
 class ValidateOut(CamelModel):
@@ -78,7 +85,7 @@ class HoldOut(CamelModel):
 
 class CaptureRequest(RequestModel):
     hold_id: uuid.UUID
-    amount: Cost | None = None
+    amount: NonNegativeCredits | None = None
 
 
 class ReleaseRequest(RequestModel):
@@ -227,7 +234,7 @@ async def estimate(body: EstimateRequest, principal: PrincipalDep, session: Sess
 
 class AppIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
-    operations: dict[OperationName, Cost] = Field(default_factory=dict, examples=[{"deck": 10}])
+    operations: dict[OperationName, NonNegativeCredits] = Field(default_factory=dict, examples=[{"deck": 10}])
 
 
 class AppCreated(CamelModel):
@@ -245,7 +252,7 @@ async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCr
 
 @admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs",
                   responses={404: {"description": "app_not_found"}})
-async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, Cost], admin: AdminDep,
+async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, NonNegativeCredits], admin: AdminDep,
                          session: SessionDep) -> None:
     await apps.set_operation_costs(session, app_id, body.root)
     await session.commit()

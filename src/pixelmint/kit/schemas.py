@@ -36,12 +36,16 @@ def decimal_json_schema(text_pattern: str, *, bound: float | None = None) -> Any
 
 
 # A credit amount in a request: at most 12 digits before the point and 2 after (numeric(14,2)),
-# as a JSON number or as text ("12.50").
-CreditAmount = Annotated[Decimal, Field(
-    max_digits=14, decimal_places=2, allow_inf_nan=False,
-    json_schema_extra=decimal_json_schema(r"^-?(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?$", bound=999_999_999_999.99),
-)]
-
+# as a JSON number or as text ("12.50"); signed, at least 0, or more than 0.
+_CREDITS = dict(max_digits=14, decimal_places=2, allow_inf_nan=False)
+_DIGITS = r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?"
+_POSITIVE = r"(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,2})?|0\.(?:[1-9][0-9]?|0[1-9]))"
+_BOUND = 999_999_999_999.99
+CreditAmount = Annotated[Decimal, Field(**_CREDITS, json_schema_extra=decimal_json_schema(f"^-?{_DIGITS}$", bound=_BOUND))]
+NonNegativeCredits = Annotated[Decimal, Field(
+    ge=0, **_CREDITS, json_schema_extra=decimal_json_schema(f"^{_DIGITS}$", bound=_BOUND))]
+PositiveCredits = Annotated[Decimal, Field(
+    gt=0, **_CREDITS, json_schema_extra=decimal_json_schema(f"^{_POSITIVE}$", bound=_BOUND))]
 
 def utc(value: dt.datetime) -> dt.datetime:
     """An instant in UTC: without an offset it is UTC already. Raises ``ValueError`` when the
