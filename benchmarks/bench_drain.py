@@ -81,11 +81,16 @@ from pixelmint.kit.db import Database, asyncpg_connect_kwargs, with_database
 from harness import (
     BenchPostgres,
     CpuMeter,
+    Recording,
     admin_execute,
+    copy_database,
+    drop_database,
     find_postmaster,
     pg_settings,
     py_spy_executable,
+    recording,
     run_main,
+    settle,
     start_profile,
     summarize_profile,
     warn_if_machine_busy,
@@ -111,34 +116,6 @@ CHECK_WORKER = "sqlcheck-worker"
 CHECK_ATTEMPT = 41  # distinctive, so that the recorded parameters can be told apart
 
 
-@dataclass
-class Completion:
-    """The statements of one ``queue.mark_succeeded`` (no reservation), with for each parameter
-    either a constant or how to derive it from the job being finished."""
-
-    statements: list[tuple[str, list[tuple[str, object]]]]
-
-    def args(self, index: int, job_id: uuid.UUID, worker_id: str, attempt: int) -> list[object]:
-        values = []
-        for kind, value in self.statements[index][1]:
-            if kind == "const":
-                values.append(value)
-            elif kind == "job_id":
-                values.append(job_id)
-            elif kind == "job_id_text":
-                values.append(str(value).replace("{job}", str(job_id)))
-            elif kind == "worker":
-                values.append(worker_id)
-            elif kind == "attempt":
-                values.append(attempt)
-            elif kind == "now":
-                values.append(dt.datetime.now(dt.UTC))
-        return values
-
-    def describe(self) -> str:
-        return "; ".join(" ".join(squash(sql).split()[:4]) + " …" for sql, _ in self.statements)
-
-
 # tests/jobs/test_concurrency.py MAX_CONCURRENT: the most jobs each team ever had running at once,
 # from the [started_at, finished_at) intervals of its attempts (a finish sorts before a start at a tie).
 MAX_CONCURRENT_SQL = """
@@ -150,10 +127,6 @@ WITH ev AS (
 )
 SELECT team_id, max(concurrent) AS max_concurrent FROM run GROUP BY team_id
 """
-
-
-def squash(sql: str) -> str:
-    return " ".join(sql.split())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,53 +242,21 @@ async def build_template(admin_url: str, name: str, *, teams: int, jobs: int) ->
 
 async def fresh_database(setup: Setup, label: str) -> tuple[str, str]:
     name = f"pmdrain_{label}_{secrets.token_hex(3)}"
-    await admin_execute(setup.admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{setup.template}"')
-    with contextlib.suppress(asyncpg.PostgresError):  # superuser only: counts claim calls
-        await admin_execute(setup.admin_url, f"ALTER DATABASE \"{name}\" SET track_functions = 'pl'")
-    with contextlib.suppress(Exception):
-        await admin_execute(setup.admin_url, "CHECKPOINT")
-    return name, with_database(setup.admin_url, name)
+    return name, await copy_database(setup.admin_url, setup.template, name)
 
 
-async def drop_database(setup: Setup, name: str) -> None:
-    with contextlib.suppress(Exception):
-        await admin_execute(setup.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _parameter_spec(value: object, job_id: uuid.UUID) -> tuple[str, object]:
-    if isinstance(value, uuid.UUID) and value == job_id:
-        return ("job_id", None)
-    if isinstance(value, str) and str(job_id) in value:
-        return ("job_id_text", value.replace(str(job_id), "{job}"))
-    if value == CHECK_WORKER:
-        return ("worker", None)
-    if type(value) is int and value == CHECK_ATTEMPT:
-        return ("attempt", None)
-    if isinstance(value, dt.datetime):
-        return ("now", None)
-    return ("const", value)
-
-
-async def capture_completion(setup: Setup) -> Completion:
+async def capture_completion(setup: Setup) -> Recording:
     """Claim one job and finish it with the real ``queue.mark_succeeded`` through SQLAlchemy on a
     scratch copy of the template, recording every statement and parameter sent; check the claim
     statement is CLAIM_SQL."""
-    from sqlalchemy import event
-
     from pixelmint.jobs import queue
 
     name, url = await fresh_database(setup, "sqlcheck")
     db = Database.connect(url, pool_size=1)
-    sent: list[tuple[str, tuple[object, ...]]] = []
-
-    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
-        sent.append((statement, tuple(parameters or ())))
-
     try:
-        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-        async with db.transaction() as session:
-            jobs = await queue.claim(session, worker_id=CHECK_WORKER, demand=1, lease_seconds=30)
-        claim_sent, sent[:] = list(sent), []
+        with recording(db.engine) as claim_sent:
+            async with db.transaction() as session:
+                jobs = await queue.claim(session, worker_id=CHECK_WORKER, demand=1, lease_seconds=30)
         job_id = jobs[0].id
         conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
         try:
@@ -323,18 +264,19 @@ async def capture_completion(setup: Setup) -> Completion:
             await conn.execute("UPDATE job_attempts SET attempt = $2 WHERE job_id = $1", job_id, CHECK_ATTEMPT)
         finally:
             await conn.close()
-        async with db.transaction() as session:
-            done = await queue.mark_succeeded(session, queue.Fence(job_id, CHECK_WORKER, CHECK_ATTEMPT), result={})
+        with recording(db.engine) as sent:
+            async with db.transaction() as session:
+                done = await queue.mark_succeeded(session, queue.Fence(job_id, CHECK_WORKER, CHECK_ATTEMPT), result={})
         if done is None or done.state != "succeeded":
             raise SystemExit(f"queue.mark_succeeded did not finish the scratch job: {done}")
     finally:
         await db.dispose()
-        await drop_database(setup, name)
-    if [squash(sql) for sql, _ in claim_sent] != [CLAIM_SQL]:
+        await drop_database(setup.admin_url, name)
+    if [" ".join(sql.split()) for sql, _ in claim_sent] != [CLAIM_SQL]:
         raise SystemExit(f"the worker's claim is no longer {CLAIM_SQL!r}: {claim_sent}")
     if not sent or "RETURNING" not in sent[0][0].upper():
         raise SystemExit(f"expected mark_succeeded to start with the fenced UPDATE … RETURNING: {sent[:1]}")
-    return Completion([(sql, [_parameter_spec(v, job_id) for v in params]) for sql, params in sent])
+    return Recording.of(sent, job_id=job_id, worker_id=CHECK_WORKER, attempt=CHECK_ATTEMPT)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -356,22 +298,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.jobs / self.seconds if self.seconds and self.seconds == self.seconds else 0.0
-
-
-async def settle(url: str) -> None:
-    """Wait until the run's other backends are gone: they flush their statistics (claim calls,
-    commits) when they exit."""
-    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
-    try:
-        for _ in range(100):
-            others = await conn.fetchval("SELECT count(*) FROM pg_stat_activity "
-                                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            if not others:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await conn.close()
-    await asyncio.sleep(0.1)
 
 
 async def analyse(run: Run, setup: Setup, url: str) -> None:
@@ -541,7 +467,7 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
     if profiles:
         run.report.append(f"  worker profile ({', '.join(str(p) for p in profiles)}; py-spy slows the workers):")
         run.report.append(summarize_profile(*profiles, top=18))
-    await drop_database(setup, name)
+    await drop_database(setup.admin_url, name)
     return run
 
 
@@ -550,7 +476,7 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
 
 
 async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, demand: int,
-                   completion: Completion, postmaster: int | None) -> Run:
+                   completion: Recording, postmaster: int | None) -> Run:
     run = Run(f"bare {connections}x{demand}", "bare", connections * demand)
     name, url = await fresh_database(setup, f"b{connections}x{demand}")
     kwargs = asyncpg_connect_kwargs(url)
@@ -576,12 +502,12 @@ async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, dem
                 continue
             for job in jobs:
                 async with conn.transaction():
-                    fence = (job["id"], worker_id, job["attempt"])
-                    if not await conn.fetch(completion.statements[0][0], *completion.args(0, *fence)):
+                    fence = {"job_id": job["id"], "worker_id": worker_id, "attempt": job["attempt"]}
+                    if not await conn.fetch(completion.statements[0][0], *completion.args(0, **fence)):
                         failures.append(f"lost job {job['id']}")  # the fence did not hold
                         continue
                     for index in range(1, len(completion.statements)):
-                        await conn.execute(completion.statements[index][0], *completion.args(index, *fence))
+                        await conn.execute(completion.statements[index][0], *completion.args(index, **fence))
                 completed += 1
                 async with slot_freed:
                     slot_freed.notify(1)
@@ -612,7 +538,7 @@ async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, dem
     await settle(url)
     await analyse(run, setup, url)
     run.report.append("  " + cpu_per_job(run.cpu, ("bench", "postgres"), run.jobs))
-    await drop_database(setup, name)
+    await drop_database(setup.admin_url, name)
     return run
 
 
@@ -700,7 +626,7 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if all(r.ok for r in runs) else 1
     finally:
         if setup is not None:
-            await drop_database(setup, setup.template)
+            await drop_database(setup.admin_url, setup.template)
         if pg is not None:
             await pg.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -33,7 +33,6 @@ and where the CPU went (server process, PostgreSQL backends, load generator) on 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import os

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -23,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,62 @@ def check_rendering(*statements: tuple[Any, str, list[str]]) -> None:
             raise SystemExit(f"bare SQL differs from SQLAlchemy's rendering:\n{compiled.string}\nvs\n{sql}")
 
 
+@dataclass
+class Recording:
+    """The statements one call through SQLAlchemy sent (:func:`recording`), for a bare baseline to
+    replay: each parameter is a constant, or a marker value the call was made with (its name, or a
+    text containing it: replaced per replay), or a timestamp (``now`` at replay)."""
+
+    statements: list[tuple[str, list[tuple[str, object]]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sent: list[tuple[str, tuple[object, ...]]], **markers: object) -> Recording:
+        def spec(value: object) -> tuple[str, object]:
+            for name, marker in markers.items():
+                if type(value) is type(marker) and value == marker:
+                    return ("marker", name)
+                if isinstance(value, str) and isinstance(marker, uuid.UUID) and str(marker) in value:
+                    return ("text", value.replace(str(marker), "{%s}" % name))
+            return ("now", None) if isinstance(value, dt.datetime) else ("const", value)
+
+        return cls([(sql, [spec(v) for v in params]) for sql, params in sent])
+
+    def args(self, index: int, **values: object) -> list[object]:
+        """The parameters of statement ``index`` with the markers' ``values``."""
+        out = []
+        for kind, value in self.statements[index][1]:
+            if kind == "marker":
+                out.append(values[str(value)])
+            elif kind == "text":
+                text = str(value)
+                for name, marker in values.items():
+                    text = text.replace("{%s}" % name, str(marker))
+                out.append(text)
+            else:
+                out.append(dt.datetime.now(dt.UTC) if kind == "now" else value)
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(" ".join(sql.split()[:4]) + " …" for sql, _ in self.statements)
+
+
+@contextlib.contextmanager
+def recording(engine: Any) -> Iterator[list[tuple[str, tuple[object, ...]]]]:
+    """Every statement (and its parameters) ``engine`` (an ``AsyncEngine``) sends meanwhile."""
+    from sqlalchemy import event
+
+    sent: list[tuple[str, tuple[object, ...]]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        sent.append((statement, tuple(parameters or ())))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
 # ------------------------------------------------------------------------------------------------
 # PostgreSQL
 
@@ -104,6 +162,36 @@ async def checkpoint(url: str) -> None:
     """Start every run from a fresh checkpoint (fewer full-page writes and checkpoint spikes)."""
     with contextlib.suppress(Exception):
         await admin_execute(url, "CHECKPOINT")
+
+
+async def copy_database(admin_url: str, template: str, name: str) -> str:
+    """``CREATE DATABASE name TEMPLATE template`` (function call counts on where allowed), then a
+    checkpoint; returns its URL."""
+    await admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    with contextlib.suppress(asyncpg.PostgresError):  # superuser only
+        await admin_execute(admin_url, f"ALTER DATABASE \"{name}\" SET track_functions = 'pl'")
+    await checkpoint(admin_url)
+    return with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    with contextlib.suppress(Exception):
+        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def settle(url: str) -> None:
+    """Wait until the other sessions of ``url``'s database are gone: they flush their statistics
+    (function calls, commits) when they exit."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
+    try:
+        for _ in range(100):
+            if not await conn.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE datname = current_database() AND pid <> pg_backend_pid()"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    await asyncio.sleep(0.1)
 
 
 class BenchPostgres:
