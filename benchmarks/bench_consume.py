@@ -207,7 +207,8 @@ async def check_books(url: str, target: Target, before: asyncpg.Record, api: Res
     balance = (after["allocation_credits"], after["bonus_credits"], after["reserved_credits"])
     sums = (after["allocation"], after["bonus"], after["reserved"])
     rows = after["consumes"] - before["consumes"]
-    spent = (before["allocation_credits"] + before["bonus_credits"]) - (after["allocation_credits"] + after["bonus_credits"])
+    spent = ((before["allocation_credits"] + before["bonus_credits"])
+             - (after["allocation_credits"] + after["bonus_credits"]))
     consumed = after["consumed"] - before["consumed"]
     db = Database.connect(url, pool_size=1)
     try:

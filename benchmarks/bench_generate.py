@@ -155,7 +155,8 @@ async def main(args: argparse.Namespace) -> int:
         # The load is far above the default per-key rate limits and queues far more jobs than a
         # team may hold by default (no worker drains them): measure the endpoint, not 429s. With
         # no queue cap the service skips its backlog count, as the bare transaction does.
-        await bench.serve(args.processes, {"PIXELMINT_RATE_LIMIT_GENERATE": "", "PIXELMINT_RATE_LIMIT_GENERATE_TEAM": "",
+        await bench.serve(args.processes, {"PIXELMINT_RATE_LIMIT_GENERATE": "",
+                                           "PIXELMINT_RATE_LIMIT_GENERATE_TEAM": "",
                                            "PIXELMINT_MAX_QUEUED_JOBS_PER_TEAM": "0"})
         await bench.pg.describe()
         print(f"server: pixelmint serve --no-worker on {bench.base_url} (pid {bench.proc.pid}); "
@@ -171,12 +172,12 @@ async def main(args: argparse.Namespace) -> int:
                 continue
             print(f"\n{title}")
             profile = Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None
+            profiler = (lambda p=profile: start_profile(bench.proc.pid, p, args.seconds)) if profile else None
             await checkpoint(bench.url)
             api = await api_load(
                 wrk, bench.base_url, "/api/v1/generate", 202, BODY, team_keys, workdir=bench.workdir,
                 cpu_keys=("server", "postgres"), meter=CpuMeter(bench.proc.pid, bench.postmaster),
-                on_measure_start=(lambda: start_profile(bench.proc.pid, profile, args.seconds)) if profile else None,
-                **load)
+                on_measure_start=profiler, **load)
             if profile:
                 print(f"  server profile ({profile}):")
                 print(summarize_profile(profile))

@@ -463,9 +463,10 @@ class CpuMeter:
             loadgen = (proc_jiffies(self.loadgen_pid) - self.loadgen0) / CLK_TCK / wall
         else:
             loadgen = (kids.ru_utime + kids.ru_stime - self.kids0.ru_utime - self.kids0.ru_stime) / wall
+        nan = float("nan")
         cpu = {
-            "server": (tree_jiffies(self.server_pid) - self.server0) / CLK_TCK / wall if self.server_pid else float("nan"),
-            "postgres": (tree_jiffies(self.postmaster) - self.pg0) / CLK_TCK / wall if self.postmaster else float("nan"),
+            "server": (tree_jiffies(self.server_pid) - self.server0) / CLK_TCK / wall if self.server_pid else nan,
+            "postgres": (tree_jiffies(self.postmaster) - self.pg0) / CLK_TCK / wall if self.postmaster else nan,
             "wrk": loadgen,
             "bench": (me.ru_utime + me.ru_stime - self.self0.ru_utime - self.self0.ru_stime) / wall,
         }
