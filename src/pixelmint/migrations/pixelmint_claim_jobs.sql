@@ -1,6 +1,7 @@
 -- pixelmint_claim_jobs(worker, demand, lease seconds, per team): claims up to `demand` queued jobs,
 -- fairly across teams and within each team's concurrency limit. Its one definition, run by
--- revision 0001_schema; a later revision that changes it edits this file and runs it again.
+-- revision 0001_schema. A later revision that changes it edits this file and runs it again
+-- (CREATE OR REPLACE); that revision's downgrade carries the text it replaced.
 --
 -- Statement 1 locks up to p_demand teams that have a job ready now and free capacity, highest plan
 -- priority first, then least recently served (round robin), skipping teams other workers hold.

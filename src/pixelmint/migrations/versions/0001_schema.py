@@ -7,8 +7,10 @@ Create Date: 2026-12-02
 The nine revisions before this one (0001 … 0009_app_grants, with 0003–0006 branched from 0002
 and joined by a merge revision) were squashed into this one while the project had no deployed
 users: they had no reader left but the tests, and they carried three whole copies of the claim
-function. A database migrated up to 0009_app_grants has exactly this schema; ``env.py`` re-stamps
-it as 0001_schema (and refuses a database left at an older pre-squash revision).
+function. Pointing those old revisions at one SQL file instead would have changed what they
+create, or kept three versions of the function. A database migrated up to 0009_app_grants has
+this schema (pg_dump showed it, up to the order of the columns those revisions appended);
+``env.py`` re-stamps it as 0001_schema and refuses a database left at an older pre-squash revision.
 
 The tables are Alembic's autogenerate output against an empty database (the ORM in
 ``pixelmint.tables``); the plans, the queue tables' storage parameters and the claim function
@@ -26,8 +28,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# The team-fair claim (``../shared/reference/queues.md`` §B.2). A later revision that changes it
-# edits this file and runs it again (``CREATE OR REPLACE``).
+# The team-fair claim (``../shared/reference/queues.md`` §B.2), defined only there.
 CLAIM_FUNCTION = Path(__file__).resolve().parent.parent / "pixelmint_claim_jobs.sql"
 
 
