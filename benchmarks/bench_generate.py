@@ -16,7 +16,8 @@ scenarios — *hot* (every client charges the same team: one contended ``credit_
 ``--concurrency`` (32) clients:
 
 - API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
-  connection per wrk thread, so client i keeps its team) or, without wrk, an httpx generator;
+  connection per wrk thread, so client i keeps its team; warm-up and measurement in one run, as
+  in ``bench_consume.py``) or, without wrk, an httpx generator;
 - bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
   ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
   from a per-process cache in both)
