@@ -27,14 +27,14 @@ after a ``--warmup``, with ``--concurrency`` (64) clients all charging that one 
       SELECT app_operations.cost FROM app_operations
        WHERE app_operations.app_id = $1::UUID AND app_operations.operation = $2::VARCHAR;
                                                -- apps.price (no amount in the body)
-      _CONSUME;                                -- credits.service.consume: lock, update, ledger row
+      CONSUME;                                 -- credits.ledger.CONSUME: lock, update, ledger row
       COMMIT;
 
   These are exactly the statements one API request sends, read from PostgreSQL's statement log
   (``log_statement = all``) as of this writing: nothing else (no pre-ping, no SET, no NOTIFY; the
   rate limiter counts in memory and, without an ``Idempotency-Key``, idempotency sends nothing).
   The SELECTs are rendered from the same SQLAlchemy constructs as in ``credits/apps.py`` and
-  ``_CONSUME`` is the service's own text (``:name`` binds rewritten to ``$n`` exactly as
+  ``CONSUME`` is the service's own text (``:name`` binds rewritten to ``$n`` exactly as
   SQLAlchemy's asyncpg dialect does). On the embedded server the benchmark checks this at start-up:
   it turns ``log_statement = all`` on for a moment, sends one API request and runs one bare
   transaction, and stops (exit 2) if the two sent different statements or parameters — keep
@@ -91,7 +91,8 @@ from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 from pixelmint.accounts.service import create_team
 from pixelmint.bootstrap import prepare_database
 from pixelmint.credits.apps import authorize_app, register_app
-from pixelmint.credits.service import _CONSUME, check_ledger
+from pixelmint.credits.ledger import CONSUME
+from pixelmint.credits.service import check_ledger
 from pixelmint.credits.tables import App, AppGrant, AppOperation
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 
@@ -143,12 +144,12 @@ GRANT_SQL = render(select(AppGrant.app_id).where(AppGrant.team_id == uuid.UUID(i
                                                 AppGrant.app_id == uuid.UUID(int=0)))
 COST_SQL = render(select(AppOperation.cost).where(AppOperation.app_id == uuid.UUID(int=0),
                                                   AppOperation.operation == ""))
-CONSUME_SQL, CONSUME_ARGS = to_dollar_params(_CONSUME.text)
+CONSUME_SQL, CONSUME_ARGS = to_dollar_params(CONSUME.text)
 
 
 def check_sql_matches_sqlalchemy() -> None:
-    """The rewritten ``_CONSUME`` must be what the service sends through SQLAlchemy's asyncpg dialect."""
-    compiled = _CONSUME.compile(dialect=pg_asyncpg.dialect())
+    """The rewritten ``CONSUME`` must be what the service sends through SQLAlchemy's asyncpg dialect."""
+    compiled = CONSUME.compile(dialect=pg_asyncpg.dialect())
     if compiled.string != CONSUME_SQL or list(compiled.positiontup or []) != CONSUME_ARGS:
         raise SystemExit(f"bare SQL differs from SQLAlchemy's rendering:\n{compiled.string}\nvs\n{CONSUME_SQL}")
 
@@ -170,7 +171,7 @@ class Target:
 
 async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
     """One consume, as the API does it: ``BEGIN``; authenticate the app; the team's grant; its
-    price for the operation; ``_CONSUME`` (which reports a missing team itself); ``COMMIT``. Raises
+    price for the operation; ``CONSUME`` (which reports a missing team itself); ``COMMIT``. Raises
     on any surprise."""
     async with conn.transaction():
         app = await conn.fetchrow(AUTH_SQL, target.key_hash)
@@ -182,7 +183,8 @@ async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
         if cost is None:
             raise RuntimeError(f"the app has no price for {OPERATION!r}")
         row = await conn.fetchrow(CONSUME_SQL, *positional(CONSUME_ARGS, {
-            "team_id": target.team_id, "amount": cost, "operation": OPERATION, "app_id": app["id"],
+            "team_id": target.team_id, "amount": cost, "reserved_delta": 0, "type": "consume",
+            "operation": OPERATION, "job_id": None, "reservation_id": None, "app_id": app["id"],
             "user_id": None, "description": None, "metadata": "{}",
         }))
         if row is None or row["transaction_id"] is None:
@@ -216,7 +218,7 @@ class Result:
 
 # pg_stat_activity only: pg_blocking_pids()/pg_locks take every lock-manager partition lock and
 # would themselves slow the hot row down. The lock holder is recognised by its statement instead:
-# only _CONSUME locks the balance row, so it is held by the session that ran _CONSUME and has not
+# only CONSUME locks the balance row, so it is held by the session that ran CONSUME and has not
 # finished COMMIT.
 SAMPLE_SQL = """
 SELECT state, wait_event_type, wait_event, left(query, 120) AS query
@@ -228,7 +230,7 @@ SELECT state, wait_event_type, wait_event, left(query, 120) AS query
 def statement_name(query: str) -> str:
     q = " ".join(query.split())
     if q.startswith("WITH bal AS"):
-        return "_CONSUME"
+        return "CONSUME"
     if q.rstrip(";") in ("BEGIN", "COMMIT", "ROLLBACK"):
         return q.rstrip(";")
     match = re.match(r"SELECT (\w+)\.", q)
@@ -257,14 +259,14 @@ def session_kind(state: str | None, wait_type: str | None, wait_event: str | Non
 def holder_phase(kinds: list[str]) -> str:
     """What the session holding the balance row's lock is doing, in one sample."""
     for kind in kinds:
-        if kind.startswith("idle in tx after _CONSUME"):
+        if kind.startswith("idle in tx after CONSUME"):
             return "waiting for the client to send COMMIT"
     for kind in kinds:
         if kind.endswith("(COMMIT)") or kind == "running COMMIT":
             return "WAL flush (COMMIT)" if kind.startswith("WAL") else f"committing: {kind}"
     for kind in kinds:
-        if kind == "running _CONSUME":
-            return "running _CONSUME"
+        if kind == "running CONSUME":
+            return "running CONSUME"
     return "none visible (lock changing hands)"
 
 
@@ -656,7 +658,7 @@ def statement_summary(statements: list[tuple[str, str, str]]) -> str:
         if sql.rstrip(";") in ("BEGIN", "COMMIT"):
             return sql.rstrip(";")
         if "INSERT INTO credit_transactions" in sql:
-            return "_CONSUME"
+            return "CONSUME"
         match = re.search(r"\bFROM (\w+)", sql)
         return f"SELECT {match.group(1)}" if match else sql[:30]
     return "; ".join(name(sql) for _, sql, _ in statements)

@@ -18,7 +18,7 @@ scenarios — *hot* (every client charges the same team: one contended ``credit_
 - API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
   connection per wrk thread, so client i keeps its team) or, without wrk, an httpx generator;
 - bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
-  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
+  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
   from a per-process cache in both)
   with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
   asyncpg dialect does; checked at start-up). These are the round trips one paid request
@@ -53,7 +53,7 @@ import httpx
 from pixelmint.accounts.service import _AUTHENTICATE, create_team
 from pixelmint.bootstrap import prepare_database
 from pixelmint.credits.pricing import DEFAULT_PRICING
-from pixelmint.credits.service import _RESERVE
+from pixelmint.credits.ledger import RESERVE
 from pixelmint.jobs.queue import _ENQUEUE
 from pixelmint.jobs.service import _TAKE_FREE_GENERATION
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
@@ -93,7 +93,7 @@ SPREAD_TEAMS = 32
 
 AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
 FREE_SQL, FREE_ARGS = to_dollar_params(_TAKE_FREE_GENERATION.text)
-RESERVE_SQL, RESERVE_ARGS = to_dollar_params(_RESERVE.text)
+RESERVE_SQL, RESERVE_ARGS = to_dollar_params(RESERVE.text)
 ENQUEUE_SQL, ENQUEUE_ARGS = to_dollar_params(_ENQUEUE.text)
 MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"  # catalog.get_pricing_info (cached 5 s)
 
@@ -106,7 +106,7 @@ def check_sql_matches_sqlalchemy() -> None:
     for clause, (sql, names) in (
         (_AUTHENTICATE, (AUTH_SQL, AUTH_ARGS)),
         (_TAKE_FREE_GENERATION, (FREE_SQL, FREE_ARGS)),
-        (_RESERVE, (RESERVE_SQL, RESERVE_ARGS)),
+        (RESERVE, (RESERVE_SQL, RESERVE_ARGS)),
         (_ENQUEUE, (ENQUEUE_SQL, ENQUEUE_ARGS)),
     ):
         compiled = clause.compile(dialect=dialect)
@@ -335,9 +335,10 @@ async def bare_run(url: str, callers: list[Caller], *, concurrency: int, seconds
                         )
                         job_id, reservation_id = uuid.uuid4(), uuid.uuid4()
                         reserved = await conn.fetchrow(RESERVE_SQL, *positional(RESERVE_ARGS, {
-                            "team_id": auth["team_id"], "amount": cost, "operation": "image_generation",
-                            "job_id": job_id, "reservation_id": reservation_id, "user_id": auth["user_id"],
-                            "description": None, "app_id": None, "expires_at": None,
+                            "team_id": auth["team_id"], "amount": cost, "reserved_delta": cost, "type": "reserve",
+                            "operation": "image_generation", "job_id": job_id, "reservation_id": reservation_id,
+                            "user_id": auth["user_id"], "description": None, "app_id": None, "expires_at": None,
+                            "metadata": "{}",
                         }))
                         if reserved is None or reserved["from_allocation"] is None:
                             raise RuntimeError(f"reserve failed: {reserved}")
