@@ -11,13 +11,17 @@ Every balance change is ONE SQL statement, of one shape::
     upd  UPDATE credit_balances SET column = d.column + d.delta …     (_APPLY, shared)
     led  INSERT INTO credit_transactions … the deltas and the balance as written, RETURNING *
 
-Why one text statement each rather than SQLAlchemy Core constructs or the ORM: the hot paths
-(``reserve`` for every generation, ``consume`` for every app charge; benchmarks/bench_generate.py
-and bench_consume.py) must lock, check, update and append in one round trip while the hot row is
-locked for as short as possible; that is a chain of CTEs, which reads plainly in SQL and would be
-three times as long (and no safer) as Core expressions. Every statement is a module constant,
-composed once at import from the shared fragments below, so it is compiled once and the
-benchmarks' bare baselines run exactly the service's text.
+Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
+its own UPDATE and INSERT of the same kind.
+
+Why one text statement each, rather than SQLAlchemy Core constructs or the ORM (which grant,
+adjust, void and replenish used before: a locking SELECT, then a flush of an UPDATE and INSERTs):
+the hot paths (``reserve`` for every generation, ``consume`` for every app charge; see
+benchmarks/bench_generate.py and bench_consume.py) must lock, check, update and append in one
+round trip, so that the hot row is locked for as short as possible; that is a chain of CTEs,
+which reads plainly as SQL and would be longer, not safer, as Core expressions. Every statement is
+a module constant composed once at import from the shared fragments below, so it is compiled
+once, and the benchmarks' bare baselines run exactly the service's text.
 
 The new balance is written as ``d.<column> + d.<delta>`` — the locked values plus the deltas the
 ledger row records — never clamped: a wrong delta makes a bucket negative and the table's CHECK
