@@ -48,8 +48,6 @@ class Reservation:
     from_bonus: Decimal
 
 
-# Lock the balance row and split ``:amount`` between the buckets, allocation first; no row in
-
 async def reserve(
     session: AsyncSession,
     *,
