@@ -181,7 +181,7 @@ held AS (
      WHERE r.team_id = bal.team_id AND r.status = 'held' AND r.allocation_period = bal.allocation_period
 ), upd AS (
     UPDATE credit_balances b
-       SET allocation_credits = CAST(:amount AS numeric), total_allocated = bal.total_allocated + :amount,
+       SET allocation_credits = CAST(:amount AS numeric), total_allocated = bal.total_allocated + CAST(:amount AS numeric),
            allocation_period = bal.allocation_period + 1, allocation_period_started_at = now(),
            next_replenishment_at = :next_replenishment_at, updated_at = now()
       FROM bal WHERE b.team_id = bal.team_id
