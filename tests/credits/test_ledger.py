@@ -121,7 +121,8 @@ async def test_capture_beyond_the_hold_is_refused_by_the_statement_and_writes_no
             with pytest.raises(ValueError, match="cannot capture"):
                 await credits.capture(s, hold.id, amount=wrong)
         async with db.transaction() as s:
-            assert await s.scalar(text("SELECT status FROM credit_reservations WHERE id = :id"), {"id": hold.id}) == "held"
+            status = await s.scalar(text("SELECT status FROM credit_reservations WHERE id = :id"), {"id": hold.id})
+        assert status == "held"
         assert await ledger_rows(db, team.team_id) == 2  # the grant and the reserve
         assert await balance(db, team.team_id) == (D("6.00"), D("0.00"), D("4.00"))
     async with db.transaction() as s:

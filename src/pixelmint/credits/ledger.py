@@ -181,7 +181,8 @@ held AS (
      WHERE r.team_id = bal.team_id AND r.status = 'held' AND r.allocation_period = bal.allocation_period
 ), upd AS (
     UPDATE credit_balances b
-       SET allocation_credits = CAST(:amount AS numeric), total_allocated = bal.total_allocated + CAST(:amount AS numeric),
+       SET allocation_credits = CAST(:amount AS numeric),
+           total_allocated = bal.total_allocated + CAST(:amount AS numeric),
            allocation_period = bal.allocation_period + 1, allocation_period_started_at = now(),
            next_replenishment_at = :next_replenishment_at, updated_at = now()
       FROM bal WHERE b.team_id = bal.team_id
@@ -207,7 +208,8 @@ held AS (
     RETURNING id, type
 )
 SELECT bal.allocation_credits AS expired, bal.allocation_period + 1 AS allocation_period, held.held,
-       (SELECT id FROM led WHERE type = 'expire') AS expire_id, (SELECT id FROM led WHERE type = 'replenish') AS replenish_id
+       (SELECT id FROM led WHERE type = 'expire') AS expire_id,
+       (SELECT id FROM led WHERE type = 'replenish') AS replenish_id
   FROM bal, held
 """)
 

@@ -313,7 +313,8 @@ async def adjust(
     if entry is None:  # refused by the statement's guard, or no balance (get_balance raises NotFound)
         current: Decimal = getattr(await get_balance(session, team_id), f"{bucket}_credits")
         raise _would_go_negative(
-            bucket, current, amount, f"Adjusting the {bucket} bucket by {amount} would make it negative: it holds {current}."
+            bucket, current, amount,
+            f"Adjusting the {bucket} bucket by {amount} would make it negative: it holds {current}.",
         )
     return entry
 
