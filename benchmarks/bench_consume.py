@@ -18,9 +18,9 @@ after a ``--warmup``, with ``--concurrency`` (64) clients all charging that one 
 - bare (run first, so that its connections are gone before the server's pool grows): one request's
   database work with asyncpg on 64 connections, no HTTP, no SQLAlchemy, each in a loop:
   ``BEGIN``; ``SELECT apps`` (the service key's digest); ``SELECT app_grants`` (the team granted
-  the app); ``SELECT app_operations`` (the price: no amount in the body); ``_CONSUME`` (lock,
+  the app); ``SELECT app_operations`` (the price: no amount in the body); ``CONSUME`` (lock,
   update, ledger row); ``COMMIT`` (``bare_transaction``). The SELECTs are rendered from the same
-  SQLAlchemy constructs as ``credits/apps.py``, ``_CONSUME`` is the service's own text. These are
+  SQLAlchemy constructs as ``credits/apps.py``, ``CONSUME`` is the service's own text. These are
   exactly the statements one API request sends (no pre-ping, no SET, no NOTIFY; the rate limiter
   counts in memory; without an ``Idempotency-Key`` idempotency sends nothing): on the embedded
   server the benchmark checks it at start-up from PostgreSQL's statement log and stops (exit 2)
@@ -61,7 +61,8 @@ from sqlalchemy import select
 
 from pixelmint.accounts.service import create_team
 from pixelmint.credits.apps import authorize_app, register_app
-from pixelmint.credits.service import _CONSUME, check_ledger
+from pixelmint.credits.ledger import CONSUME
+from pixelmint.credits.service import check_ledger
 from pixelmint.credits.tables import App, AppGrant, AppOperation
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 
@@ -98,13 +99,13 @@ AIM = 0.5
 BARE_APP_NAME = "pixelmint-bench"  # application_name of the bare connections (the server's is "pixelmint")
 
 # What one API request sends: the same constructs as credits/apps.py (authenticate_app,
-# require_grant, price; the values are placeholders, only the rendered text is used) and _CONSUME.
+# require_grant, price; the values are placeholders, only the rendered text is used) and CONSUME.
 AUTH_SQL = render(select(App).where(App.key_hash == "", App.revoked_at.is_(None)))
 GRANT_SQL = render(select(AppGrant.app_id).where(AppGrant.team_id == uuid.UUID(int=0),
                                                 AppGrant.app_id == uuid.UUID(int=0)))
 COST_SQL = render(select(AppOperation.cost).where(AppOperation.app_id == uuid.UUID(int=0),
                                                   AppOperation.operation == ""))
-CONSUME_SQL, CONSUME_ARGS = to_dollar_params(_CONSUME.text)
+CONSUME_SQL, CONSUME_ARGS = to_dollar_params(CONSUME.text)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class Target:
 
 async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
     """One consume, as the API does it: ``BEGIN``; authenticate the app; the team's grant; its
-    price for the operation; ``_CONSUME`` (which reports a missing team itself); ``COMMIT``."""
+    price for the operation; ``CONSUME`` (which reports a missing team itself); ``COMMIT``."""
     async with conn.transaction():
         app = await conn.fetchrow(AUTH_SQL, target.key_hash)
         if app is None:
@@ -135,19 +136,20 @@ async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
         if cost is None:
             raise LoadError(f"the app has no price for {OPERATION!r}")
         row = await conn.fetchrow(CONSUME_SQL, *positional(CONSUME_ARGS, {
-            "team_id": target.team_id, "amount": cost, "operation": OPERATION, "app_id": app["id"],
+            "team_id": target.team_id, "amount": cost, "reserved_delta": 0, "type": "consume",
+            "operation": OPERATION, "job_id": None, "reservation_id": None, "app_id": app["id"],
             "user_id": None, "description": None, "metadata": "{}",
         }))
         if row is None or row["transaction_id"] is None:
             raise LoadError(f"consume refused: {dict(row) if row else None}")
 
 
-# What the sessions and the hot row's lock holder are doing. Only _CONSUME locks the balance row,
-# so the lock is held by the session that ran _CONSUME and has not finished COMMIT.
+# What the sessions and the hot row's lock holder are doing. Only CONSUME locks the balance row,
+# so the lock is held by the session that ran CONSUME and has not finished COMMIT.
 def statement_name(query: str) -> str:
     q = " ".join(query.split())
     if q.startswith("WITH bal AS") or "INSERT INTO credit_transactions" in q:
-        return "_CONSUME"
+        return "CONSUME"
     if q.rstrip(";") in ("BEGIN", "COMMIT", "ROLLBACK"):
         return q.rstrip(";")
     match = re.match(r"SELECT (\w+)\.", q) or re.search(r"\bFROM (\w+)", q)
@@ -156,13 +158,13 @@ def statement_name(query: str) -> str:
 
 def holder_phase(kinds: list[str]) -> str:
     """What the session holding the balance row's lock is doing, in one sample."""
-    if any(kind.startswith("idle in tx after _CONSUME") for kind in kinds):
+    if any(kind.startswith("idle in tx after CONSUME") for kind in kinds):
         return "waiting for the client to send COMMIT"
     for kind in kinds:
         if kind.endswith("(COMMIT)") or kind == "running COMMIT":
             return "WAL flush (COMMIT)" if kind.startswith("WAL") else f"committing: {kind}"
-    if "running _CONSUME" in kinds:
-        return "running _CONSUME"
+    if "running CONSUME" in kinds:
+        return "running CONSUME"
     return "none visible (lock changing hands)"
 
 
@@ -234,12 +236,12 @@ async def check_books(url: str, target: Target, before: asyncpg.Record, api: Res
 
 
 async def main(args: argparse.Namespace) -> int:
-    check_rendering((_CONSUME, CONSUME_SQL, CONSUME_ARGS))
+    check_rendering((CONSUME, CONSUME_SQL, CONSUME_ARGS))
     wrk = use_wrk(args.loadgen, args.py_spy)
     async with ApiBench("/tmp/pmc") as bench:
         target = await create_target(bench.url)
         rate_limits = {} if args.rate_limit == "keep" else {
-            "PIXELMINT_RATE_LIMIT_CONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
+            "PIXELMINT_RATE_LIMITCONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
         await bench.serve(args.processes, rate_limits)
         max_connections = int((await bench.pg.describe("max_connections"))["max_connections"])
         print(f"server: pixelmint serve --no-worker on {bench.base_url} (pid {bench.proc.pid}, {args.processes} "

@@ -19,7 +19,7 @@ scenarios — *hot* (every client charges the same team: one contended ``credit_
   connection per wrk thread, so client i keeps its team; warm-up and measurement in one run, as
   in ``bench_consume.py``) or, without wrk, an httpx generator;
 - bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
-  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; _RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
+  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
   from a per-process cache in both)
   with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
   asyncpg dialect does; checked at start-up). These are the round trips one paid request
@@ -48,7 +48,7 @@ import asyncpg
 
 from pixelmint.accounts.service import _AUTHENTICATE, create_team
 from pixelmint.credits.pricing import DEFAULT_PRICING
-from pixelmint.credits.service import _RESERVE
+from pixelmint.credits.ledger import RESERVE
 from pixelmint.jobs.queue import _ENQUEUE
 from pixelmint.jobs.service import _TAKE_FREE_GENERATION
 from pixelmint.kit.db import Database
@@ -84,11 +84,11 @@ SPREAD_TEAMS = 32
 # The service's statements, with ``:name`` binds as asyncpg ``$n`` positional parameters.
 AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
 FREE_SQL, FREE_ARGS = to_dollar_params(_TAKE_FREE_GENERATION.text)
-RESERVE_SQL, RESERVE_ARGS = to_dollar_params(_RESERVE.text)
+RESERVE_SQL, RESERVE_ARGS = to_dollar_params(RESERVE.text)
 ENQUEUE_SQL, ENQUEUE_ARGS = to_dollar_params(_ENQUEUE.text)
 MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"  # catalog.get_pricing_info (cached 5 s)
 RENDERED = ((_AUTHENTICATE, AUTH_SQL, AUTH_ARGS), (_TAKE_FREE_GENERATION, FREE_SQL, FREE_ARGS),
-            (_RESERVE, RESERVE_SQL, RESERVE_ARGS), (_ENQUEUE, ENQUEUE_SQL, ENQUEUE_ARGS))
+            (RESERVE, RESERVE_SQL, RESERVE_ARGS), (_ENQUEUE, ENQUEUE_SQL, ENQUEUE_ARGS))
 
 
 def key_hash(api_key: str) -> str:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
@@ -104,3 +105,45 @@ async def test_check_ledger_reports_drift_and_orphaned_holds(db) -> None:
     kinds = sorted(p.kind for p in problems)
     assert kinds == ["balance_drift", "orphaned_hold"]
     assert all(p.team_id == team.team_id for p in problems)
+
+
+async def ledger_rows(db, team_id) -> int:  # type: ignore[no-untyped-def]
+    async with db.transaction() as s:
+        return await s.scalar(text("SELECT count(*) FROM credit_transactions WHERE team_id = :t"), {"t": team_id})
+
+
+async def test_capture_beyond_the_hold_is_refused_by_the_statement_and_writes_nothing(db) -> None:
+    team = await make_team(db, credits="10")
+    async with db.transaction() as s:
+        hold = await credits.reserve(s, team_id=team.team_id, amount=D("4"), operation="op")
+    for wrong in (D("4.01"), D("-1")):
+        async with db.transaction() as s:  # committed: the statement's WHERE refused it, nothing was written
+            with pytest.raises(ValueError, match="cannot capture"):
+                await credits.capture(s, hold.id, amount=wrong)
+        async with db.transaction() as s:
+            status = await s.scalar(text("SELECT status FROM credit_reservations WHERE id = :id"), {"id": hold.id})
+        assert status == "held"
+        assert await ledger_rows(db, team.team_id) == 2  # the grant and the reserve
+        assert await balance(db, team.team_id) == (D("6.00"), D("0.00"), D("4.00"))
+    async with db.transaction() as s:
+        assert await credits.capture(s, hold.id, amount=D("4")) == D("4.00")
+    await assert_ledger_ok(db)
+
+
+async def test_the_check_constraints_refuse_a_wrong_amount(db) -> None:
+    """The ledger's statements never clamp: a wrong result reaches the table's CHECKs, which refuse
+    it (nothing written) instead of storing a balance the ledger does not add up to."""
+    team = await make_team(db, credits="10")
+    with pytest.raises(IntegrityError, match="ck_credit_balances_reserved_nonnegative"):
+        async with db.transaction() as s:  # a negative hold would make reserved negative
+            await credits.reserve(s, team_id=team.team_id, amount=D("-5"), operation="op")
+    async with db.transaction() as s:
+        hold = await credits.reserve(s, team_id=team.team_id, amount=D("4"), operation="op")
+    with pytest.raises(IntegrityError, match="ck_credit_balances_reserved_nonnegative"):
+        async with db.transaction() as s:  # the balance drifted (written behind the ledger's back)
+            await s.execute(text("UPDATE credit_balances SET reserved_credits = 1 WHERE team_id = :t"),
+                            {"t": team.team_id})
+            await credits.release(s, hold.id)
+    assert await balance(db, team.team_id) == (D("6.00"), D("0.00"), D("4.00"))
+    assert await ledger_rows(db, team.team_id) == 2
+    await assert_ledger_ok(db)

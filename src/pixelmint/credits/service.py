@@ -1,12 +1,14 @@
-"""The credit ledger: reserve / capture / release / grant, balances and the ledger check.
+"""The credit ledger's rules: reserve / capture / release / consume / grant / replenish / adjust /
+void, balances and the ledger check.
 
-Every change locks the team's ``credit_balances`` row (``FOR UPDATE``) and appends one
-``credit_transactions`` row in the same statement, so the balance always equals the sum of its
-ledger. Spending burns the expiring monthly allocation before bonus credits; a release returns
-credits to the buckets they came from — except allocation of an ended allocation period
-(``replenish`` expired it), which is dropped, never resurrected. A reservation is settled exactly
-once: capture and release only act on a reservation still ``held`` and are no-ops otherwise,
-whatever retries, duplicate callbacks or crashes do.
+Every change is one statement of ``credits/ledger.py`` (the only writer of the credit tables):
+it locks the team's ``credit_balances`` row and appends one ``credit_transactions`` row, so the
+balance always equals the sum of its ledger. This module validates, turns refusals into errors and
+applies ``fail_open``. Spending burns the expiring monthly allocation before bonus credits; a
+release returns credits to the buckets they came from — except allocation of an ended allocation
+period (``replenish`` expired it), which is dropped, never resurrected. A reservation is settled
+exactly once: capture and release only act on a reservation still ``held`` and are no-ops
+otherwise, whatever retries, duplicate callbacks or crashes do.
 
 Services take the caller's session and never commit.
 """
@@ -14,7 +16,6 @@ Services take the caller's session and never commit.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +25,7 @@ import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.credits import ledger
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
 from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound
@@ -33,6 +35,10 @@ log = structlog.get_logger(__name__)
 ZERO = Decimal("0.00")
 
 
+def _no_balance() -> NotFound:
+    return NotFound("The team has no credit balance.", code="team_not_found")
+
+
 @dataclass(frozen=True)
 class Reservation:
     id: uuid.UUID
@@ -40,54 +46,6 @@ class Reservation:
     amount: Decimal
     from_allocation: Decimal
     from_bonus: Decimal
-
-
-# Lock the balance row and split ``:amount`` between the buckets, allocation first; no row in
-# ``split`` when the team cannot afford it. Shared by _RESERVE and _CONSUME.
-_LOCK_AND_SPLIT = """
-WITH bal AS (
-    SELECT team_id, allocation_credits, bonus_credits
-      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
-), split AS (
-    SELECT team_id,
-           LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_allocation,
-           CAST(:amount AS numeric) - LEAST(allocation_credits, CAST(:amount AS numeric)) AS from_bonus
-      FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
-),"""
-
-_RESERVE = text(_LOCK_AND_SPLIT + """
-upd AS (
-    -- GREATEST(…, 0) never clamps the row written: split was computed from the newest version,
-    -- locked by bal. It only keeps the CHECKs from failing spuriously when this statement waited
-    -- for a transaction that added credits: PostgreSQL first computes and checks the new row from
-    -- the version in the statement's snapshot, then finds it outdated and recomputes it from the
-    -- newest one (EvalPlanQual). See tests/credits/test_buckets.py (reserve waiting on replenish).
-    UPDATE credit_balances b
-       SET allocation_credits = GREATEST(b.allocation_credits - s.from_allocation, 0),
-           bonus_credits = GREATEST(b.bonus_credits - s.from_bonus, 0),
-           reserved_credits = b.reserved_credits + CAST(:amount AS numeric),
-           updated_at = now()
-      FROM split s WHERE b.team_id = s.team_id
-    RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits, s.from_allocation, s.from_bonus,
-              b.allocation_period
-), res AS (
-    INSERT INTO credit_reservations (id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus,
-                                     expires_at, allocation_period)
-    SELECT :reservation_id, :team_id, :job_id, :app_id, :operation, :amount, from_allocation, from_bonus,
-           :expires_at, allocation_period
-      FROM upd
-), led AS (
-    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
-                                     allocation_after, bonus_after, reserved_after, operation, job_id,
-                                     reservation_id, app_id, user_id, description)
-    SELECT :team_id, 'reserve', :amount, -from_allocation, -from_bonus, :amount,
-           allocation_credits, bonus_credits, reserved_credits, :operation, :job_id,
-           :reservation_id, :app_id, :user_id, :description
-      FROM upd
-)
-SELECT bal.allocation_credits + bal.bonus_credits AS available, upd.from_allocation, upd.from_bonus
-  FROM bal LEFT JOIN upd ON true
-""")
 
 
 async def reserve(
@@ -105,26 +63,34 @@ async def reserve(
 ) -> Reservation:
     """Move ``amount`` credits from available (allocation first, then bonus) to reserved.
 
-    One statement: lock the balance row, check, update, insert the reservation and its ledger row.
-    Raises ``InsufficientCredits`` (nothing written) when available < amount, ``NotFound`` when
-    the team has no balance row. With ``fail_open`` (``PIXELMINT_CREDIT_ENFORCEMENT=fail_open``)
-    a shortfall is first granted as recorded, logged bonus credits (``cover_shortfall``).
+    One statement (``ledger.RESERVE``): lock the balance row, check, update, insert the reservation
+    and its ledger row. Raises ``InsufficientCredits`` (nothing written) when available < amount,
+    ``NotFound`` when the team has no balance row. With ``fail_open``
+    (``PIXELMINT_CREDIT_ENFORCEMENT=fail_open``) a shortfall is first granted as recorded, logged
+    bonus credits (``cover_shortfall``).
     """
     reservation_id = uuid.uuid4()
-    params = {
-        "team_id": team_id, "amount": amount, "operation": operation, "job_id": job_id,
-        "reservation_id": reservation_id, "app_id": app_id, "user_id": user_id, "description": description,
-        "expires_at": expires_at,
+    fields: dict[str, Any] = {
+        "team_id": team_id, "amount": amount, "reservation_id": reservation_id, "expires_at": expires_at,
+        "operation": operation, "job_id": job_id, "app_id": app_id, "user_id": user_id, "description": description,
     }
-    row = (await session.execute(_RESERVE, params)).one_or_none()
-    if row is None:
-        raise NotFound("The team has no credit balance.", code="team_not_found")
-    if row.from_allocation is None:
-        if not fail_open:
-            raise InsufficientCredits(required=amount, available=row.available, operation=operation)
-        await cover_shortfall(session, team_id=team_id, required=amount, available=row.available, operation=operation)
-        row = (await session.execute(_RESERVE, params)).one()
-    return Reservation(reservation_id, team_id, amount, row.from_allocation, row.from_bonus)
+    spent = await ledger.reserve(session, **fields)
+    if spent is None:
+        raise _no_balance()
+    if spent.from_allocation is None:
+        await _refuse_or_cover(session, team_id, amount, spent.available, operation, fail_open)
+        spent = await ledger.reserve(session, **fields)
+        assert spent is not None and spent.from_allocation is not None
+    assert spent.from_bonus is not None
+    return Reservation(reservation_id, team_id, amount, spent.from_allocation, spent.from_bonus)
+
+
+async def _refuse_or_cover(
+    session: AsyncSession, team_id: uuid.UUID, required: Decimal, available: Decimal, operation: str, fail_open: bool
+) -> None:
+    if not fail_open:
+        raise InsufficientCredits(required=required, available=available, operation=operation)
+    await cover_shortfall(session, team_id=team_id, required=required, available=available, operation=operation)
 
 
 async def cover_shortfall(
@@ -141,31 +107,6 @@ async def cover_shortfall(
         description=f"fail_open: {operation} ran {shortfall} credits short",
         metadata={"failOpen": True, "shortfall": str(shortfall), "operation": operation},
     )
-
-
-_CONSUME = text(_LOCK_AND_SPLIT + """
-upd AS (
-    -- GREATEST(…, 0): see _RESERVE (a spurious CHECK failure after waiting for the lock).
-    UPDATE credit_balances b
-       SET allocation_credits = GREATEST(b.allocation_credits - s.from_allocation, 0),
-           bonus_credits = GREATEST(b.bonus_credits - s.from_bonus, 0),
-           updated_at = now()
-      FROM split s WHERE b.team_id = s.team_id
-    RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits, s.from_allocation, s.from_bonus
-), led AS (
-    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
-                                     allocation_after, bonus_after, reserved_after, operation, app_id,
-                                     user_id, description, metadata)
-    SELECT :team_id, 'consume', :amount, -from_allocation, -from_bonus, 0,
-           allocation_credits, bonus_credits, reserved_credits, :operation, :app_id,
-           :user_id, :description, CAST(:metadata AS jsonb)
-      FROM upd
-    RETURNING id
-)
-SELECT bal.allocation_credits + bal.bonus_credits AS available, upd.allocation_credits + upd.bonus_credits AS after,
-       (SELECT id FROM led) AS transaction_id
-  FROM bal LEFT JOIN upd ON true
-""")
 
 
 @dataclass(frozen=True)
@@ -187,76 +128,23 @@ async def consume(
     metadata: dict[str, Any] | None = None,
     fail_open: bool = False,
 ) -> Consumption:
-    """Spend ``amount`` credits at once (allocation first, then bonus): one statement that locks
-    the balance row and appends a ``consume`` ledger row. Raises ``InsufficientCredits`` (nothing
-    written) unless ``fail_open``, and ``NotFound`` for a team without a balance."""
-    params = {
+    """Spend ``amount`` credits at once (allocation first, then bonus): one statement
+    (``ledger.CONSUME``) that locks the balance row and appends a ``consume`` ledger row. Raises
+    ``InsufficientCredits`` (nothing written) unless ``fail_open``, and ``NotFound`` for a team
+    without a balance."""
+    fields: dict[str, Any] = {
         "team_id": team_id, "amount": amount, "operation": operation, "app_id": app_id, "user_id": user_id,
-        "description": description, "metadata": json.dumps(metadata or {}),
+        "description": description, "metadata": metadata,
     }
-    row = (await session.execute(_CONSUME, params)).one_or_none()
-    if row is None:
-        raise NotFound("The team has no credit balance.", code="team_not_found")
-    if row.transaction_id is None:
-        if not fail_open:
-            raise InsufficientCredits(required=amount, available=row.available, operation=operation)
-        await cover_shortfall(session, team_id=team_id, required=amount, available=row.available, operation=operation)
-        row = (await session.execute(_CONSUME, params)).one()
-    return Consumption(row.transaction_id, amount, row.after)
-
-
-# Settle a held reservation. Capture keeps ``:captured`` credits as spent and returns the rest
-# (last-burned bucket first: bonus, then allocation); release returns everything to its buckets.
-# Expired credits are never resurrected: when the hold was taken in an earlier allocation period
-# than the balance's current one (a replenishment came while it was held), its unused allocation
-# part is dropped — reserved goes down, allocation does not go up — and the ledger row says so in
-# its description and in ``metadata.expiredAllocation``. The period is compared inside the
-# balance UPDATE, i.e. against the row as locked (a replenishment committing meanwhile is seen).
-# The ledger row carries the hold's ``app_id`` (credit-API holds), so usage counts it for its app.
-_SETTLE = text("""
-WITH r AS (
-    UPDATE credit_reservations
-       SET status = CAST(:status AS text), captured_amount = CAST(:captured AS numeric), settled_at = now()
-     WHERE id = :reservation_id AND status = 'held'
-    RETURNING id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus, allocation_period
-), back AS (
-    SELECT r.*,
-           LEAST(r.from_bonus, r.amount - CAST(:captured AS numeric)) AS to_bonus,
-           (r.amount - CAST(:captured AS numeric)) - LEAST(r.from_bonus, r.amount - CAST(:captured AS numeric))
-               AS unused_allocation
-      FROM r
-), upd AS (
-    UPDATE credit_balances b
-       SET allocation_credits = b.allocation_credits
-               + CASE WHEN b.allocation_period = back.allocation_period THEN back.unused_allocation ELSE 0 END,
-           bonus_credits = b.bonus_credits + back.to_bonus,
-           reserved_credits = b.reserved_credits - back.amount,
-           updated_at = now()
-      FROM back WHERE b.team_id = back.team_id
-    RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits,
-              CASE WHEN b.allocation_period = back.allocation_period THEN back.unused_allocation ELSE 0 END
-                  AS to_allocation
-), led AS (
-    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
-                                     allocation_after, bonus_after, reserved_after, operation, job_id,
-                                     app_id, reservation_id, description, metadata)
-    SELECT back.team_id, CAST(:ledger_type AS text),
-           CASE WHEN CAST(:ledger_type AS text) = 'capture' THEN CAST(:captured AS numeric) ELSE back.amount END,
-           upd.to_allocation, back.to_bonus, -back.amount,
-           upd.allocation_credits, upd.bonus_credits, upd.reserved_credits, back.operation, back.job_id,
-           back.app_id, back.id,
-           CASE WHEN back.unused_allocation > upd.to_allocation
-                THEN left(concat_ws('; ', CAST(:description AS text),
-                                    CAST(back.unused_allocation - upd.to_allocation AS text)
-                                    || ' allocation credits not returned: their allocation period has expired'), 500)
-                ELSE CAST(:description AS text) END,
-           CASE WHEN back.unused_allocation > upd.to_allocation
-                THEN jsonb_build_object('expiredAllocation', CAST(back.unused_allocation - upd.to_allocation AS text))
-                ELSE CAST('{}' AS jsonb) END
-      FROM back, upd
-)
-SELECT amount FROM r
-""")
+    spent = await ledger.consume(session, **fields)
+    if spent is None:
+        raise _no_balance()
+    if spent.transaction_id is None:
+        await _refuse_or_cover(session, team_id, amount, spent.available, operation, fail_open)
+        spent = await ledger.consume(session, **fields)
+        assert spent is not None and spent.transaction_id is not None
+    assert spent.available_after is not None
+    return Consumption(spent.transaction_id, amount, spent.available_after)
 
 
 async def capture(
@@ -268,49 +156,20 @@ async def capture(
 ) -> Decimal | None:
     """Settle a held reservation as spent: ``amount`` (default: all of it) is charged and the
     difference goes back. Returns the credits charged, or ``None`` if the reservation was already
-    settled (capture and release are exactly-once)."""
-    return await _settle(session, reservation_id, "captured", "capture", amount, description)
+    settled (capture and release are exactly-once). Raises ``ValueError`` (nothing written) for an
+    amount outside 0..held: the statement's WHERE refuses it."""
+    settled = await ledger.settle(session, reservation_id, release=False, captured=amount, description=description)
+    if settled.captured is None and settled.held is not None and amount is not None and not 0 <= amount <= settled.held:
+        raise ValueError(f"cannot capture {amount} from a reservation of {settled.held}")
+    return settled.captured
 
 
 async def release(
     session: AsyncSession, reservation_id: uuid.UUID, *, description: str | None = None
 ) -> bool:
     """Return a held reservation to the buckets it came from. ``False`` if already settled."""
-    return await _settle(session, reservation_id, "released", "release", ZERO, description) is not None
-
-
-async def _settle(
-    session: AsyncSession,
-    reservation_id: uuid.UUID,
-    status: str,
-    ledger_type: str,
-    captured: Decimal | None,
-    description: str | None,
-) -> Decimal | None:
-    if captured is None:
-        held = await session.scalar(
-            text("SELECT amount FROM credit_reservations WHERE id = :id"), {"id": reservation_id}
-        )
-        if held is None:
-            return None
-        captured = held
-    row = (
-        await session.execute(
-            _SETTLE,
-            {
-                "reservation_id": reservation_id,
-                "status": status,
-                "captured": captured,
-                "ledger_type": ledger_type,
-                "description": description,
-            },
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    if captured > row.amount:
-        raise ValueError(f"cannot capture {captured} from a reservation of {row.amount}")
-    return captured
+    settled = await ledger.settle(session, reservation_id, release=True, description=description)
+    return settled.captured is not None
 
 
 async def grant(
@@ -323,36 +182,19 @@ async def grant(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> CreditTransaction:
-    """Add ``amount`` credits to the ``allocation`` or ``bonus`` bucket (locks the balance row)."""
+    """Add ``amount`` credits to the ``allocation`` or ``bonus`` bucket (an allocation grant also
+    raises ``total_allocated``): one ``ledger_type`` row. Raises ``ValueError`` for ``amount < 0``,
+    ``NotFound`` (team_not_found)."""
     if amount < 0:
         raise ValueError("grant amount must be >= 0")
-    balance = await session.scalar(
-        select(CreditBalance).where(CreditBalance.team_id == team_id).with_for_update()
-        .execution_options(populate_existing=True)  # the locked row, not a stale copy from this session
+    allocation = amount if bucket == "allocation" else ZERO
+    entry = await ledger.move(
+        session, team_id=team_id, type=ledger_type, amount=amount, allocation_delta=allocation,
+        bonus_delta=amount if bucket == "bonus" else ZERO, total_allocated_delta=allocation,
+        description=description, metadata=metadata,
     )
-    if balance is None:
-        raise NotFound("The team has no credit balance.", code="team_not_found")
-    allocation_delta = amount if bucket == "allocation" else ZERO
-    bonus_delta = amount if bucket == "bonus" else ZERO
-    balance.allocation_credits += allocation_delta
-    balance.bonus_credits += bonus_delta
-    if bucket == "allocation":
-        balance.total_allocated += amount
-    entry = CreditTransaction(
-        team_id=team_id,
-        type=ledger_type,
-        amount=amount,
-        allocation_delta=allocation_delta,
-        bonus_delta=bonus_delta,
-        reserved_delta=ZERO,
-        allocation_after=balance.allocation_credits,
-        bonus_after=balance.bonus_credits,
-        reserved_after=balance.reserved_credits,
-        description=description,
-        metadata_=metadata or {},
-    )
-    session.add(entry)
-    await session.flush()
+    if entry is None:
+        raise _no_balance()
     return entry
 
 
@@ -360,41 +202,6 @@ async def grant(
 # Buckets over time and admin corrections: replenish, adjust, void (issue 3, "Buckets", "Money in")
 
 BUCKETS = ("allocation", "bonus")
-
-
-async def _lock_balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalance:
-    """The team's balance row, locked (``FOR UPDATE``) and freshly read. ``NotFound`` without one."""
-    balance = await session.scalar(
-        select(CreditBalance).where(CreditBalance.team_id == team_id).with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if balance is None:
-        raise NotFound("The team has no credit balance.", code="team_not_found")
-    return balance
-
-
-def _append(
-    session: AsyncSession,
-    balance: CreditBalance,
-    *,
-    ledger_type: str,
-    amount: Decimal,
-    allocation_delta: Decimal = ZERO,
-    bonus_delta: Decimal = ZERO,
-    description: str | None,
-    metadata: dict[str, Any],
-) -> CreditTransaction:
-    """Apply the deltas to the locked ``balance`` and add the ledger row that records them."""
-    balance.allocation_credits += allocation_delta
-    balance.bonus_credits += bonus_delta
-    entry = CreditTransaction(
-        team_id=balance.team_id, type=ledger_type, amount=amount, allocation_delta=allocation_delta,
-        bonus_delta=bonus_delta, reserved_delta=ZERO, allocation_after=balance.allocation_credits,
-        bonus_after=balance.bonus_credits, reserved_after=balance.reserved_credits,
-        description=description[:500] if description else description, metadata_=metadata,
-    )
-    session.add(entry)
-    return entry
 
 
 def require_reason(reason: str | None) -> str:
@@ -442,8 +249,8 @@ async def replenish(
     ``metadata.allocationPeriod`` is the new number), ``allocation_period_started_at`` is now and
     ``next_replenishment_at`` is set as given (``None``: nothing scheduled). Bonus credits are
     untouched. Holds taken in the ended period keep their allocation part on hold; settling them
-    later never returns it (``_SETTLE``): the expire row's ``metadata.heldAllocation`` says how much
-    is in that state.
+    later never returns it (``ledger.settle``): the expire row's ``metadata.heldAllocation`` says
+    how much is in that state.
 
     ``reason`` is the replenish row's description (and, prefixed, the expire row's); ``metadata``
     is copied into both rows. Raises ``NotFound`` (team_not_found) and ``ValueError`` for
@@ -451,48 +258,29 @@ async def replenish(
     """
     if amount < 0:
         raise ValueError("replenish amount must be >= 0")
-    balance = await _lock_balance(session, team_id)
-    ended = balance.allocation_period
-    held = await session.scalar(
-        text("""SELECT COALESCE(sum(from_allocation), 0) FROM credit_reservations
-                 WHERE team_id = :t AND status = 'held' AND allocation_period = :p"""),
-        {"t": team_id, "p": ended},
+    done = await ledger.replenish(
+        session, team_id=team_id, amount=amount, next_replenishment_at=next_replenishment_at, reason=reason,
+        metadata=metadata,
     )
-    base = dict(metadata or {})
-    expired = balance.allocation_credits
-    expire_entry = None
-    if expired > 0:
-        expire_entry = _append(
-            session, balance, ledger_type="expire", amount=expired, allocation_delta=-expired,
-            description=f"allocation of period {ended} expired at replenishment: {reason}",
-            metadata={**base, "allocationPeriod": ended, "heldAllocation": str(held)},
-        )
-    balance.allocation_period = ended + 1
-    balance.allocation_period_started_at = dt.datetime.now(dt.UTC)
-    balance.next_replenishment_at = next_replenishment_at
-    balance.total_allocated += amount
-    entry = _append(
-        session, balance, ledger_type="replenish", amount=amount, allocation_delta=amount, description=reason,
-        metadata={
-            **base, "allocationPeriod": ended + 1,
-            "nextReplenishmentAt": next_replenishment_at.isoformat() if next_replenishment_at else None,
-        },
-    )
-    await session.flush()
+    if done is None:
+        raise _no_balance()
     return Replenishment(
-        team_id=team_id, allocation_period=ended + 1, expired=expired, held_allocation=held, granted=amount,
-        next_replenishment_at=next_replenishment_at,
-        expire_transaction_id=expire_entry.id if expire_entry is not None else None,
-        replenish_transaction_id=entry.id,
+        team_id=team_id, allocation_period=done.allocation_period, expired=done.expired,
+        held_allocation=done.held_allocation, granted=amount, next_replenishment_at=next_replenishment_at,
+        expire_transaction_id=done.expire_transaction_id, replenish_transaction_id=done.replenish_transaction_id,
     )
 
 
 async def set_next_replenishment(session: AsyncSession, *, team_id: uuid.UUID, at: dt.datetime | None) -> None:
     """Schedule (or, with ``None``, cancel) the team's next replenishment. No ledger row: nothing
     moves until ``replenish`` runs. Raises ``NotFound`` (team_not_found)."""
-    balance = await _lock_balance(session, team_id)
-    balance.next_replenishment_at = at
-    await session.flush()
+    if not await ledger.set_next_replenishment(session, team_id=team_id, at=at):
+        raise _no_balance()
+
+
+def _would_go_negative(bucket: str, current: Decimal, amount: Decimal, message: str) -> Conflict:
+    return Conflict(message, code="bucket_would_go_negative", bucket=bucket, bucketCredits=float(current),
+                    amount=float(amount))
 
 
 async def adjust(
@@ -516,22 +304,18 @@ async def adjust(
     reason = require_reason(reason)
     if amount == 0:
         raise InvalidRequest("amount must not be 0.", code="invalid_amount")
-    balance = await _lock_balance(session, team_id)
-    current: Decimal = getattr(balance, f"{bucket}_credits")
-    if current + amount < 0:
-        raise Conflict(
-            f"Adjusting the {bucket} bucket by {amount} would make it negative: it holds {current}.",
-            code="bucket_would_go_negative", bucket=bucket, bucketCredits=float(current), amount=float(amount),
-        )
-    entry = _append(
-        session, balance, ledger_type="adjust", amount=abs(amount),
-        allocation_delta=amount if bucket == "allocation" else ZERO,
-        bonus_delta=amount if bucket == "bonus" else ZERO,
+    allocation = amount if bucket == "allocation" else ZERO
+    entry = await ledger.move(
+        session, team_id=team_id, type="adjust", amount=abs(amount), allocation_delta=allocation,
+        bonus_delta=amount if bucket == "bonus" else ZERO, total_allocated_delta=allocation,
         description=reason, metadata={**(metadata or {}), "bucket": bucket},
     )
-    if bucket == "allocation":
-        balance.total_allocated += amount
-    await session.flush()
+    if entry is None:  # refused by the statement's guard, or no balance (get_balance raises NotFound)
+        current: Decimal = getattr(await get_balance(session, team_id), f"{bucket}_credits")
+        raise _would_go_negative(
+            bucket, current, amount,
+            f"Adjusting the {bucket} bucket by {amount} would make it negative: it holds {current}.",
+        )
     return entry
 
 
@@ -554,7 +338,9 @@ async def void_grant(
     use ``adjust`` for what is left); 422 ``reason_required``.
     """
     reason = require_reason(reason)
-    balance = await _lock_balance(session, team_id)  # first: the team's lock serialises voids
+    locked = await ledger.lock(session, team_id)  # first: the team's lock serialises voids
+    if locked is None:
+        raise _no_balance()
     granted = await session.scalar(
         select(CreditTransaction).where(CreditTransaction.id == transaction_id, CreditTransaction.team_id == team_id)
     )
@@ -580,22 +366,19 @@ async def void_grant(
     ):
         raise Conflict(f"Grant {transaction_id} went into an allocation period that has ended; its credits "
                        "already expired.", code="grant_expired", transactionId=transaction_id)
-    current: Decimal = getattr(balance, f"{bucket}_credits")
-    if current < amount:
-        raise Conflict(
-            f"Voiding grant {transaction_id} takes {amount} {bucket} credits but the bucket holds {current} "
-            "(the rest was spent or is on hold); adjust the bucket instead.",
-            code="bucket_would_go_negative", bucket=bucket, bucketCredits=float(current), amount=float(-amount),
-        )
-    entry = _append(
-        session, balance, ledger_type="void", amount=amount,
-        allocation_delta=-amount if bucket == "allocation" else ZERO,
-        bonus_delta=-amount if bucket == "bonus" else ZERO,
+    allocation = -amount if bucket == "allocation" else ZERO
+    entry = await ledger.move(
+        session, team_id=team_id, type="void", amount=amount, allocation_delta=allocation,
+        bonus_delta=-amount if bucket == "bonus" else ZERO, total_allocated_delta=allocation,
         description=reason, metadata={**(metadata or {}), "voids": transaction_id, "bucket": bucket},
     )
-    if bucket == "allocation":
-        balance.total_allocated -= amount
-    await session.flush()
+    if entry is None:  # refused by the statement's guard: the bucket holds less than the grant
+        current: Decimal = locked.allocation_credits if bucket == "allocation" else locked.bonus_credits
+        raise _would_go_negative(
+            bucket, current, -amount,
+            f"Voiding grant {transaction_id} takes {amount} {bucket} credits but the bucket holds {current} "
+            "(the rest was spent or is on hold); adjust the bucket instead.",
+        )
     return entry
 
 
@@ -603,14 +386,15 @@ async def open_balance(
     session: AsyncSession, *, team_id: uuid.UUID, next_replenishment_at: dt.datetime | None
 ) -> None:
     """Create a team's empty balance row (credits then arrive through ``grant``)."""
-    session.add(CreditBalance(team_id=team_id, next_replenishment_at=next_replenishment_at))
-    await session.flush()
+    await ledger.open_balance(session, team_id=team_id, next_replenishment_at=next_replenishment_at)
 
 
 async def get_balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalance:
-    balance = await session.get(CreditBalance, team_id)
+    """The team's balance as stored now (re-read: the ledger writes it with plain statements).
+    Raises ``NotFound`` (team_not_found)."""
+    balance = await session.get(CreditBalance, team_id, populate_existing=True)
     if balance is None:
-        raise NotFound("The team has no credit balance.", code="team_not_found")
+        raise _no_balance()
     return balance
 
 

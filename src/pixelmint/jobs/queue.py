@@ -22,18 +22,19 @@ settlement happens in the same transaction as the fenced update.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import TextClause, select, text
+from sqlalchemy import ColumnElement, Executable, case, literal, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.tables import Plan
 from pixelmint.credits import service as credits
+from pixelmint.credits.tables import CREDITS
 from pixelmint.jobs.tables import Job, TeamDispatch
 from pixelmint.kit.errors import TooManyRequests
 
@@ -42,8 +43,10 @@ JOB_EVENTS_CHANNEL = "pixelmint_job_events"  # payload "<job id> <state>" on eve
 
 FINISHED_STATES = ("succeeded", "failed", "canceled", "expired")
 
+_JOBS = Job.__table__
 
-async def _jobs(session: AsyncSession, statement: TextClause, params: dict[str, Any]) -> list[Job]:
+
+async def _jobs(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None) -> list[Job]:
     """Run a statement that returns job rows (``RETURNING *``) and map them to ``Job`` objects."""
     query = select(Job).from_statement(statement).execution_options(populate_existing=True)
     return list((await session.scalars(query, params)).all())
@@ -205,32 +208,22 @@ async def _finish_attempt(
 
 
 async def _transition(
-    session: AsyncSession,
-    fence: Fence,
-    state: str,
-    *,
-    sql_sets: str = "",
-    sql_condition: str = "",
-    sql_params: dict[str, Any] | None = None,
-    **values: Any,
+    session: AsyncSession, fence: Fence, state: str, *, only_if: ColumnElement[bool] | None = None, **changes: Any
 ) -> Job | None:
-    """Fenced ``fence.from_state`` → ``state``, setting ``values`` (column = value) and the extra
-    ``sql_sets``, when ``sql_condition`` also holds. Returns the job, or ``None`` if the fence no
-    longer holds (another attempt owns the job, or it already moved on) or the condition fails."""
-    sets = "".join(f", {name} = :{name}" for name in values) + sql_sets
-    keep_owner = state == "awaiting_webhook"  # the callback finishes it under the same fence
-    jobs = await _jobs(
-        session,
-        text(f"""
-            UPDATE jobs SET state = :state, lease_expires_at = NULL
-                            {'' if keep_owner else ', locked_by = NULL'}{sets}
-             WHERE id = :job_id AND state = :from_state AND locked_by = :worker AND attempt = :attempt
-                   {sql_condition}
-            RETURNING *
-        """),
-        {"state": state, "from_state": fence.from_state, "job_id": fence.job_id, "worker": fence.worker_id,
-         "attempt": fence.attempt, **values, **(sql_params or {})},
+    """Fenced ``fence.from_state`` → ``state``, setting ``changes`` (column name = value or SQL
+    expression), when ``only_if`` also holds: one ``UPDATE jobs … WHERE <fence> RETURNING *``.
+    Returns the job, or ``None`` if the fence no longer holds (another attempt owns the job, or it
+    already moved on) or ``only_if`` fails."""
+    if state != "awaiting_webhook":  # a job awaiting its callback stays with the fence that finishes it
+        changes["locked_by"] = None
+    statement = (
+        update(_JOBS)
+        .where(Job.id == fence.job_id, Job.state == fence.from_state, Job.locked_by == fence.worker_id,
+               Job.attempt == fence.attempt, true() if only_if is None else only_if)
+        .values(state=state, lease_expires_at=None, **changes)
+        .returning(*_JOBS.c)
     )
+    jobs = await _jobs(session, statement)
     return jobs[0] if jobs else None
 
 
@@ -242,13 +235,10 @@ async def mark_succeeded(
     ``charged`` defaults to the whole reservation. Returns ``None`` (and changes nothing) if the
     worker lost the job.
     """
-
+    charge = Job.estimated_credits if charged is None else literal(Decimal(charged), CREDITS)
     job = await _transition(
-        session, fence, "succeeded",
-        sql_sets=", charged_credits = CASE WHEN reservation_id IS NULL THEN 0"
-        " ELSE COALESCE(CAST(:charged AS numeric), estimated_credits) END",
-        sql_params={"charged": charged},
-        result=json.dumps(result), finished_at=dt.datetime.now(dt.UTC), progress=100,
+        session, fence, "succeeded", result=result, finished_at=dt.datetime.now(dt.UTC), progress=100,
+        charged_credits=case((Job.reservation_id.is_(None), literal(Decimal(0), CREDITS)), else_=charge),
     )
     if job is None:
         return None
@@ -267,7 +257,7 @@ async def mark_failed(
     (``retry`` / ``failed``). Returns ``None`` if the fence no longer holds."""
     if retry_in is not None:
         job = await _transition(
-            session, fence, "queued", sql_condition="AND attempt < max_attempts",
+            session, fence, "queued", only_if=Job.attempt < Job.max_attempts,
             error_code=code, error_message=message[:2000],
             run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_in),
         )

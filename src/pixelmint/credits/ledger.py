@@ -1,0 +1,344 @@
+"""The ledger writer: the only code that writes ``credit_balances``, ``credit_transactions`` and
+``credit_reservations``. ``credits/service.py`` holds the rules (validation, errors, fail-open) and
+calls these functions; nothing else writes the three tables.
+
+Every balance change is ONE SQL statement, of one shape::
+
+    bal  lock the team's balance row (FOR UPDATE) — the newest version, whatever we waited for
+    d    the change: the locked values, the signed deltas and the ledger row's fields, computed
+         from ``bal`` and the parameters; no row when the change is refused (its WHERE is the
+         guard: enough credits, a bucket that stays >= 0, a captured amount within the hold)
+    upd  UPDATE credit_balances SET column = d.column + d.delta …     (_APPLY, shared)
+    led  INSERT INTO credit_transactions … the deltas and the balance as written, RETURNING *
+
+Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
+its own UPDATE and INSERT of the same kind.
+
+Why one text statement each, rather than SQLAlchemy Core constructs or the ORM (which grant,
+adjust, void and replenish used before: a locking SELECT, then a flush of an UPDATE and INSERTs):
+the hot paths (``reserve`` for every generation, ``consume`` for every app charge; see
+benchmarks/bench_generate.py and bench_consume.py) must lock, check, update and append in one
+round trip, so that the hot row is locked for as short as possible; that is a chain of CTEs,
+which reads plainly as SQL and would be longer, not safer, as Core expressions. Every statement is
+a module constant composed once at import from the shared fragments below, so it is compiled
+once, and the benchmarks' bare baselines run exactly the service's text.
+
+The new balance is written as ``d.<column> + d.<delta>`` — the locked values plus the deltas the
+ledger row records — never clamped: a wrong delta makes a bucket negative and the table's CHECK
+constraints (``ck_credit_balances_*_nonnegative``) refuse the statement (tests/credits/test_ledger.py
+shows one). Computing from ``bal`` rather than from the UPDATE's own row also keeps those CHECKs
+from failing spuriously when the statement waited for the lock: PostgreSQL first evaluates the
+UPDATE against the row version of the statement's snapshot, then re-evaluates it against the
+newest one (EvalPlanQual); ``d`` already holds the newest values either way.
+
+Callers own the transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.credits.tables import CreditTransaction
+
+# The ledger row's descriptive fields, from parameters (the ``d`` CTEs of reserve, consume, move).
+_ROW_FIELDS = """
+           CAST(:operation AS text) AS operation, CAST(:job_id AS uuid) AS job_id,
+           CAST(:reservation_id AS uuid) AS reservation_id, CAST(:app_id AS uuid) AS app_id,
+           CAST(:user_id AS uuid) AS user_id, left(CAST(:description AS text), 500) AS description,
+           CAST(:metadata AS jsonb) AS metadata"""
+
+_LOCK = """
+WITH bal AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period
+      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+),"""
+
+# Apply ``d`` (at most one row) to the balance and append its ledger row.
+_APPLY = """
+upd AS (
+    UPDATE credit_balances b
+       SET allocation_credits = d.allocation_credits + d.allocation_delta,
+           bonus_credits = d.bonus_credits + d.bonus_delta,
+           reserved_credits = d.reserved_credits + d.reserved_delta,
+           total_allocated = d.total_allocated + d.total_allocated_delta,
+           updated_at = now()
+      FROM d WHERE b.team_id = d.team_id
+    RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits
+), led AS (
+    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
+                                     allocation_after, bonus_after, reserved_after, operation, job_id,
+                                     reservation_id, app_id, user_id, description, metadata)
+    SELECT d.team_id, d.type, d.amount, d.allocation_delta, d.bonus_delta, d.reserved_delta,
+           upd.allocation_credits, upd.bonus_credits, upd.reserved_credits, d.operation, d.job_id,
+           d.reservation_id, d.app_id, d.user_id, d.description, d.metadata
+      FROM d, upd
+    RETURNING *
+)"""
+
+# Spend ``:amount`` from the locked balance, allocation first, when it covers it.
+_SPLIT = """
+d AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period,
+           -LEAST(allocation_credits, CAST(:amount AS numeric)) AS allocation_delta,
+           LEAST(allocation_credits, CAST(:amount AS numeric)) - CAST(:amount AS numeric) AS bonus_delta,
+           CAST(:reserved_delta AS numeric) AS reserved_delta, 0 AS total_allocated_delta,
+           CAST(:type AS text) AS type, CAST(:amount AS numeric) AS amount,""" + _ROW_FIELDS + """
+      FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
+),"""
+
+RESERVE = text(_LOCK + _SPLIT + _APPLY + """, res AS (
+    INSERT INTO credit_reservations (id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus,
+                                     expires_at, allocation_period)
+    SELECT reservation_id, team_id, job_id, app_id, operation, amount, -allocation_delta, -bonus_delta,
+           :expires_at, allocation_period
+      FROM d
+)
+SELECT bal.allocation_credits + bal.bonus_credits AS available, -d.allocation_delta AS from_allocation,
+       -d.bonus_delta AS from_bonus
+  FROM bal LEFT JOIN d ON true
+""")
+
+CONSUME = text(_LOCK + _SPLIT + _APPLY + """
+SELECT bal.allocation_credits + bal.bonus_credits AS available, led.id AS transaction_id,
+       led.allocation_after + led.bonus_after AS after
+  FROM bal LEFT JOIN led ON true
+""")
+
+# Settle a held reservation. The guard is the reservation UPDATE's WHERE: still held, and the
+# captured amount (default: all of it) within 0..amount. Capture keeps ``captured`` as spent and
+# returns the rest, last-burned bucket first (bonus, then allocation); release is a capture of 0.
+# Expired credits are never resurrected: a hold taken in an earlier allocation period than the
+# locked balance's (a replenishment came while it was held) gets no allocation back — reserved
+# goes down, allocation does not go up — and the ledger row says so in its description and
+# ``metadata.expiredAllocation``. The ledger row carries the hold's job, app and operation.
+_SETTLE = text("""
+WITH r AS (
+    UPDATE credit_reservations
+       SET status = CAST(:status AS text), settled_at = now(),
+           captured_amount = COALESCE(CAST(:captured AS numeric), amount)
+     WHERE id = :reservation_id AND status = 'held'
+       AND COALESCE(CAST(:captured AS numeric), amount) BETWEEN 0 AND amount
+    RETURNING id, team_id, job_id, app_id, operation, amount, captured_amount, from_allocation, from_bonus,
+              allocation_period
+), bal AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period
+      FROM credit_balances WHERE team_id = (SELECT team_id FROM r) FOR UPDATE
+), back AS (
+    SELECT LEAST(r.from_bonus, r.amount - r.captured_amount) AS to_bonus,
+           r.amount - r.captured_amount - LEAST(r.from_bonus, r.amount - r.captured_amount) AS unused_allocation,
+           bal.allocation_period = r.allocation_period AS same_period
+      FROM r, bal
+), d AS (
+    SELECT bal.team_id, bal.allocation_credits, bal.bonus_credits, bal.reserved_credits, bal.total_allocated,
+           CASE WHEN back.same_period THEN back.unused_allocation ELSE 0 END AS allocation_delta,
+           back.to_bonus AS bonus_delta, -r.amount AS reserved_delta, 0 AS total_allocated_delta,
+           CAST(:ledger_type AS text) AS type,
+           CASE WHEN CAST(:ledger_type AS text) = 'capture' THEN r.captured_amount ELSE r.amount END AS amount,
+           r.operation, r.job_id, r.id AS reservation_id, r.app_id, CAST(NULL AS uuid) AS user_id,
+           CASE WHEN back.same_period OR back.unused_allocation = 0 THEN left(CAST(:description AS text), 500)
+                ELSE left(concat_ws('; ', CAST(:description AS text), CAST(back.unused_allocation AS text)
+                                    || ' allocation credits not returned: their allocation period has expired'),
+                          500) END AS description,
+           CASE WHEN back.same_period OR back.unused_allocation = 0 THEN CAST('{}' AS jsonb)
+                ELSE jsonb_build_object('expiredAllocation', CAST(back.unused_allocation AS text)) END AS metadata
+      FROM r, bal, back
+),""" + _APPLY + """
+SELECT (SELECT captured_amount FROM r) AS captured,
+       (SELECT amount FROM credit_reservations WHERE id = :reservation_id AND status = 'held') AS held
+""")
+
+# Add signed deltas to the buckets (grant, adjust, void, fail-open cover) unless one would go
+# below zero.
+_MOVE = text(_LOCK + """
+d AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated,
+           CAST(:allocation_delta AS numeric) AS allocation_delta, CAST(:bonus_delta AS numeric) AS bonus_delta,
+           0 AS reserved_delta, CAST(:total_allocated_delta AS numeric) AS total_allocated_delta,
+           CAST(:type AS text) AS type, CAST(:amount AS numeric) AS amount,""" + _ROW_FIELDS + """
+      FROM bal
+     WHERE allocation_credits + CAST(:allocation_delta AS numeric) >= 0
+       AND bonus_credits + CAST(:bonus_delta AS numeric) >= 0
+),""" + _APPLY + """
+SELECT * FROM led
+""")
+
+# A new allocation period: an ``expire`` row takes the allocation left to 0 (none when nothing is
+# left), a ``replenish`` row sets it to ``:amount``; the period goes up by one. ``heldAllocation``
+# is allocation of the ended period still on hold. The caller has locked the balance row in an
+# earlier statement, so this statement's snapshot sees every hold committed before the lock.
+_REPLENISH = text(_LOCK + """
+held AS (
+    SELECT COALESCE(sum(r.from_allocation), 0) AS held
+      FROM credit_reservations r, bal
+     WHERE r.team_id = bal.team_id AND r.status = 'held' AND r.allocation_period = bal.allocation_period
+), upd AS (
+    UPDATE credit_balances b
+       SET allocation_credits = CAST(:amount AS numeric),
+           total_allocated = bal.total_allocated + CAST(:amount AS numeric),
+           allocation_period = bal.allocation_period + 1, allocation_period_started_at = now(),
+           next_replenishment_at = :next_replenishment_at, updated_at = now()
+      FROM bal WHERE b.team_id = bal.team_id
+    RETURNING b.allocation_credits, b.bonus_credits, b.reserved_credits, b.allocation_period
+), led AS (
+    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, allocation_after, bonus_after,
+                                     reserved_after, description, metadata)
+    SELECT * FROM (
+        SELECT bal.team_id, 'expire', bal.allocation_credits, -bal.allocation_credits, CAST(0 AS numeric),
+               bal.bonus_credits, bal.reserved_credits,
+               left('allocation of period ' || bal.allocation_period || ' expired at replenishment: '
+                    || CAST(:reason AS text), 500),
+               CAST(:metadata AS jsonb) || jsonb_build_object('allocationPeriod', bal.allocation_period,
+                                                              'heldAllocation', CAST(held.held AS text))
+          FROM bal, held WHERE bal.allocation_credits > 0
+        UNION ALL
+        SELECT bal.team_id, 'replenish', CAST(:amount AS numeric), CAST(:amount AS numeric), upd.allocation_credits,
+               upd.bonus_credits, upd.reserved_credits, left(CAST(:reason AS text), 500),
+               CAST(:metadata AS jsonb) || jsonb_build_object('allocationPeriod', upd.allocation_period,
+                                                              'nextReplenishmentAt', CAST(:next_iso AS text))
+          FROM bal, upd
+    ) rows
+    RETURNING id, type
+)
+SELECT bal.allocation_credits AS expired, bal.allocation_period + 1 AS allocation_period, held.held,
+       (SELECT id FROM led WHERE type = 'expire') AS expire_id,
+       (SELECT id FROM led WHERE type = 'replenish') AS replenish_id
+  FROM bal, held
+""")
+
+_LOCK_ONLY = text("SELECT allocation_credits, bonus_credits FROM credit_balances WHERE team_id = :team_id FOR UPDATE")
+
+
+def _row_fields(
+    *, operation: str | None = None, job_id: uuid.UUID | None = None, reservation_id: uuid.UUID | None = None,
+    app_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None, description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {"operation": operation, "job_id": job_id, "reservation_id": reservation_id, "app_id": app_id,
+            "user_id": user_id, "description": description, "metadata": json.dumps(metadata or {})}
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What ``reserve`` / ``consume`` did. ``available``: allocation + bonus before (always set
+    when the team has a balance); the rest is ``None`` when the team could not afford it."""
+
+    available: Decimal
+    from_allocation: Decimal | None = None
+    from_bonus: Decimal | None = None
+    transaction_id: int | None = None
+    available_after: Decimal | None = None
+
+
+async def reserve(
+    session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal, reservation_id: uuid.UUID,
+    expires_at: dt.datetime | None, **fields: Any,
+) -> Spent | None:
+    """Hold ``amount`` (allocation first): a ``reserve`` row and the reservation ``reservation_id``.
+    ``None`` when the team has no balance; ``Spent.from_allocation is None`` when it cannot afford it
+    (nothing written). ``fields``: the ledger row's job_id, app_id, user_id, operation, description."""
+    row = (await session.execute(RESERVE, {
+        "team_id": team_id, "amount": amount, "reserved_delta": amount, "type": "reserve", "expires_at": expires_at,
+        **_row_fields(reservation_id=reservation_id, **fields),
+    })).one_or_none()
+    return None if row is None else Spent(row.available, row.from_allocation, row.from_bonus)
+
+
+async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal, **fields: Any) -> Spent | None:
+    """Spend ``amount`` at once (allocation first): a ``consume`` row. ``None`` without a balance;
+    ``Spent.transaction_id is None`` when the team cannot afford it (nothing written)."""
+    row = (await session.execute(CONSUME, {
+        "team_id": team_id, "amount": amount, "reserved_delta": 0, "type": "consume", **_row_fields(**fields),
+    })).one_or_none()
+    return None if row is None else Spent(row.available, transaction_id=row.transaction_id, available_after=row.after)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """``captured``: credits charged (0 for a release), ``None`` when nothing was settled; ``held``:
+    the reservation's amount when, as this statement began, it was still held (else ``None``)."""
+
+    captured: Decimal | None
+    held: Decimal | None
+
+
+async def settle(
+    session: AsyncSession, reservation_id: uuid.UUID, *, release: bool, captured: Decimal | None = None,
+    description: str | None,
+) -> Settled:
+    """Settle a held reservation: status, balance and one ledger row in one statement. A capture
+    charges ``captured`` (``None``: all of it) with a ``capture`` row; a release (``captured``
+    ignored) gives everything back with a ``release`` row."""
+    row = (await session.execute(_SETTLE, {
+        "reservation_id": reservation_id, "captured": Decimal(0) if release else captured, "description": description,
+        "status": "released" if release else "captured", "ledger_type": "release" if release else "capture",
+    })).one()
+    return Settled(row.captured, row.held)
+
+
+async def move(
+    session: AsyncSession, *, team_id: uuid.UUID, type: str, amount: Decimal, allocation_delta: Decimal = Decimal(0),
+    bonus_delta: Decimal = Decimal(0), total_allocated_delta: Decimal = Decimal(0), description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> CreditTransaction | None:
+    """Add the signed deltas to the buckets and append a ``type`` row (grant, adjust, void).
+    ``None`` (nothing written) when the team has no balance or a bucket would go below zero."""
+    return await session.scalar(
+        select(CreditTransaction).from_statement(_MOVE).execution_options(populate_existing=True),
+        {"team_id": team_id, "type": type, "amount": amount, "allocation_delta": allocation_delta,
+         "bonus_delta": bonus_delta, "total_allocated_delta": total_allocated_delta,
+         **_row_fields(description=description, metadata=metadata)},
+    )
+
+
+async def lock(session: AsyncSession, team_id: uuid.UUID) -> Row[Any] | None:
+    """Lock the team's balance row until the transaction ends; its allocation and bonus credits, or
+    ``None`` without a balance."""
+    return (await session.execute(_LOCK_ONLY, {"team_id": team_id})).one_or_none()
+
+
+@dataclass(frozen=True)
+class Replenished:
+    expired: Decimal
+    held_allocation: Decimal
+    allocation_period: int
+    expire_transaction_id: int | None
+    replenish_transaction_id: int
+
+
+async def replenish(
+    session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal, next_replenishment_at: dt.datetime | None,
+    reason: str, metadata: dict[str, Any] | None,
+) -> Replenished | None:
+    """Start a new allocation period (see ``_REPLENISH``). ``None`` when the team has no balance."""
+    if await lock(session, team_id) is None:
+        return None
+    row = (await session.execute(_REPLENISH, {
+        "team_id": team_id, "amount": amount, "next_replenishment_at": next_replenishment_at, "reason": reason,
+        "metadata": json.dumps(metadata or {}),
+        "next_iso": next_replenishment_at.isoformat() if next_replenishment_at else None,
+    })).one()
+    return Replenished(row.expired, row.held, row.allocation_period, row.expire_id, row.replenish_id)
+
+
+async def set_next_replenishment(session: AsyncSession, *, team_id: uuid.UUID, at: dt.datetime | None) -> bool:
+    """Schedule the team's next replenishment (no ledger row: no credits move). ``False`` without a balance."""
+    return await session.scalar(
+        text("UPDATE credit_balances SET next_replenishment_at = :at WHERE team_id = :team_id RETURNING true"),
+        {"team_id": team_id, "at": at},
+    ) is not None
+
+
+async def open_balance(session: AsyncSession, *, team_id: uuid.UUID, next_replenishment_at: dt.datetime | None) -> None:
+    """Insert the team's empty balance row."""
+    await session.execute(
+        text("INSERT INTO credit_balances (team_id, next_replenishment_at) VALUES (:team_id, :at)"),
+        {"team_id": team_id, "at": next_replenishment_at},
+    )
