@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.credits.pricing import current_pricing
 from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
 from pixelmint.api.runtime import Runtime
+from pixelmint.flows import generation
 from pixelmint.jobs import callbacks, service
 from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.presenters import present_job, present_jobs
@@ -88,7 +89,7 @@ async def generate(
     queued job; with ``waitForResult`` waits up to the server's limit and answers 200 with the
     finished job and its images (or 202 if time ran out). With ``Idempotency-Key`` the answer is
     stored in the reserving transaction (``kit/idempotency.py``)."""
-    job, free_left = await service.submit_generation(
+    job, free_left = await generation.submit_generation(
         session, principal, body, settings=runtime.settings, pricing=await current_pricing(session)
     )
     envelope = JobEnvelope(job=await present_job(session, job, runtime, request), free_generations_remaining=free_left)

@@ -25,15 +25,16 @@ import datetime as dt
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import TextClause, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts import service as accounts
 from pixelmint.accounts.tables import Plan
 from pixelmint.credits import service as credits
+from pixelmint.jobs.registry import registry
 from pixelmint.jobs.tables import Job, TeamDispatch
 from pixelmint.kit.errors import TooManyRequests
 
@@ -60,6 +61,18 @@ async def open_team_dispatch(session: AsyncSession, *, team_id: uuid.UUID, plan:
         TeamDispatch(team_id=team_id, priority=plan.queue_priority, max_running=dispatch_limit(plan))
     )
     await session.flush()
+
+
+async def set_team_limits(session: AsyncSession, *, team_id: uuid.UUID, plan: Plan) -> None:
+    """A team changed plans: its claim gate takes the plan's queue priority and ``dispatch_limit``.
+
+    Claims read ``team_dispatch`` at claim time, so queued and new jobs get the new priority and
+    concurrency at once while running jobs finish as they are (a lower limit only stops new claims
+    until enough have finished)."""
+    await session.execute(
+        text("UPDATE team_dispatch SET priority = :priority, max_running = :max_running WHERE team_id = :team_id"),
+        {"priority": plan.queue_priority, "max_running": dispatch_limit(plan), "team_id": team_id},
+    )
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -350,29 +363,16 @@ async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
     return job
 
 
-FailureHook = Callable[[AsyncSession, Job], Awaitable[None]]
-_failure_hooks: list[FailureHook] = []
-
-
-def on_failure(hook: FailureHook) -> FailureHook:
-    """Register a hook run in the same transaction whenever a job ends failed or canceled
-    (domains use it to react: a failed training marks its custom model failed)."""
-    _failure_hooks.append(hook)
-    return hook
-
-
 async def _refund(session: AsyncSession, job: Job, *, reason: str) -> None:
     """A job ended failed or canceled: give back what it held (its credit reservation, or the
-    user's free generation) and run the failure hooks."""
-    for hook in _failure_hooks:
+    user's free generation) and run its type's failure hook (``jobs/registry.py``)."""
+    hook = registry.failure_hooks.get(job.type)
+    if hook is not None:
         await hook(session, job)
     if job.reservation_id is not None:
         await credits.release(session, job.reservation_id, description=reason)
     elif job.is_free and job.user_id is not None:
-        await session.execute(
-            text("UPDATE users SET free_generations_remaining = free_generations_remaining + 1 WHERE id = :id"),
-            {"id": job.user_id},
-        )
+        await accounts.return_free_generation(session, job.user_id)
 
 
 async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:
