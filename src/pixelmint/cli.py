@@ -232,7 +232,7 @@ def storage_cleanup(
     do this every PIXELMINT_RETENTION_INTERVAL_SECONDS. Exits 1 on a storage error."""
     from pixelmint.kit.db import Database
     from pixelmint.storage.backend import StorageError
-    from pixelmint.storage.retention import cleanup_expired
+    from pixelmint.flows.retention import cleanup_expired
 
     settings = get_settings()
     handle = resolve_database(settings)

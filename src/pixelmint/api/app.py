@@ -12,16 +12,17 @@ from pixelmint.api.deps import RuntimeDep
 from pixelmint.api.docs import install_docs
 from pixelmint.api.errors import install_error_handlers
 from pixelmint.api.runtime import Runtime
+from pixelmint.billing.admin_endpoints import router as credits_admin_router
 from pixelmint.billing.endpoints import router as billing_router
 from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
 from pixelmint.catalog.endpoints import router as catalog_router
-from pixelmint.credits.admin_endpoints import router as credits_admin_router
 from pixelmint.credits.app_endpoints import admin_router as apps_admin_router
 from pixelmint.credits.app_endpoints import pricing_admin_router
 from pixelmint.credits.app_endpoints import router as credit_api_router
 from pixelmint.credits.endpoints import router as credits_router
 from pixelmint.custom_models.endpoints import router as models_router
 from pixelmint.custom_models.service import MAX_UPLOAD_BYTES
+from pixelmint.flows.endpoints import generate_router as submit_router
 from pixelmint.jobs.endpoints import jobs_router, webhooks_router
 from pixelmint.jobs.endpoints import router as generate_router
 from pixelmint.kit import idempotency
@@ -60,6 +61,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     for router in (
         catalog_router,
         models_router,
+        submit_router,
         generate_router,
         jobs_router,
         credits_router,

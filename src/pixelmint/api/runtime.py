@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pixelmint.billing.replenishment import ReplenishTask
 from pixelmint.custom_models import tasks as custom_models_tasks
 from pixelmint.flows import generation
+from pixelmint.flows.retention import RetentionTask
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.registry import Registry
 from pixelmint.jobs.registry import registry as job_types
@@ -20,7 +21,6 @@ from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.backend import from_settings as storage_from_settings
-from pixelmint.storage.retention import RetentionTask
 
 
 def register_job_types(registry: Registry = job_types) -> Registry:
@@ -74,7 +74,7 @@ class Runtime:
                 handlers=job_types.handlers,
             )
             runtime._worker_task = asyncio.create_task(runtime.worker.run())
-            if settings.retention_interval_seconds > 0:  # expired images: storage/retention.py
+            if settings.retention_interval_seconds > 0:  # expired images: flows/retention.py
                 runtime.retention = RetentionTask(
                     db, storage, interval_seconds=settings.retention_interval_seconds,
                     batch_size=settings.retention_batch_size,

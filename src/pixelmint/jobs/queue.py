@@ -350,6 +350,21 @@ async def requeue_stale_webhook_jobs(session: AsyncSession, *, older_than_second
     return len(teams)
 
 
+async def expire_jobs(session: AsyncSession, job_ids: list[uuid.UUID]) -> int:
+    """Succeeded jobs among ``job_ids`` that have no image left that is not deleted → ``expired``
+    (image retention: ``flows/retention.py``). Returns how many."""
+    result = await session.execute(
+        text("""
+            UPDATE jobs AS j SET state = 'expired'
+             WHERE j.id = ANY(:job_ids)
+               AND j.state = 'succeeded'
+               AND NOT EXISTS (SELECT 1 FROM images AS i WHERE i.job_id = j.id AND i.deleted_at IS NULL)
+        """),
+        {"job_ids": job_ids},
+    )
+    return result.rowcount  # type: ignore[attr-defined, no-any-return]
+
+
 async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
     """Fenced running → canceled (cancel requested while it ran), reservation released."""
     job = await _transition(

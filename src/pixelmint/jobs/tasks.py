@@ -29,6 +29,7 @@ from pixelmint.providers.base import (
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
+from pixelmint.storage import service as storage_service
 from pixelmint.storage.service import storage_key
 from pixelmint.storage.tables import Image
 
@@ -155,8 +156,7 @@ async def store_generated(
         )
 
     async def add_images(session: AsyncSession, _job: Job) -> None:
-        session.add_all(rows)
-        await session.flush()
+        await storage_service.add_images(session, rows)
 
     outcome.apply = add_images
     await ctx.log(f"stored {len(rows)} image(s)")

@@ -12,7 +12,6 @@ import uuid
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.api.deps import AdminDep, SessionDep
 from pixelmint.billing import service as billing
 from pixelmint.billing.schemas import (
     AdjustIn,
@@ -26,6 +25,7 @@ from pixelmint.billing.schemas import (
 )
 from pixelmint.credits import service as credits
 from pixelmint.credits.tables import CreditTransaction
+from pixelmint.kit.http import AdminDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/teams/{team_id}", tags=["admin"])
 
@@ -38,9 +38,7 @@ _ERRORS = {
 
 async def _reply(session: AsyncSession, team_id: uuid.UUID, entry: CreditTransaction) -> AdminCreditsOut:
     balance = await credits.get_balance(session, team_id)
-    out = AdminCreditsOut(transaction=present_transaction(entry), balance=present_balance(balance))
-    await session.commit()
-    return out
+    return AdminCreditsOut(transaction=present_transaction(entry), balance=present_balance(balance))
 
 
 @router.post("/credits/grant", response_model=AdminCreditsOut, responses=_ERRORS,
@@ -71,10 +69,8 @@ async def change_plan(team_id: uuid.UUID, body: ChangePlanIn, _: AdminDep, sessi
         session, team_id=team_id, plan_code=body.plan, replenish_now=body.replenish_now, reason=body.reason
     )
     plan = done.change.plan
-    out = PlanOut(
+    return PlanOut(
         team_id=team_id, plan=plan.code, previous_plan=done.change.previous_plan, monthly_credits=plan.monthly_credits,
         max_concurrent_jobs=plan.max_concurrent_jobs, queue_priority=plan.queue_priority,
         replenished=done.replenishment is not None, balance=present_balance(done.balance),
     )
-    await session.commit()
-    return out
