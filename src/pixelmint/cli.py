@@ -469,7 +469,7 @@ def _print_credit_change(session_result, as_json: bool) -> None:  # type: ignore
 
 def _credit_change(team_id: uuid.UUID, change):  # type: ignore[no-untyped-def]
     """Apply ``await change(session)`` (returns a ledger row) and return (row, balance) as JSON dicts."""
-    from pixelmint.billing.schemas import present_balance, present_transaction
+    from pixelmint.credits.schemas import present_balance, present_transaction
     from pixelmint.credits import service as credits
 
     async def action(session):  # type: ignore[no-untyped-def]

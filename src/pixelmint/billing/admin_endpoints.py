@@ -13,17 +13,9 @@ from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.billing import service as billing
-from pixelmint.billing.schemas import (
-    AdjustIn,
-    AdminCreditsOut,
-    ChangePlanIn,
-    GrantIn,
-    PlanOut,
-    VoidIn,
-    present_balance,
-    present_transaction,
-)
+from pixelmint.billing.schemas import AdjustIn, AdminCreditsOut, ChangePlanIn, GrantIn, PlanOut, VoidIn
 from pixelmint.credits import service as credits
+from pixelmint.credits.schemas import present_balance, present_transaction
 from pixelmint.credits.tables import CreditTransaction
 from pixelmint.kit.http import AdminDep, SessionDep
 

@@ -1,4 +1,4 @@
-"""Admin billing operations shared by the API (``credits/admin_endpoints.py``) and the CLI
+"""Admin billing operations shared by the API (``billing/admin_endpoints.py``) and the CLI
 (``pixelmint admin grant|adjust|void|set-plan``): grant, adjust and void credits with a reason,
 change a team's plan. Each takes the caller's session and never commits.
 

@@ -51,7 +51,9 @@ def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignor
     )
 
 
-async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson, list[service.TrainingImage]]]:
+async def _parse_create(
+    request: Request, settings: SettingsDep
+) -> AsyncIterator[tuple[CreateModelJson, list[service.TrainingImage]]]:
     """JSON (training images by URL) or multipart form data (files in ``trainingImages``). Uploaded
     and downloaded images wait in spooled temporary files (on disk beyond 1 MiB each), closed
     after the request; the body's size is capped before (``kit/limits.py``)."""
@@ -75,8 +77,9 @@ async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
             raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
-        allow_private = request.app.state.runtime.settings.allow_private_image_urls
-        await downloads.download(body.training_image_urls, downloaded, allow_private=allow_private)
+        await downloads.download(
+            body.training_image_urls, downloaded, allow_private=settings.allow_private_image_urls
+        )
         yield body, files + downloaded
     finally:
         for image in downloaded:

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 
 from pixelmint.accounts.auth import IdempotencyDep, PrincipalDep, rate_limit
 from pixelmint.credits.pricing import current_pricing
-from pixelmint.flows import generation
+from pixelmint.credits.schemas import EstimateOut, EstimateRequest
+from pixelmint.flows import generation, pricing
 from pixelmint.jobs.deps import JobEventsDep
 from pixelmint.jobs.endpoints import ERRORS
 from pixelmint.jobs.events import watch_job
@@ -61,3 +62,17 @@ async def generate(
     code = status.HTTP_200_OK if job.state in FINISHED_STATES else status.HTTP_202_ACCEPTED
     envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
     return JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=code)
+
+
+estimate_router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
+
+
+@estimate_router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it")
+async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> EstimateOut:
+    cost = await pricing.estimate(
+        session, principal, operation=body.operation, reference_model_id=body.reference_model_id,
+        custom_model_id=body.custom_model_id, resolution=body.resolution, quality=body.quality,
+        num_images=body.num_images, training_images=body.training_images, iteration=body.iteration,
+        settings=settings,
+    )
+    return EstimateOut(operation=body.operation, estimated_credits=cost)
