@@ -3,7 +3,6 @@ numbers with at most two decimals."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from decimal import Decimal
 from typing import Annotated, Literal
