@@ -4,22 +4,21 @@ apps, their prices and grants) and ``/api/v1/admin/pricing`` (the pricing table)
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import Field
-
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
-from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, present_grant
+from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, OperationName, present_grant
 from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.http import AdminDep, SessionDep
+from pixelmint.kit.schemas import NonNegativeCredits, RequestMap
 
 admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
 
 
-@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)")
+@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)",
+                   responses={409: {"description": "app_exists"}})
 async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
     created = await apps.register_app(session, name=body.name, operations=body.operations)
     for team_id in body.team_ids:
@@ -27,10 +26,11 @@ async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCr
     return AppCreated(app_id=created.app_id, service_key=created.service_key)
 
 
-@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs")
-async def set_operations(app_id: uuid.UUID, body: dict[str, Annotated[Decimal, Field(ge=0)]], admin: AdminDep,
+@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs",
+                  responses={404: {"description": "app_not_found"}})
+async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, NonNegativeCredits], admin: AdminDep,
                          session: SessionDep) -> None:
-    await apps.set_operation_costs(session, app_id, body)
+    await apps.set_operation_costs(session, app_id, body.root)
 
 
 @admin_router.get("/{app_id}/teams", response_model=AppGrantPage, summary="The teams that let an app use their credits")
@@ -62,12 +62,12 @@ async def get_pricing(admin: AdminDep, session: SessionDep) -> dict[str, Any]:
 @pricing_admin_router.put("/{operation}", summary="Replace one operation's prices (new jobs only)")
 async def put_pricing(
     operation: Literal["image_generation", "model_creation", "model_refinement"],
-    body: dict[str, Any],
+    body: RequestMap[str, Any],
     admin: AdminDep,
     session: SessionDep,
 ) -> dict[str, Any]:
     try:
-        pricing = await set_pricing(session, operation, body)
+        pricing = await set_pricing(session, operation, body.root)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise InvalidRequest(str(exc), code="invalid_pricing") from None
     return pricing_as_config(pricing)

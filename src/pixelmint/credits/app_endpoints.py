@@ -5,7 +5,6 @@ teams' side (the apps they grant) is in ``credits/endpoints.py``, the admins' in
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from pixelmint.credits.schemas import (
     present_hold,
 )
 from pixelmint.kit.http import BearerDep, SessionDep, SettingsDep
+from pixelmint.kit.schemas import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 
@@ -82,12 +82,12 @@ async def release(body: ReleaseRequest, app: AppDep, session: SessionDep) -> Hol
 
 
 @router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation",
-            responses=NOT_AUTHORIZED)
+            responses={**NOT_AUTHORIZED, 401: {"description": "missing_api_key, invalid_api_key, invalid_service_key"}})
 async def usage(
     session: SessionDep,
     credentials: BearerDep,
-    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    since: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
     team_id: Annotated[uuid.UUID | None, Query(
         alias="teamId", description="Service key only: the app's usage of this team (which must have granted it)")] = None,
 ) -> UsagePage:

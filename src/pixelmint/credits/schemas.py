@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from pixelmint.credits.apps import Grant
 from pixelmint.credits.tables import CreditBalance, CreditReservation, CreditTransaction
-from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.kit.schemas import (
+    RESOLUTION_PATTERN,
+    CamelModel,
+    Credits,
+    NonNegativeCredits,
+    PositiveCredits,
+    RequestModel,
+)
 
 
 class BalanceOut(CamelModel):
@@ -83,13 +89,13 @@ def present_transaction(t: CreditTransaction) -> TransactionOut:
 
 # The credit API for apps (credits/app_endpoints.py)
 
-PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+OperationName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-class OperationRequest(CamelModel):
+class OperationRequest(RequestModel):
     team_id: uuid.UUID
-    operation: str = Field(min_length=1, max_length=64, examples=["deck"])
-    amount: PositiveAmount | None = Field(None, description="Credits; default: the app's price for the operation")
+    operation: OperationName = Field(examples=["deck"])
+    amount: PositiveCredits | None = Field(None, description="Credits; default: the app's price for the operation")
 
 
 class ValidateOut(CamelModel):
@@ -110,7 +116,9 @@ class ConsumeOut(CamelModel):
 
 
 class ReserveRequest(OperationRequest):
-    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released")
+    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released (1..the server's "
+                             "PIXELMINT_MAX_HOLD_SECONDS, 86,400 by default: invalid_ttl)",
+                             json_schema_extra={"minimum": 1, "maximum": 86_400})
 
 
 class HoldOut(CamelModel):
@@ -123,12 +131,12 @@ class HoldOut(CamelModel):
     expires_at: dt.datetime | None
 
 
-class CaptureRequest(CamelModel):
+class CaptureRequest(RequestModel):
     hold_id: uuid.UUID
-    amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
+    amount: NonNegativeCredits | None = None
 
 
-class ReleaseRequest(CamelModel):
+class ReleaseRequest(RequestModel):
     hold_id: uuid.UUID
 
 
@@ -167,9 +175,9 @@ def present_grant(g: Grant) -> AppGrantOut:
                        granted_at=g.granted_at)
 
 
-class AppIn(CamelModel):
+class AppIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
-    operations: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(default_factory=dict, examples=[{"deck": 10}])
+    operations: dict[OperationName, NonNegativeCredits] = Field(default_factory=dict, examples=[{"deck": 10}])
     team_ids: list[uuid.UUID] = Field(default_factory=list, description="Teams that grant the app at once")
 
 
@@ -180,13 +188,20 @@ class AppCreated(CamelModel):
 
 # POST /credits/estimate (flows/endpoints.py)
 
-class EstimateRequest(CamelModel):
+class EstimateRequest(RequestModel):
+    """One of ``referenceModelId`` or ``customModelId`` (model_required)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["referenceModelId"], "properties": {"referenceModelId": {"type": "string"}}},
+        {"required": ["customModelId"], "properties": {"customModelId": {"type": "string"}}},
+    ]})
+
     operation: Literal["image_generation", "model_creation", "model_refinement"]
-    reference_model_id: str | None = None
+    reference_model_id: str | None = Field(None, min_length=1, max_length=100)
     custom_model_id: uuid.UUID | None = None
-    resolution: str = "1024x1024"
+    resolution: str = Field("1024x1024", json_schema_extra={"pattern": RESOLUTION_PATTERN})
     quality: Literal["standard", "hd"] = "standard"
-    num_images: int = 1
+    num_images: int = Field(1, json_schema_extra={"minimum": 1, "maximum": 4})
     training_images: int = Field(5, ge=1, le=50)
     iteration: int | None = Field(None, ge=0, le=100, description="Refinement iteration; default: the model's version")
 

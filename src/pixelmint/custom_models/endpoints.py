@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +31,6 @@ from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.presenters import present_job
 from pixelmint.jobs.tables import Job
 from pixelmint.kit import idempotency
-from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.idempotency import Idempotency
 from pixelmint.kit.http import SessionDep, SettingsDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
@@ -73,10 +73,8 @@ async def _parse_create(
             else:
                 body = CreateModelJson.model_validate_json(await request.body())
                 files = []
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
+        except ValidationError as exc:  # rendered as FastAPI's own (api/errors.py): invalid_request, invalid_text
+            raise RequestValidationError(exc.errors(include_url=False)) from None
         await downloads.download(
             body.training_image_urls, downloaded, allow_private=settings.allow_private_image_urls
         )

@@ -67,7 +67,8 @@ async def generate(
 estimate_router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 
 
-@estimate_router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it")
+@estimate_router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it",
+                     responses={409: {"description": "model_not_ready"}})
 async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> EstimateOut:
     cost = await pricing.estimate(
         session, principal, operation=body.operation, reference_model_id=body.reference_model_id,

@@ -114,6 +114,7 @@ def idempotent(caller: Callable[..., Any]) -> Any:
             who: Any = Depends(caller),
             key: str | None = Header(
                 None, alias=idempotency.HEADER, max_length=idempotency.MAX_KEY_LENGTH,
+                json_schema_extra={"minLength": 1, "pattern": "^[\x21-\x7e]+$"},  # invalid_idempotency_key
                 description="Any unique string (e.g. a UUID) to make a retry safe: the same key and body "
                 "replay the first answer (with `Idempotent-Replayed: true`); another body is 409.",
             ),
