@@ -222,7 +222,8 @@ class EdgeMiddleware:
 # --------------------------------------------------------------------------------------------
 # OpenAPI: the error answers of every operation
 
-# Dependencies marked with ``kit/errors.error_responses`` add their errors to every operation using them.
+# Dependencies marked with kit/errors.error_responses add their errors to the operations that
+# use them.
 
 _EVERY_OPERATION = {
     422: "invalid_request (see details), invalid_text (NUL or lone surrogate), value_out_of_range",

@@ -27,7 +27,6 @@ from pixelmint.jobs import queue
 from pixelmint.jobs.service import queue_job
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from pixelmint.providers.base import ProviderError
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 
@@ -273,12 +272,12 @@ async def ready_version(
     return custom, version
 
 
-async def start_training(session: AsyncSession, model_id: uuid.UUID | None) -> CustomModel:
-    """A ``model_creation`` job started: the model becomes ``training`` (from ``pending``).
-    Raises ``ProviderError`` (model_not_found) when the model no longer exists."""
+async def start_training(session: AsyncSession, model_id: uuid.UUID | None) -> CustomModel | None:
+    """A ``model_creation`` job started: the model becomes ``training`` (from ``pending``). ``None``
+    when the model no longer exists."""
     model = await session.get(CustomModel, model_id)
     if model is None:
-        raise ProviderError("the custom model of this job no longer exists", code="model_not_found")
+        return None
     await session.execute(
         update(CustomModel).where(CustomModel.id == model.id, CustomModel.status == "pending").values(status="training")
     )

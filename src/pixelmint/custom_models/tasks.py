@@ -12,7 +12,7 @@ from pixelmint.custom_models import service
 from pixelmint.jobs.registry import Registry
 from pixelmint.jobs.tables import Job
 from pixelmint.jobs.tasks import TaskContext, TaskOutcome, provider_trace
-from pixelmint.providers.base import TrainingImage, TrainingRequest
+from pixelmint.providers.base import ProviderError, TrainingImage, TrainingRequest
 
 
 def register(registry: Registry) -> None:
@@ -20,12 +20,14 @@ def register(registry: Registry) -> None:
     registry.add("model_refinement", model_refinement)
 
 
-def new_version(artifact: dict[str, Any], *, kind: str, prompt: str | None, iteration: int, result: dict[str, Any]) -> TaskOutcome:
+def new_version(
+    artifact: dict[str, Any], *, kind: str, prompt: str | None, iteration: int, result: dict[str, Any]
+) -> TaskOutcome:
     """The outcome of a training or refinement: the model's next version, recorded on success."""
 
     async def record(session: AsyncSession, finished: Job) -> None:
         await service.record_version(session, finished, artifact=artifact, kind=kind, prompt=prompt,
-                                           iteration=iteration)
+                                     iteration=iteration)
 
     return TaskOutcome(result=result, apply=record)
 
@@ -35,6 +37,8 @@ async def model_creation(ctx: TaskContext, job: Job) -> TaskOutcome:
     success transaction."""
     async with ctx.db.transaction() as session:
         model = await service.start_training(session, job.custom_model_id)
+        if model is None:
+            raise ProviderError("the custom model of this job no longer exists", code="model_not_found")
         stored = list(model.training_images)
         trigger_word, steps = model.trigger_word, model.training_steps
         reference = await catalog.get_pricing_info(session, model.reference_model_id, require_active=False)

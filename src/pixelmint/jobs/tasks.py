@@ -28,8 +28,8 @@ from pixelmint.providers.base import (
 )
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
-from pixelmint.storage.backend import Storage
 from pixelmint.storage import service as storage_service
+from pixelmint.storage.backend import Storage
 from pixelmint.storage.service import storage_key
 from pixelmint.storage.tables import Image
 
