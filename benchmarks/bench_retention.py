@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Retention cleanup throughput: ``storage.retention.cleanup_expired`` over 100,000 expired images
+"""Retention cleanup throughput: ``flows.retention.cleanup_expired`` over 100,000 expired images
 (rows AND objects) against a bare baseline measured in the same run.
 
 Run (about a minute on a 2-core machine)::
@@ -47,7 +47,7 @@ from pixelmint.accounts.service import create_team
 from pixelmint.bootstrap import prepare_database
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 from pixelmint.storage.backend import LocalStorage
-from pixelmint.storage.retention import cleanup_expired
+from pixelmint.flows.retention import cleanup_expired
 
 from harness import BenchPostgres
 

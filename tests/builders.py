@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pixelmint.accounts.service import CreatedTeam, create_team
+from pixelmint.accounts.service import CreatedTeam
 from pixelmint.credits.apps import RegisteredApp, authorize_app, register_app
 from pixelmint.credits.service import check_ledger
+from pixelmint.flows.teams import create_team
 from pixelmint.kit.db import Database
 
 

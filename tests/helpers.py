@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
 from sqlalchemy import text
 
-from pixelmint.jobs.events import JobEvents
+from pixelmint.jobs.events import JobEvents, watch_job
 from pixelmint.kit.db import Database
 
 
 async def wait_for_state(db: Database, hub: JobEvents, job_id: uuid.UUID, states: set[str], timeout: float = 60) -> str:
-    """Wait until the job is in one of ``states``, woken by its NOTIFY events."""
-    deadline = time.monotonic() + timeout
-    while True:
-        changed = hub.watch(job_id)
-        try:
-            async with db.transaction() as s:
-                state = await s.scalar(text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id})
+    """Wait until the job is in one of ``states``, woken by its NOTIFY events (``watch_job``)."""
+    state = None
+    async with contextlib.aclosing(watch_job(db, hub, job_id, timeout=timeout)) as updates:
+        async for job in updates:
+            state = job.state if job is not None else None
             if state in states:
                 return state
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"job {job_id} is still {state}, not in {states}")
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
-        finally:
-            hub.unwatch(job_id, changed)
+    raise TimeoutError(f"job {job_id} is still {state}, not in {states}")
 
 
 NOOP_PARAMS = (
@@ -51,6 +42,13 @@ async def queue_jobs(db: Database, team_id: uuid.UUID, count: int) -> None:
             {"t": team_id, "n": count, "p": NOOP_PARAMS},
         )
         await s.execute(text("UPDATE team_dispatch SET has_ready = true WHERE team_id = :t"), {"t": team_id})
+
+
+def job_handlers(**overrides) -> dict:  # type: ignore[no-untyped-def]
+    """Every job type's handler, registered as the app and the worker do, with ``overrides``."""
+    from pixelmint.api.runtime import register_job_types
+
+    return {**register_job_types().handlers, **overrides}
 
 
 async def run_workers_until_done(
@@ -84,7 +82,7 @@ async def run_workers_until_done(
             worker = Worker(
                 db=database, events=hub, settings=settings, providers=Providers.from_settings(settings),
                 storage=LocalStorage(settings.storage_dir, "s"), concurrency=concurrency, worker_id=f"w{i}",
-                handlers=handlers,
+                handlers=handlers or job_handlers(),
             )
             started.append((worker, asyncio.create_task(worker.run()), hub, database))
         await asyncio.wait_for(done.wait(), timeout=timeout)

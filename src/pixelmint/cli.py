@@ -153,7 +153,8 @@ def create_team(
     as_json: Annotated[bool, typer.Option("--json", help="Print {teamId, userId, apiKey} as JSON.")] = False,
 ) -> None:
     """Create a team with its first user and API key (the key is printed once)."""
-    from pixelmint.accounts import service as accounts
+    from pixelmint.accounts.service import CreatedTeam
+    from pixelmint.flows.teams import create_team
     from pixelmint.kit.db import Database
 
     amount = None
@@ -168,12 +169,12 @@ def create_team(
     settings = get_settings()
     handle = resolve_database(settings)
 
-    async def main() -> accounts.CreatedTeam:
+    async def main() -> CreatedTeam:
         await prepare_database(handle.url)
         db = Database.connect(handle.url, pool_size=1)
         try:
             async with db.transaction() as session:
-                return await accounts.create_team(
+                return await create_team(
                     session, name=name, plan_code=plan.value, credits_amount=amount,
                     free_generations=settings.free_generations_per_user,
                 )
@@ -231,7 +232,7 @@ def storage_cleanup(
     do this every PIXELMINT_RETENTION_INTERVAL_SECONDS. Exits 1 on a storage error."""
     from pixelmint.kit.db import Database
     from pixelmint.storage.backend import StorageError
-    from pixelmint.storage.retention import cleanup_expired
+    from pixelmint.flows.retention import cleanup_expired
 
     settings = get_settings()
     handle = resolve_database(settings)
@@ -468,7 +469,7 @@ def _print_credit_change(session_result, as_json: bool) -> None:  # type: ignore
 
 def _credit_change(team_id: uuid.UUID, change):  # type: ignore[no-untyped-def]
     """Apply ``await change(session)`` (returns a ledger row) and return (row, balance) as JSON dicts."""
-    from pixelmint.billing.schemas import present_balance, present_transaction
+    from pixelmint.credits.schemas import present_balance, present_transaction
     from pixelmint.credits import service as credits
 
     async def action(session):  # type: ignore[no-untyped-def]

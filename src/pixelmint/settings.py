@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # Images
     signed_url_ttl_seconds: int = 3600
     image_retention_days: int = 90
-    # Retention cleanup in worker processes (storage/retention.py): seconds between runs, 0 = off.
+    # Retention cleanup in worker processes (flows/retention.py): seconds between runs, 0 = off.
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 1000
 

@@ -16,6 +16,7 @@ from pixelmint.kit.db import Database
 from pixelmint.providers.registry import Providers
 from pixelmint.storage.backend import LocalStorage
 from tests.builders import auth, generate_body, make_team
+from tests.helpers import job_handlers
 from tests.jobs.pgproxy import PgProxy
 
 
@@ -46,7 +47,7 @@ async def test_waiters_hear_of_their_jobs_after_the_listen_connection_was_killed
     worker_db, hub = Database.connect(database_url, pool_size=4), JobEvents(database_url)
     await hub.start()
     worker = Worker(db=worker_db, events=hub, settings=settings, providers=Providers.from_settings(settings),
-                    storage=LocalStorage(settings.storage_dir, "test-secret"), worker_id="w")
+                    storage=LocalStorage(settings.storage_dir, "test-secret"), handlers=job_handlers(), worker_id="w")
     run = asyncio.create_task(worker.run())
     try:
         reply = await waited

@@ -6,10 +6,11 @@ import uuid
 
 from sqlalchemy import text
 
-from pixelmint.jobs.tasks import HANDLERS, TaskOutcome
+from pixelmint.flows.generation import image_generation
+from pixelmint.jobs.tasks import TaskOutcome
 from pixelmint.providers.base import ProviderError
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
-from tests.helpers import queue_jobs, run_workers_until_done
+from tests.helpers import job_handlers, queue_jobs, run_workers_until_done
 
 # The order in which the scheduler handed jobs out (claims), which timing on a loaded machine
 # cannot reorder, unlike completion times.
@@ -56,9 +57,9 @@ async def test_transient_provider_error_is_retried_with_backoff(api, settings, d
         calls.append(job.attempt)
         if job.attempt == 1:
             raise ProviderError("upstream 503: try again", code="provider_unavailable", retryable=True)
-        return await HANDLERS["image_generation"](ctx, job)
+        return await image_generation(ctx, job)
 
-    await run_workers_until_done(settings, database_url, 1, handlers={**HANDLERS, "image_generation": flaky})
+    await run_workers_until_done(settings, database_url, 1, handlers=job_handlers(image_generation=flaky))
     async with db.transaction() as s:
         attempts = (await s.execute(text(
             "SELECT attempt, outcome, error_message FROM job_attempts WHERE job_id = :id ORDER BY attempt"),
@@ -79,7 +80,7 @@ async def test_permanent_failure_says_why_and_releases(api, settings, database_u
         raise ProviderError("model 'x' not found at the provider: check the reference model's providerModels",
                             code="provider_model_not_found", retryable=False)
 
-    await run_workers_until_done(settings, database_url, 1, handlers={**HANDLERS, "image_generation": broken})
+    await run_workers_until_done(settings, database_url, 1, handlers=job_handlers(image_generation=broken))
     detail = (await api.get(f"/api/v1/jobs/{job_id}", headers=auth(team))).json()
     assert detail["job"]["status"] == "failed" and detail["job"]["attempt"] == 1
     assert detail["job"]["error"]["code"] == "provider_model_not_found"

@@ -17,7 +17,7 @@ from pixelmint.jobs.worker import Worker
 from pixelmint.providers.registry import Providers
 from pixelmint.storage.backend import LocalStorage
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
-from tests.helpers import wait_for_state
+from tests.helpers import job_handlers, wait_for_state
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ async def crash_mid_job(api, db, settings, database_url, *, max_attempts: int): 
     settings.lease_seconds = 2
     rescuer = Worker(
         db=db, events=hub, settings=settings, providers=Providers.from_settings(settings),
-        storage=LocalStorage(settings.storage_dir, "test-secret"), worker_id="rescuer",
+        storage=LocalStorage(settings.storage_dir, "test-secret"), handlers=job_handlers(), worker_id="rescuer",
     )
     task = asyncio.create_task(rescuer.run())
     try:

@@ -12,14 +12,15 @@ from sqlalchemy import text
 from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.tables import Job
-from pixelmint.jobs.tasks import HANDLERS, TaskContext, TaskOutcome, image_generation
+from pixelmint.flows.generation import image_generation
+from pixelmint.jobs.tasks import TaskContext, TaskOutcome
 from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
 from pixelmint.providers.registry import Providers
 from pixelmint.storage.backend import LocalStorage
 from pixelmint.storage.check import check_storage
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
-from tests.helpers import queue_jobs, run_workers_until_done
+from tests.helpers import job_handlers, queue_jobs, run_workers_until_done
 from tests.jobs.pgproxy import PgProxy
 from tests.storage.builders import exists
 
@@ -40,7 +41,7 @@ async def test_a_success_acknowledged_late_keeps_its_images(api, db, settings, d
     async with PgProxy(database_url, commit_marker=b"INSERT INTO images", lose=lose) as proxy:
         worker_db = Database.connect(proxy.url, pool_size=4)
         worker = Worker(db=worker_db, events=hub, settings=settings, providers=Providers.from_settings(settings),
-                        storage=storage, worker_id="w")
+                        storage=storage, handlers=job_handlers(), worker_id="w")
         run = asyncio.create_task(worker.run())
         try:
             # The success commit's reply is held until the task is canceled, or never delivered.
@@ -73,7 +74,7 @@ async def test_the_outputs_of_an_attempt_that_lost_its_job_are_deleted(db, setti
                 assert await queue.rescue_expired(s, retry_base=0, retry_cap=0)
         return outcome
 
-    await run_workers_until_done(settings, database_url, 1, handlers={**HANDLERS, "image_generation": rescued_after_storing})
+    await run_workers_until_done(settings, database_url, 1, handlers=job_handlers(image_generation=rescued_after_storing))
     async with db.transaction() as s:
         keys = (await s.scalars(text("SELECT storage_key FROM images"))).all()
     files = [str(path.relative_to(settings.storage_dir)) for path in settings.storage_dir.rglob("*.png")]

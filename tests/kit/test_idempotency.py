@@ -9,15 +9,16 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
-from pixelmint.api.deps import idempotent, rate_limit
 from pixelmint.credits import apps
 from pixelmint.credits import service as credits
-from pixelmint.credits.app_endpoints import ConsumeOut, consume, get_app
-from pixelmint.jobs import service as jobs_service
+from pixelmint.credits.app_endpoints import consume
+from pixelmint.credits.auth import get_app
+from pixelmint.credits.schemas import ConsumeOut
+from pixelmint.flows import generation
 from pixelmint.kit.db import Database
+from pixelmint.kit.http import idempotent, rate_limit
 from pixelmint.kit.idempotency import Owner, Pruner, _lock_key, prune
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team, solid_png
 
@@ -139,13 +140,13 @@ async def test_validation_errors_and_429_leave_the_key_unused(client_with, db) -
 
 async def test_a_crash_before_the_commit_leaves_the_key_unused(api, db, monkeypatch) -> None:
     team = await make_team(db, credits="100")
-    real = jobs_service.submit_generation
+    real = generation.submit_generation
 
     async def reserve_then_crash(*args: Any, **kwargs: Any) -> Any:
         await real(*args, **kwargs)  # the reservation and the job are written, not committed
         raise RuntimeError("the process dies before the commit")
 
-    monkeypatch.setattr(jobs_service, "submit_generation", reserve_then_crash)
+    monkeypatch.setattr(generation, "submit_generation", reserve_then_crash)
     crashed = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "crash"))
     assert crashed.status_code == 500 and crashed.json()["error"] == "internal_error"  # api/errors.EdgeMiddleware
     monkeypatch.undo()

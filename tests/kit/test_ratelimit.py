@@ -15,9 +15,11 @@ from sqlalchemy import text
 
 from pixelmint.accounts.service import hash_api_key, new_api_key
 from pixelmint.accounts.tables import ApiKey
-from pixelmint.api.deps import rate_limit
 from pixelmint.credits import apps
-from pixelmint.credits.app_endpoints import ConsumeOut, consume, get_app
+from pixelmint.credits.app_endpoints import consume
+from pixelmint.credits.auth import get_app
+from pixelmint.credits.schemas import ConsumeOut
+from pixelmint.kit.http import rate_limit
 from pixelmint.kit.ratelimit import RateLimiter, ScopeLimits, parse_limits
 from tests.builders import auth, generate_body, make_app, make_team
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from pixelmint.api.app import create_app
 from pixelmint.settings import Settings
-from pixelmint.storage.retention import cleanup_expired
+from pixelmint.flows.retention import cleanup_expired
 from tests.builders import auth, generate_body, make_team
 
 

@@ -12,14 +12,11 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
-from pixelmint.credits import service as credits
-from pixelmint.jobs import queue
 from pixelmint.kit.errors import InvalidRequest, NotFound, Unauthorized
 
 API_KEY_PREFIX = "pm_"
@@ -60,22 +57,17 @@ async def get_plan(session: AsyncSession, code: str) -> Plan:
     return plan
 
 
-async def create_team(
+async def add_team(
     session: AsyncSession,
     *,
     name: str,
-    plan_code: str,
-    credits_amount: Decimal | None = None,
+    plan: Plan,
     user_name: str = "owner",
     email: str | None = None,
     free_generations: int = 3,
 ) -> CreatedTeam:
-    """Create a team on ``plan_code`` with its first user and API key.
-
-    The team starts with the plan's monthly allocation, or ``credits_amount`` if given, granted
-    into the allocation bucket through the ledger. The plaintext key is returned once.
-    """
-    plan = await get_plan(session, plan_code)
+    """Add a team on ``plan`` with its first user and API key (the plaintext key is returned
+    once). The team's balance and claim gate are opened by ``flows/teams.create_team``."""
     team = Team(id=uuid.uuid4(), name=name, plan_code=plan.code)
     user = User(
         id=uuid.uuid4(), team_id=team.id, name=user_name, email=email,
@@ -87,20 +79,29 @@ async def create_team(
     session.add(user)
     await session.flush()
     session.add(ApiKey(team_id=team.id, user_id=user.id, key_hash=hash_api_key(key), prefix=key[:10]))
-    now = dt.datetime.now(dt.UTC)
-    await credits.open_balance(
-        session,
-        team_id=team.id,
-        next_replenishment_at=now + REPLENISHMENT_PERIOD if plan.monthly_credits > 0 else None,
-    )
-    amount = plan.monthly_credits if credits_amount is None else credits_amount
-    if amount > 0:
-        await credits.grant(
-            session, team_id=team.id, amount=amount, bucket="allocation", ledger_type="grant",
-            description=f"initial allocation ({plan.code} plan)",
-        )
-    await queue.open_team_dispatch(session, team_id=team.id, plan=plan)
+    await session.flush()
     return CreatedTeam(team.id, user.id, key)
+
+
+_TAKE_FREE_GENERATION = text("""
+UPDATE users SET free_generations_remaining = free_generations_remaining - 1
+ WHERE id = :user_id AND free_generations_remaining > 0
+RETURNING free_generations_remaining
+""")
+
+
+async def take_free_generation(session: AsyncSession, user_id: uuid.UUID) -> int | None:
+    """Use one of the user's free generations (one statement, locking the user's row until the
+    commit): the number left, or ``None`` when none was left."""
+    return await session.scalar(_TAKE_FREE_GENERATION, {"user_id": user_id})
+
+
+async def return_free_generation(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Give back a free generation whose job failed or was canceled."""
+    await session.execute(
+        text("UPDATE users SET free_generations_remaining = free_generations_remaining + 1 WHERE id = :id"),
+        {"id": user_id},
+    )
 
 
 _AUTHENTICATE = text("""
@@ -146,15 +147,10 @@ class PlanChange:
 
 
 async def change_plan(session: AsyncSession, *, team_id: uuid.UUID, plan_code: str) -> PlanChange:
-    """Move a team to ``plan_code``: ``teams.plan_code`` and the claim gate ``team_dispatch``
-    (``priority`` = the plan's queue priority, ``max_running`` = ``queue.dispatch_limit``).
-
-    Claims read ``team_dispatch`` at claim time, so queued and new jobs get the new priority and
-    concurrency at once while running jobs finish as they are (a lower limit only stops new
-    claims until enough have finished). Credits do not move here: the plan's monthly credits apply
-    from the next replenishment (``credits.service.replenish``; ``billing.service.change_plan`` can
-    replenish now). Locks the team row, then its ``team_dispatch`` row (the documented lock order
-    puts ``credit_balances`` before both: a caller that also replenishes does that first).
+    """Set ``teams.plan_code`` (the team row locked). The queue's per-team priority and
+    concurrency follow in ``billing.service.switch_plan``, which callers use. Credits do not move
+    here: the plan's monthly credits apply from the next replenishment
+    (``credits.service.replenish``; ``billing.service.change_plan`` can replenish now).
     Raises ``InvalidRequest`` 422 unknown_plan and ``NotFound`` 404 team_not_found.
     """
     plan = await get_plan(session, plan_code)
@@ -162,10 +158,6 @@ async def change_plan(session: AsyncSession, *, team_id: uuid.UUID, plan_code: s
     previous = team.plan_code
     team.plan_code = plan.code
     await session.flush()
-    await session.execute(
-        text("UPDATE team_dispatch SET priority = :priority, max_running = :max_running WHERE team_id = :team_id"),
-        {"priority": plan.queue_priority, "max_running": queue.dispatch_limit(plan), "team_id": team_id},
-    )
     return PlanChange(team_id=team_id, previous_plan=previous, plan=plan)
 
 

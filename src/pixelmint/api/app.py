@@ -1,4 +1,4 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: assembles the routers, the middleware and the error handlers."""
 
 from __future__ import annotations
 
@@ -6,29 +6,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
-from pixelmint.api.deps import RuntimeDep
+from pixelmint.api import health
 from pixelmint.api.docs import install_docs
 from pixelmint.api.errors import EdgeMiddleware, install_error_handlers
 from pixelmint.api.runtime import Runtime
-from pixelmint.billing.endpoints import router as billing_router
-from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
-from pixelmint.catalog.endpoints import router as catalog_router
-from pixelmint.credits.admin_endpoints import router as credits_admin_router
-from pixelmint.credits.app_endpoints import admin_router as apps_admin_router
-from pixelmint.credits.app_endpoints import pricing_admin_router
-from pixelmint.credits.app_endpoints import router as credit_api_router
-from pixelmint.credits.endpoints import router as credits_router
-from pixelmint.custom_models.endpoints import router as models_router
+from pixelmint.billing import admin_endpoints as billing_admin
+from pixelmint.billing import endpoints as billing
+from pixelmint.catalog import endpoints as catalog
+from pixelmint.credits import admin_endpoints as credits_admin
+from pixelmint.credits import app_endpoints as credit_api
+from pixelmint.credits import endpoints as credits
+from pixelmint.custom_models import endpoints as custom_models
 from pixelmint.custom_models.service import MAX_UPLOAD_BYTES
-from pixelmint.jobs.endpoints import jobs_router, webhooks_router
-from pixelmint.jobs.endpoints import router as generate_router
+from pixelmint.flows import endpoints as flows
+from pixelmint.jobs import endpoints as jobs
 from pixelmint.kit import idempotency
 from pixelmint.kit.limits import BodyLimit
 from pixelmint.settings import Settings
-from pixelmint.storage.endpoints import files_router
-from pixelmint.storage.endpoints import router as images_router
+from pixelmint.storage import endpoints as storage
 
 
 def create_app(settings: Settings, database_url: str, *, run_worker: bool = True) -> FastAPI:
@@ -58,33 +54,31 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     install_error_handlers(app)
     idempotency.install(app)  # Idempotency-Key: replays and answers stored after the commit
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       uploads={models_router.prefix: settings.max_upload_bytes or MAX_UPLOAD_BYTES})  # 413
+                       uploads={custom_models.router.prefix: settings.max_upload_bytes or MAX_UPLOAD_BYTES})  # 413
     for router in (
-        catalog_router,
-        models_router,
-        generate_router,
-        jobs_router,
-        credits_router,
-        credit_api_router,
-        images_router,
-        files_router,
-        webhooks_router,
-        catalog_admin_router,
-        apps_admin_router,
-        pricing_admin_router,
-        credits_admin_router,
-        billing_router,
+        catalog.router,
+        custom_models.router,
+        flows.generate_router,
+        jobs.router,
+        jobs.jobs_router,
+        credits.router,
+        credits.apps_router,
+        credit_api.router,
+        flows.estimate_router,
+        storage.router,
+        storage.files_router,
+        jobs.webhooks_router,
+        catalog.admin_router,
+        credits_admin.admin_router,
+        credits_admin.pricing_admin_router,
+        billing_admin.router,
+        billing.router,
+        health.router,
     ):
         app.include_router(router)
 
     # Added last, so outermost: request ids, NUL in URLs, and JSON for every unexpected error.
     app.add_middleware(EdgeMiddleware)
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz(runtime: RuntimeDep) -> dict[str, str]:
-        async with runtime.db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return {"status": "ok"}
 
     return app
 

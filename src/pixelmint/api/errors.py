@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -222,19 +222,8 @@ class EdgeMiddleware:
 # --------------------------------------------------------------------------------------------
 # OpenAPI: the error answers of every operation
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def error_responses(responses: dict[int, str]) -> Callable[[F], F]:
-    """Mark a dependency with the error answers it may give (status → their codes); the OpenAPI
-    schema lists them on every operation that uses it."""
-
-    def mark(dependency: F) -> F:
-        dependency.error_responses = responses  # type: ignore[attr-defined]
-        return dependency
-
-    return mark
-
+# Dependencies marked with kit/errors.error_responses add their errors to the operations that
+# use them.
 
 _EVERY_OPERATION = {
     422: "invalid_request (see details), invalid_text (NUL or lone surrogate), value_out_of_range",

@@ -7,7 +7,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pixelmint.billing.replenishment import ReplenishTask
+from pixelmint.custom_models import tasks as custom_models_tasks
+from pixelmint.flows import generation
+from pixelmint.flows.retention import RetentionTask
 from pixelmint.jobs.events import JobEvents
+from pixelmint.jobs.registry import Registry
+from pixelmint.jobs.registry import registry as job_types
 from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database
 from pixelmint.kit.idempotency import Pruner
@@ -16,7 +21,13 @@ from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.backend import from_settings as storage_from_settings
-from pixelmint.storage.retention import RetentionTask
+
+
+def register_job_types(registry: Registry = job_types) -> Registry:
+    """Every job type's handler and failure hook, registered by the domain that owns it."""
+    custom_models_tasks.register(registry)
+    generation.register(registry)
+    return registry
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings, database_url: str, *, run_worker: bool) -> Runtime:
         storage = storage_from_settings(settings)  # first: a storage misconfiguration fails fast
+        register_job_types()
         db = Database.connect(database_url, pool_size=settings.db_pool_size)
         events = JobEvents(database_url)
         await events.start()
@@ -58,10 +70,11 @@ class Runtime:
             runtime._prune_task = asyncio.create_task(runtime.idempotency_pruner.run())
         if run_worker:
             runtime.worker = Worker(
-                db=db, events=events, settings=settings, providers=runtime.providers, storage=runtime.storage
+                db=db, events=events, settings=settings, providers=runtime.providers, storage=runtime.storage,
+                handlers=job_types.handlers,
             )
             runtime._worker_task = asyncio.create_task(runtime.worker.run())
-            if settings.retention_interval_seconds > 0:  # expired images: storage/retention.py
+            if settings.retention_interval_seconds > 0:  # expired images: flows/retention.py
                 runtime.retention = RetentionTask(
                     db, storage, interval_seconds=settings.retention_interval_seconds,
                     batch_size=settings.retention_batch_size,

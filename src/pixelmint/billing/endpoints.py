@@ -15,10 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from pydantic import SecretStr
 
-from pixelmint.api.deps import RuntimeDep, SessionDep
 from pixelmint.billing import stripe_events
 from pixelmint.billing.errors import StripeWebhooksDisabled
 from pixelmint.billing.schemas import StripeWebhookOut
+from pixelmint.kit.http import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
@@ -30,11 +30,10 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 )
 async def stripe_webhook(
     request: Request,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
     session: SessionDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> StripeWebhookOut:
-    settings = runtime.settings
     secret = settings.stripe_webhook_secret
     if isinstance(secret, SecretStr):
         secret = secret.get_secret_value()
@@ -49,5 +48,4 @@ async def stripe_webhook(
         price_plans=dict(settings.stripe_price_plans), price_credits=dict(settings.stripe_price_credits)
     )
     result = await stripe_events.handle_event(session, event, config)
-    await session.commit()
     return StripeWebhookOut(event_id=result.event_id, type=result.type, duplicate=result.duplicate, outcome=result.outcome)

@@ -3,14 +3,12 @@ numbers with at most two decimals."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool
 
-from pixelmint.credits.schemas import TransactionOut
-from pixelmint.credits.tables import CreditBalance, CreditTransaction
+from pixelmint.credits.schemas import TeamBalanceOut, TransactionOut
 from pixelmint.kit.schemas import CamelModel, CreditAmount, Credits, PositiveCredits, RequestModel
 
 Reason = Annotated[str, Field(min_length=1, max_length=500, description="Why; stored in the ledger row")]
@@ -42,18 +40,6 @@ class ChangePlanIn(RequestModel):
     reason: str | None = Field(None, max_length=400)
 
 
-class TeamBalanceOut(CamelModel):
-    team_id: uuid.UUID
-    available_credits: Credits
-    allocation_credits: Credits
-    bonus_credits: Credits
-    reserved_credits: Credits
-    total_allocated: Credits
-    next_replenishment_at: dt.datetime | None
-    allocation_period: int
-    allocation_period_started_at: dt.datetime
-
-
 class AdminCreditsOut(CamelModel):
     """The ledger row written and the team's balance after it."""
 
@@ -78,21 +64,3 @@ class StripeWebhookOut(CamelModel):
     type: str
     duplicate: bool = Field(description="The event id was seen before: nothing was done this time")
     outcome: str
-
-
-def present_balance(b: CreditBalance) -> TeamBalanceOut:
-    return TeamBalanceOut(
-        team_id=b.team_id, available_credits=b.allocation_credits + b.bonus_credits,
-        allocation_credits=b.allocation_credits, bonus_credits=b.bonus_credits, reserved_credits=b.reserved_credits,
-        total_allocated=b.total_allocated, next_replenishment_at=b.next_replenishment_at,
-        allocation_period=b.allocation_period, allocation_period_started_at=b.allocation_period_started_at,
-    )
-
-
-def present_transaction(t: CreditTransaction) -> TransactionOut:
-    return TransactionOut(
-        id=t.id, type=t.type, amount=t.amount, allocation_delta=t.allocation_delta, bonus_delta=t.bonus_delta,
-        reserved_delta=t.reserved_delta, available_after=t.allocation_after + t.bonus_after,
-        reserved_after=t.reserved_after, operation=t.operation, job_id=t.job_id, app_id=t.app_id,
-        reservation_id=t.reservation_id, description=t.description, metadata=t.metadata_, created_at=t.created_at,
-    )

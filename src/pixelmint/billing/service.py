@@ -1,4 +1,4 @@
-"""Admin billing operations shared by the API (``credits/admin_endpoints.py``) and the CLI
+"""Admin billing operations shared by the API (``billing/admin_endpoints.py``) and the CLI
 (``pixelmint admin grant|adjust|void|set-plan``): grant, adjust and void credits with a reason,
 change a team's plan. Each takes the caller's session and never commits.
 
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.accounts import service as accounts
 from pixelmint.credits import service as credits
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
+from pixelmint.jobs import queue
 from pixelmint.kit.errors import InvalidRequest
 
 
@@ -63,6 +64,17 @@ async def void(
     )
 
 
+async def switch_plan(session: AsyncSession, *, team_id: uuid.UUID, plan_code: str) -> accounts.PlanChange:
+    """Move a team to ``plan_code``: ``teams.plan_code`` (``accounts.service.change_plan``) and the
+    queue's claim gate (``jobs.queue.set_team_limits``: new jobs see the new priority and
+    concurrency, running ones finish). Locks the team row, then its ``team_dispatch`` row (the
+    documented lock order puts ``credit_balances`` before both: a caller that also replenishes
+    does that first). Credits do not move. Raises 422 unknown_plan, 404 team_not_found."""
+    change = await accounts.change_plan(session, team_id=team_id, plan_code=plan_code)
+    await queue.set_team_limits(session, team_id=team_id, plan=change.plan)
+    return change
+
+
 @dataclass(frozen=True)
 class PlanChanged:
     change: accounts.PlanChange
@@ -79,8 +91,8 @@ async def change_plan(
     reason: str | None = None,
     source: str = "admin",
 ) -> PlanChanged:
-    """Move a team to ``plan_code`` (``accounts.service.change_plan``: new jobs see the new
-    priority and concurrency, running ones finish).
+    """Move a team to ``plan_code`` (``switch_plan``: new jobs see the new priority and
+    concurrency, running ones finish).
 
     Credits: with ``replenish_now`` the team is replenished at once to the new plan's monthly
     credits (the allocation left expires) and its next replenishment is 30 days from now (none for
@@ -104,7 +116,7 @@ async def change_plan(
         balance = await credits.get_balance(session, team_id)
         if balance.next_replenishment_at is None and plan.monthly_credits > 0:
             await credits.set_next_replenishment(session, team_id=team_id, at=dt.datetime.now(dt.UTC))
-    change = await accounts.change_plan(session, team_id=team_id, plan_code=plan.code)
+    change = await switch_plan(session, team_id=team_id, plan_code=plan.code)
     balance = await credits.get_balance(session, team_id)
     await session.refresh(balance)
     return PlanChanged(change=change, replenishment=replenishment, balance=balance)

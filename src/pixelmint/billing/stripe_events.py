@@ -62,6 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts import service as accounts
 from pixelmint.accounts.tables import Team
+from pixelmint.billing import service as billing
 from pixelmint.billing.errors import InvalidPayload, InvalidSignature
 from pixelmint.credits import service as credits
 from pixelmint.kit.errors import InvalidRequest, NotFound
@@ -316,7 +317,7 @@ async def _invoice_paid(ctx: _Context) -> Outcome:
     if team.stripe_subscription_id != subscription:
         await accounts.set_stripe_subscription(ctx.session, team, subscription)
     if team.plan_code != plan.code:
-        await accounts.change_plan(ctx.session, team_id=team.id, plan_code=plan.code)
+        await billing.switch_plan(ctx.session, team_id=team.id, plan_code=plan.code)
     return "applied", team, f"replenished {plan.monthly_credits} ({plan.code}) until {next_at.isoformat()}"
 
 
@@ -392,7 +393,7 @@ async def _subscription_changed(ctx: _Context) -> Outcome:
     if team.plan_code == plans[0]:
         return "unchanged", team, f"already on {plans[0]}"
     try:
-        change = await accounts.change_plan(ctx.session, team_id=team.id, plan_code=plans[0])
+        change = await billing.switch_plan(ctx.session, team_id=team.id, plan_code=plans[0])
     except InvalidRequest as exc:
         return "ignored_unknown_plan", team, exc.message
     return "applied", team, f"plan {change.previous_plan} → {change.plan.code}"
@@ -410,7 +411,7 @@ async def _subscription_deleted(ctx: _Context) -> Outcome:
     await accounts.set_stripe_subscription(ctx.session, team, None)
     previous = team.plan_code
     if previous != FREE_PLAN:
-        await accounts.change_plan(ctx.session, team_id=team.id, plan_code=FREE_PLAN)
+        await billing.switch_plan(ctx.session, team_id=team.id, plan_code=FREE_PLAN)
     return "applied", team, f"plan {previous} → {FREE_PLAN}; the allocation expires at the next replenishment"
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field, StrictBool
 
-from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, base_url
+from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.catalog import service
 from pixelmint.catalog.tables import ReferenceModel
+from pixelmint.kit.http import AdminDep, SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer, string
 from pixelmint.kit.schemas import CamelModel, Credits, RequestModel, decimal_json_schema
+from pixelmint.storage.deps import StorageDep, UrlSignerDep
+from pixelmint.storage.schemas import UrlSigner
 
 router = APIRouter(prefix="/api/v1/reference-models", tags=["catalog"])
 admin_router = APIRouter(prefix="/api/v1/admin/reference-models", tags=["admin"])
@@ -44,14 +47,13 @@ class ReferenceModelPage(CamelModel):
     next_cursor: str | None
 
 
-def present(model: ReferenceModel, runtime, request: Request) -> ReferenceModelOut:  # type: ignore[no-untyped-def]
-    url_base, ttl = base_url(request, runtime), runtime.settings.signed_url_ttl_seconds
+def present(model: ReferenceModel, urls: UrlSigner) -> ReferenceModelOut:
     return ReferenceModelOut(
         id=model.id, name=model.name, category=model.category, description=model.description,
         complexity_factor=model.complexity_factor, popularity=model.popularity,
         characteristics=model.characteristics, provider=model.provider, provider_models=model.provider_models,
         preview_images=[
-            PreviewOut(url=runtime.storage.url(p["key"], base_url=url_base, ttl_seconds=ttl),
+            PreviewOut(url=urls.url(p["key"]),
                        width=p["width"], height=p["height"], seed=p["seed"])
             for p in model.preview_images
         ],
@@ -63,8 +65,7 @@ def present(model: ReferenceModel, runtime, request: Request) -> ReferenceModelO
 async def list_reference_models(
     principal: PrincipalDep,
     session: SessionDep,
-    runtime: RuntimeDep,
-    request: Request,
+    urls: UrlSignerDep,
     category: Annotated[Literal[service.CATEGORIES] | None, Query()] = None,  # type: ignore[valid-type]
     q: Annotated[str | None, Query(max_length=200, description="Text search in name, description, characteristics")] = None,
     sort: Annotated[Literal["popularity", "name"], Query()] = "popularity",
@@ -74,16 +75,16 @@ async def list_reference_models(
     after = tuple(decode_cursor(cursor, string if sort == "name" else integer, string)) if cursor else None
     page = await service.list_models(session, category=category, search=q, sort=sort, limit=limit, after=after)  # type: ignore[arg-type]
     return ReferenceModelPage(
-        items=[present(m, runtime, request) for m in page.items],
+        items=[present(m, urls) for m in page.items],
         next_cursor=encode_cursor(*page.next_after) if page.next_after else None,
     )
 
 
 @router.get("/{model_id}", response_model=ReferenceModelOut, summary="One reference model")
 async def get_reference_model(
-    model_id: str, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    model_id: str, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep
 ) -> ReferenceModelOut:
-    return present(await service.get_model(session, model_id), runtime, request)
+    return present(await service.get_model(session, model_id), urls)
 
 
 ComplexityFactor = Annotated[Decimal, Field(
@@ -131,29 +132,24 @@ class ReferenceModelPatch(RequestModel):
 @admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model",
                    responses={409: {"description": "model_exists"}})
 async def create_reference_model(
-    body: ReferenceModelIn, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    body: ReferenceModelIn, admin: AdminDep, session: SessionDep, storage: StorageDep, urls: UrlSignerDep
 ) -> ReferenceModelOut:
     model = await service.create_model(session, body.model_dump())
-    await service.seed_previews(session, runtime.storage)
-    answer = present(model, runtime, request)  # before the commit: nothing is saved that cannot be shown
-    await session.commit()
-    return answer
+    await service.seed_previews(session, storage)
+    return present(model, urls)
 
 
 @admin_router.patch("/{model_id}", response_model=ReferenceModelOut, summary="Change or (de)activate a reference model")
 async def update_reference_model(
-    model_id: str, body: ReferenceModelPatch, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    model_id: str, body: ReferenceModelPatch, admin: AdminDep, session: SessionDep, urls: UrlSignerDep
 ) -> ReferenceModelOut:
     model = await service.update_model(session, model_id, body.model_dump(exclude_unset=True))
-    answer = present(model, runtime, request)  # before the commit: nothing is saved that cannot be shown
-    await session.commit()
-    return answer
+    return present(model, urls)
 
 
 @admin_router.delete("/{model_id}", response_model=ReferenceModelOut, summary="Deactivate a reference model")
 async def deactivate_reference_model(
-    model_id: str, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    model_id: str, admin: AdminDep, session: SessionDep, urls: UrlSignerDep
 ) -> ReferenceModelOut:
     model = await service.update_model(session, model_id, {"is_active": False})
-    await session.commit()
-    return present(model, runtime, request)
+    return present(model, urls)

@@ -22,6 +22,7 @@ from pixelmint.catalog.tables import ReferenceModel
 from pixelmint.kit.errors import Conflict, NotFound
 from pixelmint.providers.base import GenerationRequest
 from pixelmint.providers.procedural import render
+from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 
 CATEGORIES = ("fashion", "fitness", "beauty", "lifestyle", "business")
@@ -151,6 +152,12 @@ class ModelPricingInfo:
     provider: str
     provider_models: dict[str, str]
     is_active: bool
+
+
+def provider_for(model: ModelPricingInfo, settings: Settings) -> tuple[str, str | None]:
+    """(provider name, the model's id at that provider) for a reference model."""
+    name = settings.default_provider if model.provider == "default" else model.provider
+    return name, model.provider_models.get(name)
 
 
 _CACHE_SECONDS = 5.0

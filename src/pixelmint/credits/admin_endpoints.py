@@ -1,80 +1,73 @@
-"""``/api/v1/admin/teams/{teamId}/…``: grant, adjust and void credits, change a team's plan.
-
-Admin only (``Authorization: Bearer $PIXELMINT_ADMIN_TOKEN``). Thin: the rules are in
-``billing/service.py`` and ``credits/service.py``. Every credit change needs a ``reason``, stored
-as the ledger row's description; the reply is the ledger row plus the balance after it.
-"""
+"""Admin only (``Authorization: Bearer $PIXELMINT_ADMIN_TOKEN``): ``/api/v1/admin/apps`` (credit-API
+apps, their prices and grants) and ``/api/v1/admin/pricing`` (the pricing table)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any, Literal
 
 from fastapi import APIRouter
-from sqlalchemy.ext.asyncio import AsyncSession
+from pixelmint.credits import apps
+from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
+from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, OperationName, present_grant
+from pixelmint.kit.errors import InvalidRequest
+from pixelmint.kit.http import AdminDep, SessionDep
+from pixelmint.kit.schemas import NonNegativeCredits, RequestMap
 
-from pixelmint.api.deps import AdminDep, SessionDep
-from pixelmint.billing import service as billing
-from pixelmint.billing.schemas import (
-    AdjustIn,
-    AdminCreditsOut,
-    ChangePlanIn,
-    GrantIn,
-    PlanOut,
-    VoidIn,
-    present_balance,
-    present_transaction,
-)
-from pixelmint.credits import service as credits
-from pixelmint.credits.tables import CreditTransaction
-
-router = APIRouter(prefix="/api/v1/admin/teams/{team_id}", tags=["admin"])
-
-_ERRORS = {
-    404: {"description": "team_not_found, transaction_not_found"},
-    409: {"description": "bucket_would_go_negative, already_voided, not_voidable, grant_expired"},
-    422: {"description": "invalid_request, reason_required, invalid_amount, unknown_plan"},
-}
+admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
 
 
-async def _reply(session: AsyncSession, team_id: uuid.UUID, entry: CreditTransaction) -> AdminCreditsOut:
-    balance = await credits.get_balance(session, team_id)
-    out = AdminCreditsOut(transaction=present_transaction(entry), balance=present_balance(balance))
-    await session.commit()
-    return out
+@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)",
+                   responses={409: {"description": "app_exists"}})
+async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
+    created = await apps.register_app(session, name=body.name, operations=body.operations)
+    for team_id in body.team_ids:
+        await apps.authorize_app(session, team_id=team_id, app_id=created.app_id, granted_by="admin")
+    return AppCreated(app_id=created.app_id, service_key=created.service_key)
 
 
-@router.post("/credits/grant", response_model=AdminCreditsOut, responses=_ERRORS,
-             summary="Grant bonus or allocation credits, with a reason")
-async def grant(team_id: uuid.UUID, body: GrantIn, _: AdminDep, session: SessionDep) -> AdminCreditsOut:
-    entry = await billing.grant(session, team_id=team_id, amount=body.amount, bucket=body.bucket, reason=body.reason)
-    return await _reply(session, team_id, entry)
+@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs",
+                  responses={404: {"description": "app_not_found"}})
+async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, NonNegativeCredits], admin: AdminDep,
+                         session: SessionDep) -> None:
+    await apps.set_operation_costs(session, app_id, body.root)
 
 
-@router.post("/credits/adjust", response_model=AdminCreditsOut, responses=_ERRORS,
-             summary="Correct a bucket by a signed amount (never below 0), with a reason")
-async def adjust(team_id: uuid.UUID, body: AdjustIn, _: AdminDep, session: SessionDep) -> AdminCreditsOut:
-    entry = await billing.adjust(session, team_id=team_id, amount=body.amount, bucket=body.bucket, reason=body.reason)
-    return await _reply(session, team_id, entry)
+@admin_router.get("/{app_id}/teams", response_model=AppGrantPage, summary="The teams that let an app use their credits")
+async def list_app_grants(app_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> AppGrantPage:
+    return AppGrantPage(items=[present_grant(g) for g in await apps.grants(session, app_id=app_id)])
 
 
-@router.post("/credits/void", response_model=AdminCreditsOut, responses=_ERRORS,
-             summary="Reverse a grant by its ledger id (once), with a reason")
-async def void(team_id: uuid.UUID, body: VoidIn, _: AdminDep, session: SessionDep) -> AdminCreditsOut:
-    entry = await billing.void(session, team_id=team_id, transaction_id=body.transaction_id, reason=body.reason)
-    return await _reply(session, team_id, entry)
+@admin_router.put("/{app_id}/teams/{team_id}", response_model=AppGrantOut, summary="Let an app use a team's credits",
+                  responses={404: {"description": "app_not_found, team_not_found"}})
+async def admin_grant_app(app_id: uuid.UUID, team_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> AppGrantOut:
+    return present_grant(await apps.authorize_app(session, team_id=team_id, app_id=app_id, granted_by="admin"))
 
 
-@router.post("/plan", response_model=PlanOut, responses=_ERRORS,
-             summary="Change the team's plan (queue priority and concurrency at once)")
-async def change_plan(team_id: uuid.UUID, body: ChangePlanIn, _: AdminDep, session: SessionDep) -> PlanOut:
-    done = await billing.change_plan(
-        session, team_id=team_id, plan_code=body.plan, replenish_now=body.replenish_now, reason=body.reason
-    )
-    plan = done.change.plan
-    out = PlanOut(
-        team_id=team_id, plan=plan.code, previous_plan=done.change.previous_plan, monthly_credits=plan.monthly_credits,
-        max_concurrent_jobs=plan.max_concurrent_jobs, queue_priority=plan.queue_priority,
-        replenished=done.replenishment is not None, balance=present_balance(done.balance),
-    )
-    await session.commit()
-    return out
+@admin_router.delete("/{app_id}/teams/{team_id}", status_code=204,
+                     summary="Withdraw an app's grant on a team (its open holds are released)")
+async def admin_revoke_app(app_id: uuid.UUID, team_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> None:
+    await apps.revoke_app(session, team_id=team_id, app_id=app_id)
+
+
+pricing_admin_router = APIRouter(prefix="/api/v1/admin/pricing", tags=["admin"])
+
+
+@pricing_admin_router.get("", summary="The pricing table in force (defaults merged with overrides)")
+async def get_pricing(admin: AdminDep, session: SessionDep) -> dict[str, Any]:
+    pricing = await current_pricing(session)
+    return pricing_as_config(pricing)
+
+
+@pricing_admin_router.put("/{operation}", summary="Replace one operation's prices (new jobs only)")
+async def put_pricing(
+    operation: Literal["image_generation", "model_creation", "model_refinement"],
+    body: RequestMap[str, Any],
+    admin: AdminDep,
+    session: SessionDep,
+) -> dict[str, Any]:
+    try:
+        pricing = await set_pricing(session, operation, body.root)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise InvalidRequest(str(exc), code="invalid_pricing") from None
+    return pricing_as_config(pricing)

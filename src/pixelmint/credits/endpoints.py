@@ -1,4 +1,5 @@
-"""``/api/v1/credits``: balance and ledger history (filtered, paged, or exported as CSV)."""
+"""A team's credits (its API keys): ``/api/v1/credits`` balance and ledger history (filtered, paged,
+or exported as CSV), and ``/api/v1/credits/apps``, the apps it lets use its credits."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.accounts.service import Principal, get_user
-from pixelmint.api.deps import PrincipalDep, SessionDep
-from pixelmint.credits import history, service
-from pixelmint.credits.schemas import BalanceOut, TransactionOut, TransactionPage
+from pixelmint.credits import apps, history, service
+from pixelmint.credits.schemas import (
+    AppGrantOut,
+    AppGrantPage,
+    BalanceOut,
+    TransactionOut,
+    TransactionPage,
+    present_grant,
+)
 from pixelmint.kit.errors import InvalidRequest
+from pixelmint.kit.http import SessionDep
 from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
 from pixelmint.kit.schemas import UtcDatetime
 
@@ -124,3 +133,23 @@ async def history_csv(
     """Every ledger row matching the filters (same as ``/history``), newest first, streamed as CSV
     with a header row; amounts as decimals, ``metadata`` as JSON."""
     return await _csv(session, principal, filters, _before(cursor))
+
+
+apps_router = APIRouter(prefix="/api/v1/credits/apps", tags=["credit API"])
+
+
+@apps_router.get("", response_model=AppGrantPage, summary="The apps this team lets use its credits")
+async def list_team_grants(principal: PrincipalDep, session: SessionDep) -> AppGrantPage:
+    return AppGrantPage(items=[present_grant(g) for g in await apps.grants(session, team_id=principal.team_id)])
+
+
+@apps_router.put("/{app_id}", response_model=AppGrantOut, summary="Let an app use this team's credits",
+                 responses={404: {"description": "app_not_found"}})
+async def grant_app(app_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> AppGrantOut:
+    """Idempotent: granting a granted app keeps the grant as it was."""
+    return present_grant(await apps.authorize_app(session, team_id=principal.team_id, app_id=app_id, granted_by="team"))
+
+
+@apps_router.delete("/{app_id}", status_code=204, summary="Withdraw an app's grant (its open holds are released)")
+async def revoke_app(app_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> None:
+    await apps.revoke_app(session, team_id=principal.team_id, app_id=app_id)

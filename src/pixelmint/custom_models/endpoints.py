@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
+from pixelmint.accounts.auth import IdempotencyDep, PrincipalDep, rate_limit
 from pixelmint.credits.pricing import current_pricing
-from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
 from pixelmint.custom_models import downloads, service
 from pixelmint.custom_models.schemas import (
     CreateModelJson,
@@ -25,10 +26,16 @@ from pixelmint.custom_models.schemas import (
     RefineRequest,
 )
 from pixelmint.custom_models.tables import CustomModel
+from pixelmint.jobs.deps import JobEventsDep
+from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.presenters import present_job
+from pixelmint.jobs.tables import Job
 from pixelmint.kit import idempotency
-from pixelmint.kit.errors import InvalidRequest
+from pixelmint.kit.idempotency import Idempotency
+from pixelmint.kit.http import SessionDep, SettingsDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
+from pixelmint.storage.deps import StorageDep, UrlSignerDep
+from pixelmint.storage.schemas import UrlSigner
 
 router = APIRouter(prefix="/api/v1/models", tags=["custom models"])
 
@@ -44,7 +51,9 @@ def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignor
     )
 
 
-async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson, list[service.TrainingImage]]]:
+async def _parse_create(
+    request: Request, settings: SettingsDep
+) -> AsyncIterator[tuple[CreateModelJson, list[service.TrainingImage]]]:
     """JSON (training images by URL) or multipart form data (files in ``trainingImages``). Uploaded
     and downloaded images wait in spooled temporary files (on disk beyond 1 MiB each), closed
     after the request; the body's size is capped before (``kit/limits.py``)."""
@@ -66,8 +75,9 @@ async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson
                 files = []
         except ValidationError as exc:  # rendered as FastAPI's own (api/errors.py): invalid_request, invalid_text
             raise RequestValidationError(exc.errors(include_url=False)) from None
-        allow_private = request.app.state.runtime.settings.allow_private_image_urls
-        await downloads.download(body.training_image_urls, downloaded, allow_private=allow_private)
+        await downloads.download(
+            body.training_image_urls, downloaded, allow_private=settings.allow_private_image_urls
+        )
         yield body, files + downloaded
     finally:
         for image in downloaded:
@@ -76,14 +86,17 @@ async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson
             await form.close()
 
 
-async def _queued(model, job, request, session, runtime, idempotency) -> JSONResponse:  # type: ignore[no-untyped-def]
+async def _queued(
+    model: CustomModel, job: Job, session: AsyncSession, urls: UrlSigner, events: JobEvents, idempotency: Idempotency
+) -> JSONResponse:
     """Answer 202 with the model and its queued job; the answer is stored for ``Idempotency-Key``
-    in the transaction that reserves the job's credits, which commits here."""
-    answer = ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))
+    in the transaction that reserves the job's credits, which commits here, before the workers
+    are woken."""
+    answer = ModelWithJob(model=present(model), job=await present_job(session, job, urls))
     response = JSONResponse(answer.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)
     await idempotency.save(response)
     await session.commit()
-    runtime.events.announce_jobs_available()
+    events.announce_jobs_available()
     return response
 
 
@@ -116,10 +129,12 @@ async def _queued(model, job, request, session, runtime, idempotency) -> JSONRes
     dependencies=[rate_limit("generate")],
 )
 async def create_model(
-    request: Request,
     principal: PrincipalDep,
     session: SessionDep,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    urls: UrlSignerDep,
+    events: JobEventsDep,
     parsed: Annotated[tuple[CreateModelJson, list[service.TrainingImage]], Depends(_parse_create)],
     idempotency: IdempotencyDep,
 ) -> ModelWithJob | JSONResponse:
@@ -131,9 +146,9 @@ async def create_model(
     model, job = await service.create_model(
         session, principal, reference_model_id=body.reference_model_id, name=body.name,
         description=body.description, trigger_word=body.trigger_word, training_steps=body.training_steps,
-        images=images, storage=runtime.storage, settings=runtime.settings, pricing=await current_pricing(session),
+        images=images, storage=storage, settings=settings, pricing=await current_pricing(session),
     )
-    return await _queued(model, job, request, session, runtime, idempotency)
+    return await _queued(model, job, session, urls, events, idempotency)
 
 
 @router.get("", response_model=ModelPage, summary="The team's custom models, newest first")
@@ -164,14 +179,12 @@ async def get_model(model_id: uuid.UUID, principal: PrincipalDep, session: Sessi
 @router.patch("/{model_id}", response_model=CustomModelOut, summary="Rename or redescribe a custom model")
 async def update_model(model_id: uuid.UUID, body: ModelPatch, principal: PrincipalDep, session: SessionDep) -> CustomModelOut:
     model = await service.update_model(session, principal, model_id, name=body.name, description=body.description)
-    await session.commit()
     return present(model)
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a custom model (soft)")
 async def delete_model(model_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> Response:
     await service.delete_model(session, principal, model_id)
-    await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -180,14 +193,13 @@ async def delete_model(model_id: uuid.UUID, principal: PrincipalDep, session: Se
     summary="Refine a custom model into its next version", dependencies=[rate_limit("generate")],
 )
 async def refine_model(
-    model_id: uuid.UUID, body: RefineRequest, request: Request, principal: PrincipalDep, session: SessionDep,
-    runtime: RuntimeDep, idempotency: IdempotencyDep,
+    model_id: uuid.UUID, body: RefineRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep,
+    urls: UrlSignerDep, events: JobEventsDep, idempotency: IdempotencyDep,
 ) -> ModelWithJob | JSONResponse:
     """Queue a ``model_refinement`` job priced by the refinement formula (iteration = the current
     version); on success the model's version increments and its history records the prompt,
     iteration, cost and artifact."""
     model, job = await service.refine_model(
-        session, principal, model_id, prompt=body.prompt, settings=runtime.settings,
-        pricing=await current_pricing(session),
+        session, principal, model_id, prompt=body.prompt, settings=settings, pricing=await current_pricing(session),
     )
-    return await _queued(model, job, request, session, runtime, idempotency)
+    return await _queued(model, job, session, urls, events, idempotency)

@@ -1,5 +1,5 @@
 """Custom models: create (a ``model_creation`` job), read, rename, soft delete, refine (a
-``model_refinement`` job), and the job outcomes that make versions.
+``model_refinement`` job), and the job outcomes that make versions (run by ``tasks.py``).
 
 Creation and refinement follow the credit rules of every job: priced with the pricing formulas
 (``credits/pricing.py``), reserved in the same transaction as the job insert, captured when the
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
@@ -24,7 +24,7 @@ from pixelmint.catalog import service as catalog
 from pixelmint.credits.pricing import Pricing
 from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
 from pixelmint.jobs import queue
-from pixelmint.jobs.service import provider_for, queue_job
+from pixelmint.jobs.service import queue_job
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from pixelmint.settings import Settings
@@ -143,7 +143,7 @@ async def create_model(
         params={"modelId": str(model.id), "triggerWord": trigger_word, "trainingSteps": training_steps,
                 "imageCount": len(images)},
         reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=None,
-        provider=provider_for(reference, settings)[0], settings=settings,
+        provider=catalog.provider_for(reference, settings)[0], settings=settings,
     )
     stored = []
     for index, (image, content_type) in enumerate(zip(images, content_types, strict=True)):
@@ -244,9 +244,44 @@ async def refine_model(
         session, principal, job_type="model_refinement", cost=cost,
         params={"modelId": str(model.id), "prompt": prompt, "iteration": iteration, "baseVersion": model.version},
         reference_model_id=reference.id, custom_model_id=model.id, custom_model_version=model.version,
-        provider=provider_for(reference, settings)[0], settings=settings,
+        provider=catalog.provider_for(reference, settings)[0], settings=settings,
     )
     return model, job
+
+
+async def ready_version(
+    session: AsyncSession, principal: Principal, model_id: uuid.UUID, version: int | None
+) -> tuple[CustomModel, int]:
+    """The caller's model and the version to generate from (``None``: the latest). Raises
+    ``NotFound`` (model_not_found: unknown or another team's; model_version_not_found),
+    ``Conflict`` (model_deleted, model_not_ready)."""
+    custom = await session.scalar(
+        select(CustomModel).where(CustomModel.id == model_id, CustomModel.team_id == principal.team_id)
+    )
+    if custom is None:
+        raise NotFound(f"No custom model {model_id}.", code="model_not_found")
+    if custom.deleted_at is not None:
+        raise Conflict("This custom model was deleted.", code="model_deleted")
+    if custom.status != "ready":
+        raise Conflict(f"This custom model is {custom.status}, not ready.", code="model_not_ready")
+    version = version or custom.version
+    if not 1 <= version <= custom.version:
+        raise NotFound(
+            f"Custom model {custom.id} has versions 1..{custom.version}, not {version}.", code="model_version_not_found"
+        )
+    return custom, version
+
+
+async def start_training(session: AsyncSession, model_id: uuid.UUID | None) -> CustomModel | None:
+    """A ``model_creation`` job started: the model becomes ``training`` (from ``pending``). ``None``
+    when the model no longer exists."""
+    model = await session.get(CustomModel, model_id)
+    if model is None:
+        return None
+    await session.execute(
+        update(CustomModel).where(CustomModel.id == model.id, CustomModel.status == "pending").values(status="training")
+    )
+    return model
 
 
 async def version_artifact(session: AsyncSession, model_id: uuid.UUID, version: int) -> dict[str, Any]:
@@ -285,15 +320,12 @@ async def record_version(
 
 
 async def on_job_failed(session: AsyncSession, job: Job) -> None:
-    """A creation job that failed or was cancelled leaves its model ``failed`` with the reason;
-    a failed refinement leaves the model as it was."""
-    if job.type != "model_creation" or job.custom_model_id is None:
+    """A creation job that failed or was cancelled leaves its model ``failed`` with the reason
+    (the failure hook of ``model_creation`` only: a failed refinement leaves the model as it was)."""
+    if job.custom_model_id is None:
         return
     model = await session.scalar(select(CustomModel).where(CustomModel.id == job.custom_model_id).with_for_update())
     if model is not None and model.status in ("pending", "training"):
         model.status = "failed"
         model.error_message = job.error_message or job.error_code
         await session.flush()
-
-
-queue.on_failure(on_job_failed)

@@ -1,29 +1,27 @@
-"""``/api/v1/generate``: submit an image generation, read it, cancel it."""
+"""``/api/v1/generate`` (reading and cancelling generations; submitting one is
+``flows/endpoints.py``), ``/api/v1/jobs`` and the providers' webhooks."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Query, Request, status
-from sse_starlette import EventSourceResponse
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from sse_starlette import EventSourceResponse
 
-from pixelmint.credits.pricing import current_pricing
-from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
-from pixelmint.api.runtime import Runtime
+from pixelmint.accounts.auth import PrincipalDep
+from pixelmint.accounts.service import Principal
 from pixelmint.jobs import callbacks, service
-from pixelmint.jobs.queue import FINISHED_STATES
+from pixelmint.jobs.deps import JobEventsDep, ProvidersDep
+from pixelmint.jobs.events import watch_job
 from pixelmint.jobs.presenters import present_job, present_jobs
+from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.schemas import (
     CreditEntryOut,
-    GenerateRequest,
     JobDetail,
     JobEnvelope,
     JobLogOut,
@@ -31,9 +29,13 @@ from pixelmint.jobs.schemas import (
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
 from pixelmint.kit.errors import NotFound, PixelmintError
+from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.kit.schemas import UtcDatetime
 from pixelmint.providers.base import WebhookVerificationError
+from pixelmint.providers.registry import Providers
+from pixelmint.storage.deps import UrlSignerDep
+from pixelmint.storage.schemas import UrlSigner
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
@@ -47,110 +49,49 @@ ERRORS = {
 }
 
 
-async def wait_until_finished(runtime: Runtime, session: AsyncSession, job: Job, timeout: float) -> Job:
-    """Wait (woken by the job's NOTIFY events, not by polling) until ``job`` finishes or
-    ``timeout`` seconds pass; returns the job as last read."""
-    deadline = time.monotonic() + timeout
-    while True:
-        changed = runtime.events.watch(job.id)
-        try:
-            await session.refresh(job)
-            await session.commit()  # end the read transaction: the next read sees new commits
-            if job.state in FINISHED_STATES:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return job
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
-        finally:
-            runtime.events.unwatch(job.id, changed)
-
-
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobEnvelope,
-    responses={
-        200: {"model": JobEnvelope, "description": "Finished (waitForResult)"}, **ERRORS,
-        429: {"description": "rate_limited (see Retry-After) or queue_full"},
-    },
-    summary="Generate images",
-    dependencies=[rate_limit("generate")],
-)
-async def generate(
-    body: GenerateRequest, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request,
-    idempotency: IdempotencyDep,
-) -> JobEnvelope | JSONResponse:
-    """Price the generation, reserve its credits and queue it, atomically. Answers 202 with the
-    queued job; with ``waitForResult`` waits up to the server's limit and answers 200 with the
-    finished job and its images (or 202 if time ran out). With ``Idempotency-Key`` the answer is
-    stored in the reserving transaction (``kit/idempotency.py``)."""
-    job, free_left = await service.submit_generation(
-        session, principal, body, settings=runtime.settings, pricing=await current_pricing(session)
-    )
-    envelope = JobEnvelope(job=await present_job(session, job, runtime, request), free_generations_remaining=free_left)
-    queued = JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)
-    # Committed with the reservation; provisional while waitForResult waits for the final answer.
-    await idempotency.save(queued, final=not body.wait_for_result)
-    await session.commit()
-    runtime.events.announce_jobs_available()
-    if not body.wait_for_result:
-        return queued
-    job = await wait_until_finished(runtime, session, job, runtime.settings.wait_for_result_timeout_seconds)
-    code = status.HTTP_200_OK if job.state in FINISHED_STATES else status.HTTP_202_ACCEPTED
-    envelope = JobEnvelope(job=await present_job(session, job, runtime, request), free_generations_remaining=free_left)
-    return JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=code)
-
-
 @router.get("/history", response_model=JobPage, summary="Past generations with the credits each used")
 async def generation_history(
     principal: PrincipalDep,
     session: SessionDep,
-    runtime: RuntimeDep,
-    request: Request,
+    urls: UrlSignerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> JobPage:
     """The team's image generations, newest first (``chargedCredits`` is what each cost)."""
-    return await list_jobs(
-        principal, session, runtime, request, status_=None, type_="image_generation", model_id=None,
-        created_after=None, created_before=None, limit=limit, cursor=cursor,
-    )
+    return await _job_page(session, principal, urls, limit=limit, cursor=cursor, job_type="image_generation")
 
 
 # ":uuid": "/generate/history" is not a job id, so that DELETE there is 405, not a 422 about the id.
 @router.get("/{job_id:uuid}", response_model=JobEnvelope, responses=ERRORS, summary="Get a generation")
 @router.get("/{job_id:uuid}/status", response_model=JobEnvelope, responses=ERRORS, include_in_schema=False)
-async def get_generation(
-    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
-) -> JobEnvelope:
+async def get_generation(job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep) -> JobEnvelope:
     job = await service.get_job(session, principal, job_id)
-    return JobEnvelope(job=await present_job(session, job, runtime, request))
+    return JobEnvelope(job=await present_job(session, job, urls))
 
 
 @router.delete("/{job_id:uuid}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a generation")
 async def cancel_generation(
-    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, providers: ProvidersDep, urls: UrlSignerDep
 ) -> JobEnvelope:
     """A queued job is canceled at once with its whole reservation released; a running one is
     asked to stop and is released when its worker confirms; a finished one is 409."""
-    return await cancel_job(job_id, principal, session, runtime, request)
+    return JobEnvelope(job=await present_job(session, await _cancel(session, principal, providers, job_id), urls))
 
 
-async def cancel_at_provider(runtime: Runtime, job: Job) -> None:
-    """A job canceled while its provider held it (awaiting a callback): tell the provider, best
-    effort (a running job's worker does this itself when its task is cancelled)."""
+async def _cancel(session: AsyncSession, principal: Principal, providers: Providers, job_id: uuid.UUID) -> Job:
+    """Cancel the job (committed), then, if its provider held it (awaiting a callback), tell the
+    provider, best effort (a running job's worker does this itself when its task is cancelled)."""
+    job = await service.cancel_job(session, principal, job_id)
+    await session.commit()  # canceled and released before the provider hears of it
     if job.state != "canceled" or not job.provider_handle:
-        return
-    remote = runtime.providers.remote(job.provider)
+        return job
+    remote = providers.remote(job.provider)
     if remote is not None:
         try:
             await remote.cancel(job.provider_handle)
         except Exception as exc:  # noqa: BLE001 - the job is canceled and refunded either way
             log.warning("provider_cancel_failed", job=str(job.id), provider=job.provider, error=str(exc))
+    return job
 
 
 jobs_router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -160,8 +101,7 @@ jobs_router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 async def list_jobs(
     principal: PrincipalDep,
     session: SessionDep,
-    runtime: RuntimeDep,
-    request: Request,
+    urls: UrlSignerDep,
     status_: Annotated[Literal[JOB_STATES] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
     type_: Annotated[Literal[JOB_TYPES] | None, Query(alias="type")] = None,  # type: ignore[valid-type]
     model_id: Annotated[str | None, Query(
@@ -171,27 +111,30 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> JobPage:
-    after = None
-    if cursor:
-        after = tuple(decode_cursor(cursor, timestamp, uuid.UUID))
-    rows = await service.list_jobs(
-        session, principal, status=status_, job_type=type_, model_id=model_id, created_after=created_after,
-        created_before=created_before, limit=limit + 1, after=after,
+    return await _job_page(
+        session, principal, urls, limit=limit, cursor=cursor, status=status_, job_type=type_, model_id=model_id,
+        created_after=created_after, created_before=created_before,
     )
+
+
+async def _job_page(
+    session: AsyncSession, principal: Principal, urls: UrlSigner, *, limit: int, cursor: str | None, **filters: Any
+) -> JobPage:
+    """A page of the team's jobs matching ``filters`` (``service.list_jobs``), newest first."""
+    after = tuple(decode_cursor(cursor, timestamp, uuid.UUID)) if cursor else None
+    rows = await service.list_jobs(session, principal, limit=limit + 1, after=after, **filters)
     page = rows[:limit]
     return JobPage(
-        items=await present_jobs(session, page, runtime, request),
+        items=await present_jobs(session, page, urls),
         next_cursor=encode_cursor(page[-1].created_at.isoformat(), str(page[-1].id)) if len(rows) > limit else None,
     )
 
 
 @jobs_router.get("/{job_id}", response_model=JobDetail, responses=ERRORS, summary="A job with its credits and logs")
-async def get_job(
-    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
-) -> JobDetail:
+async def get_job(job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep) -> JobDetail:
     job = await service.get_job(session, principal, job_id)
     return JobDetail(
-        job=await present_job(session, job, runtime, request),
+        job=await present_job(session, job, urls),
         credit_transactions=[
             CreditEntryOut(id=t.id, type=t.type, amount=t.amount, reserved_delta=t.reserved_delta,
                            created_at=t.created_at, description=t.description)
@@ -203,14 +146,11 @@ async def get_job(
 
 @jobs_router.delete("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a job")
 async def cancel_job(
-    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, providers: ProvidersDep, urls: UrlSignerDep
 ) -> JobEnvelope:
     """Queued: canceled now, reservation released. Running: canceled at its worker/provider and
     released when that is confirmed (``cancelRequested`` is true until then). Finished: 409."""
-    job = await service.cancel_job(session, principal, job_id)
-    await session.commit()
-    await cancel_at_provider(runtime, job)
-    return JobEnvelope(job=await present_job(session, job, runtime, request))
+    return JobEnvelope(job=await present_job(session, await _cancel(session, principal, providers, job_id), urls))
 
 
 @jobs_router.get(
@@ -219,7 +159,7 @@ async def cancel_job(
     summary="Server-sent events for a job",
 )
 async def job_events(
-    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, db: DatabaseDep, events: JobEventsDep
 ) -> EventSourceResponse:
     """``event: status`` (``{"status", "progress"}``) on every change, ``event: log`` per log line,
     and a final ``event: done`` with the finished job's status; woken by the job's NOTIFY events."""
@@ -228,13 +168,11 @@ async def job_events(
 
     async def stream():  # type: ignore[no-untyped-def]
         last_status, last_log = None, 0
-        while True:
-            changed = runtime.events.watch(job_id)
-            try:
-                async with runtime.db.transaction() as s:
-                    job = await s.get(Job, job_id, populate_existing=True)
-                    lines = await service.job_logs(s, job_id, after_id=last_log)
+        async with contextlib.aclosing(watch_job(db, events, job_id)) as updates:
+            async for job in updates:
                 assert job is not None
+                async with db.transaction() as s:
+                    lines = await service.job_logs(s, job_id, after_id=last_log)
                 for line in lines:
                     last_log = line.id
                     yield {"event": "log", "data": json.dumps({"at": line.created_at.isoformat(), "message": line.message})}
@@ -244,11 +182,6 @@ async def job_events(
                     yield {"event": "status", "data": json.dumps(status)}
                 if job.state in FINISHED_STATES:
                     yield {"event": "done", "data": json.dumps(status)}
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), 30)
-            finally:
-                runtime.events.unwatch(job_id, changed)
 
     return EventSourceResponse(stream(), ping=15)
 
@@ -256,12 +189,14 @@ async def job_events(
 webhooks_router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
-async def provider_webhook(provider: str, request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
+async def provider_webhook(
+    provider: str, request: Request, db: DatabaseDep, providers: ProvidersDep
+) -> dict[str, str | None]:
     """Verify the signature over the exact body, store the raw event once, and hand the waiting
     job on exactly once: to a worker that collects and stores its outputs, or failed and released
     (``jobs/callbacks.py``)."""
     try:
-        remote = runtime.providers.remote(provider)
+        remote = providers.remote(provider)
     except PixelmintError:
         remote = None
     if remote is None or not remote.supports_webhooks:
@@ -272,7 +207,7 @@ async def provider_webhook(provider: str, request: Request, runtime: RuntimeDep)
         if exc.status_code == 400 and exc.reason != "bad_payload":
             exc.status_code = 401
         raise
-    result = await callbacks.handle(db=runtime.db, provider=provider, event=event)
+    result = await callbacks.handle(db=db, provider=provider, event=event)
     return {"status": result.status, "jobId": result.job_id}
 
 
@@ -280,10 +215,10 @@ WEBHOOK_RESPONSES = {401: {"description": "bad signature: nothing changed"}, 404
 
 
 @webhooks_router.post("/fal", responses=WEBHOOK_RESPONSES, summary="fal callbacks (Ed25519 signatures over the JWKS)")
-async def fal_webhook(request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
-    return await provider_webhook("fal", request, runtime)
+async def fal_webhook(request: Request, db: DatabaseDep, providers: ProvidersDep) -> dict[str, str | None]:
+    return await provider_webhook("fal", request, db, providers)
 
 
 @webhooks_router.post("/replicate", responses=WEBHOOK_RESPONSES, summary="Replicate callbacks (signed webhook secret)")
-async def replicate_webhook(request: Request, runtime: RuntimeDep) -> dict[str, str | None]:
-    return await provider_webhook("replicate", request, runtime)
+async def replicate_webhook(request: Request, db: DatabaseDep, providers: ProvidersDep) -> dict[str, str | None]:
+    return await provider_webhook("replicate", request, db, providers)

@@ -18,15 +18,18 @@ job and workers look for work: notifications sent while nobody listened are gone
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import structlog
 
-from pixelmint.jobs.queue import JOB_EVENTS_CHANNEL, JOBS_CHANNEL, backoff_seconds
-from pixelmint.kit.db import asyncpg_connect_kwargs
+from pixelmint.jobs.queue import FINISHED_STATES, JOB_EVENTS_CHANNEL, JOBS_CHANNEL, backoff_seconds
+from pixelmint.jobs.tables import Job
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -149,3 +152,29 @@ class JobEvents:
                 return
             if not self._notify_pending:
                 return
+
+
+async def watch_job(
+    db: Database, events: JobEvents, job_id: uuid.UUID, *, timeout: float | None = None, recheck: float = 30
+) -> AsyncIterator[Job | None]:
+    """The job as it is now, then again after each of its changes, woken by its NOTIFY events (and
+    re-read every ``recheck`` seconds in case one was missed), each read in a transaction of its own.
+    Ends after yielding a finished (or missing: ``None``) job, or once ``timeout`` seconds have
+    passed. Used by ``waitForResult``, the job's event stream and the tests; consume it inside
+    ``contextlib.aclosing`` so that leaving early stops the watch at once."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        changed = events.watch(job_id)  # before the read: a change after it wakes the wait below
+        try:
+            async with db.transaction() as session:
+                job = await session.get(Job, job_id, populate_existing=True)
+            yield job
+            if job is None or job.state in FINISHED_STATES:
+                return
+            wait = recheck if deadline is None else min(recheck, deadline - time.monotonic())
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
+        finally:
+            events.unwatch(job_id, changed)

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.api.deps import base_url
-from pixelmint.api.runtime import Runtime
 from pixelmint.jobs.schemas import JobError, JobOut
 from pixelmint.jobs.tables import Job
 from pixelmint.providers.registry import provider_label
-from pixelmint.storage.schemas import present_image
+from pixelmint.storage.schemas import UrlSigner, present_image
 from pixelmint.storage.service import images_for_jobs
 
 
-async def present_jobs(session: AsyncSession, jobs: list[Job], runtime: Runtime, request: Request) -> list[JobOut]:
+async def present_jobs(session: AsyncSession, jobs: list[Job], urls: UrlSigner) -> list[JobOut]:
     """Jobs with their images (one query for all of them) and signed image URLs."""
     finished = [job.id for job in jobs if job.state == "succeeded" and job.type == "image_generation"]
     images = await images_for_jobs(session, finished) if finished else {}
-    url_base, ttl = base_url(request, runtime), runtime.settings.signed_url_ttl_seconds
     return [
         JobOut(
             id=job.id,
@@ -43,9 +39,7 @@ async def present_jobs(session: AsyncSession, jobs: list[Job], runtime: Runtime,
             error=JobError(code=job.error_code, message=job.error_message or "")
             if job.error_code and job.state != "succeeded"
             else None,
-            images=[
-                present_image(i, runtime.storage, base_url=url_base, ttl_seconds=ttl) for i in images.get(job.id, [])
-            ],
+            images=[present_image(i, urls) for i in images.get(job.id, [])],
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
@@ -54,5 +48,5 @@ async def present_jobs(session: AsyncSession, jobs: list[Job], runtime: Runtime,
     ]
 
 
-async def present_job(session: AsyncSession, job: Job, runtime: Runtime, request: Request) -> JobOut:
-    return (await present_jobs(session, [job], runtime, request))[0]
+async def present_job(session: AsyncSession, job: Job, urls: UrlSigner) -> JobOut:
+    return (await present_jobs(session, [job], urls))[0]

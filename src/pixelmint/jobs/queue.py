@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -32,9 +31,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Executable, case, literal, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts import service as accounts
 from pixelmint.accounts.tables import Plan
 from pixelmint.credits import service as credits
 from pixelmint.credits.tables import CREDITS
+from pixelmint.jobs.registry import registry
 from pixelmint.jobs.tables import Job, TeamDispatch
 from pixelmint.kit.errors import TooManyRequests
 
@@ -63,6 +64,18 @@ async def open_team_dispatch(session: AsyncSession, *, team_id: uuid.UUID, plan:
         TeamDispatch(team_id=team_id, priority=plan.queue_priority, max_running=dispatch_limit(plan))
     )
     await session.flush()
+
+
+async def set_team_limits(session: AsyncSession, *, team_id: uuid.UUID, plan: Plan) -> None:
+    """A team changed plans: its claim gate takes the plan's queue priority and ``dispatch_limit``.
+
+    Claims read ``team_dispatch`` at claim time, so queued and new jobs get the new priority and
+    concurrency at once while running jobs finish as they are (a lower limit only stops new claims
+    until enough have finished)."""
+    await session.execute(
+        text("UPDATE team_dispatch SET priority = :priority, max_running = :max_running WHERE team_id = :team_id"),
+        {"priority": plan.queue_priority, "max_running": dispatch_limit(plan), "team_id": team_id},
+    )
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
@@ -327,6 +340,21 @@ async def requeue_stale_webhook_jobs(session: AsyncSession, *, older_than_second
     return len(teams)
 
 
+async def expire_jobs(session: AsyncSession, job_ids: list[uuid.UUID]) -> int:
+    """Succeeded jobs among ``job_ids`` that have no image left that is not deleted → ``expired``
+    (image retention: ``flows/retention.py``). Returns how many."""
+    result = await session.execute(
+        text("""
+            UPDATE jobs AS j SET state = 'expired'
+             WHERE j.id = ANY(:job_ids)
+               AND j.state = 'succeeded'
+               AND NOT EXISTS (SELECT 1 FROM images AS i WHERE i.job_id = j.id AND i.deleted_at IS NULL)
+        """),
+        {"job_ids": job_ids},
+    )
+    return result.rowcount  # type: ignore[attr-defined, no-any-return]
+
+
 async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
     """Fenced running → canceled (cancel requested while it ran), reservation released."""
     job = await _transition(
@@ -340,29 +368,16 @@ async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:
     return job
 
 
-FailureHook = Callable[[AsyncSession, Job], Awaitable[None]]
-_failure_hooks: list[FailureHook] = []
-
-
-def on_failure(hook: FailureHook) -> FailureHook:
-    """Register a hook run in the same transaction whenever a job ends failed or canceled
-    (domains use it to react: a failed training marks its custom model failed)."""
-    _failure_hooks.append(hook)
-    return hook
-
-
 async def _refund(session: AsyncSession, job: Job, *, reason: str) -> None:
     """A job ended failed or canceled: give back what it held (its credit reservation, or the
-    user's free generation) and run the failure hooks."""
-    for hook in _failure_hooks:
+    user's free generation) and run its type's failure hook (``jobs/registry.py``)."""
+    hook = registry.failure_hooks.get(job.type)
+    if hook is not None:
         await hook(session, job)
     if job.reservation_id is not None:
         await credits.release(session, job.reservation_id, description=reason)
     elif job.is_free and job.user_id is not None:
-        await session.execute(
-            text("UPDATE users SET free_generations_remaining = free_generations_remaining + 1 WHERE id = :id"),
-            {"id": job.user_id},
-        )
+        await accounts.return_free_generation(session, job.user_id)
 
 
 async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:

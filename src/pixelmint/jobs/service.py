@@ -1,51 +1,31 @@
-"""Generation jobs: validate, price, reserve and enqueue in one transaction; read and cancel.
-
-``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation it runs at
-most four statements in the caller's transaction (free-generation check, model lookup, the
-one-statement reservation of ``credits.service.reserve``, the one-statement enqueue), and the
-balance row is locked only from the reservation to the commit.
-"""
+"""Jobs: queue one with its credits reserved (``queue_job``), validate a generation's inputs, read
+and cancel. Submitting a generation (model lookup, pricing, free allowance) is the flow
+``flows/generation.py``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import re
-import secrets
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
-from pixelmint.catalog import service as catalog
 from pixelmint.credits import service as credits
-from pixelmint.credits.errors import InsufficientCredits
-from pixelmint.credits.pricing import Pricing
-from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs import queue
 from pixelmint.jobs.schemas import GenerateRequest
 from pixelmint.credits.tables import CreditTransaction
 from pixelmint.jobs.tables import Job, JobLog
-from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound
 from pixelmint.settings import Settings
 
 # ASCII digits without leading zeros, as the schema's pattern (jobs/schemas.RESOLUTION_PATTERN).
 RESOLUTION = re.compile(r"^ *([1-9][0-9]{1,4}) *[xX×] *([1-9][0-9]{1,4}) *$")
 SEED_LIMIT = 2**32
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    reference_model_id: str | None
-    custom_model_id: uuid.UUID | None
-    custom_model_version: int | None
-    complexity: Decimal
-    provider: str
-    model_key: str
 
 
 def parse_resolution(value: str, settings: Settings) -> tuple[int, int]:
@@ -92,104 +72,6 @@ def validate_generation(request: GenerateRequest, settings: Settings) -> tuple[i
             "Give exactly one of referenceModelId or customModelId.", code="model_required", field="referenceModelId"
         )
     return parse_resolution(request.resolution, settings)
-
-
-def provider_for(model: catalog.ModelPricingInfo, settings: Settings) -> tuple[str, str | None]:
-    """(provider name, the model's id at that provider) for a reference model."""
-    name = settings.default_provider if model.provider == "default" else model.provider
-    return name, model.provider_models.get(name)
-
-
-async def resolve_model(
-    session: AsyncSession, principal: Principal, request: GenerateRequest, settings: Settings
-) -> ResolvedModel:
-    """The model to generate from. Raises ``NotFound`` (model_not_found) for an unknown, inactive,
-    deleted or another team's model and ``Conflict`` (model_not_ready) for an untrained one."""
-    if request.reference_model_id is not None:
-        model = await catalog.get_pricing_info(session, request.reference_model_id)
-        return ResolvedModel(model.id, None, None, model.complexity_factor, provider_for(model, settings)[0], model.id)
-    custom = await session.scalar(
-        select(CustomModel).where(
-            CustomModel.id == request.custom_model_id, CustomModel.team_id == principal.team_id
-        )
-    )
-    if custom is None:
-        raise NotFound(f"No custom model {request.custom_model_id}.", code="model_not_found")
-    if custom.deleted_at is not None:
-        raise Conflict("This custom model was deleted.", code="model_deleted")
-    if custom.status != "ready":
-        raise Conflict(f"This custom model is {custom.status}, not ready.", code="model_not_ready")
-    version = request.custom_model_version or custom.version
-    if not 1 <= version <= custom.version:
-        raise NotFound(
-            f"Custom model {custom.id} has versions 1..{custom.version}, not {version}.", code="model_version_not_found"
-        )
-    reference = await catalog.get_pricing_info(session, custom.reference_model_id, require_active=False)
-    return ResolvedModel(
-        reference.id, custom.id, version, reference.complexity_factor, provider_for(reference, settings)[0],
-        f"custom:{custom.id}:v{version}",
-    )
-
-
-_TAKE_FREE_GENERATION = text("""
-UPDATE users SET free_generations_remaining = free_generations_remaining - 1
- WHERE id = :user_id AND free_generations_remaining > 0
-RETURNING free_generations_remaining
-""")
-
-
-async def submit_generation(
-    session: AsyncSession,
-    principal: Principal,
-    request: GenerateRequest,
-    *,
-    settings: Settings,
-    pricing: Pricing,
-) -> tuple[Job, int]:
-    """Validate, price and queue an image-generation job; returns (job, free generations left).
-
-    A user's free generations are used first (cost 0, no reservation). Otherwise the estimate is
-    reserved from the team's balance in the same transaction as the job insert. Raises
-    ``InvalidRequest``, ``NotFound``/``Conflict`` (model), ``InsufficientCredits`` (402, nothing
-    written) or ``Forbidden`` (plan_upgrade_required: a free plan after its free generations).
-    """
-    width, height = validate_generation(request, settings)
-    model = await resolve_model(session, principal, request, settings)
-    cost = pricing.image_generation(
-        width=width, height=height, quality=request.quality, complexity=model.complexity,
-        num_images=request.num_images,
-    )
-    seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
-    params = {
-        "prompt": request.prompt,
-        "negativePrompt": request.negative_prompt,
-        "width": width,
-        "height": height,
-        "quality": request.quality,
-        "numImages": request.num_images,
-        "seed": seed,
-        "modelKey": model.model_key,
-    }
-    await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
-    free_left = await session.scalar(_TAKE_FREE_GENERATION, {"user_id": principal.user_id})
-    is_free = free_left is not None
-    if not is_free:
-        free_left = 0
-        if principal.plan_max_concurrent_jobs == 0:
-            balance = await credits.get_balance(session, principal.team_id)
-            available = balance.allocation_credits + balance.bonus_credits
-            if available < cost:
-                raise InsufficientCredits(required=cost, available=available, operation="image_generation")
-            raise Forbidden(
-                "The free plan runs only its free generations; upgrade the plan for paid jobs.",
-                code="plan_upgrade_required",
-            )
-    job = await queue_job(
-        session, principal, job_type="image_generation", cost=None if is_free else cost, params=params,
-        reference_model_id=model.reference_model_id, custom_model_id=model.custom_model_id,
-        custom_model_version=model.custom_model_version, provider=model.provider, settings=settings,
-    )
-    return job, free_left
 
 
 async def queue_job(

@@ -1,7 +1,8 @@
-"""Job handlers, one per job type. A handler gets the claimed job and returns a ``TaskOutcome``;
-it never settles the job: the worker finishes it (fenced) and then calls ``outcome.apply`` in the
-same transaction, so domain changes (a new model version, image rows) commit together with the
-credit capture or not at all."""
+"""What job handlers share. A handler (one per job type, registered by the domain that owns the
+type: ``jobs/registry.py``) gets the claimed job and returns a ``TaskOutcome``; it never settles the
+job: the worker finishes it (fenced) and then calls ``outcome.apply`` in the same transaction, so
+domain changes (a new model version, image rows) commit together with the credit capture or not at
+all."""
 
 from __future__ import annotations
 
@@ -12,27 +13,22 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.custom_models import service as custom_models
-from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.db import Database
-from pixelmint.catalog import service as catalog
 from pixelmint.providers.base import (
     GeneratedImage,
     GenerationRequest,
-    LoraWeight,
     ProviderError,
     ProviderTrace,
     RemoteProvider,
     Submission,
-    TrainingImage,
-    TrainingRequest,
 )
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
+from pixelmint.storage import service as storage_service
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.service import storage_key
 from pixelmint.storage.tables import Image
@@ -64,16 +60,6 @@ class TaskOutcome:
                     await storage.delete(key)
 
 
-def new_version(artifact: dict[str, Any], *, kind: str, prompt: str | None, iteration: int, result: dict[str, Any]) -> TaskOutcome:
-    """The outcome of a training or refinement: the model's next version, recorded on success."""
-
-    async def record(session: AsyncSession, finished: Job) -> None:
-        await custom_models.record_version(session, finished, artifact=artifact, kind=kind, prompt=prompt,
-                                           iteration=iteration)
-
-    return TaskOutcome(result=result, apply=record)
-
-
 # When resuming an earlier attempt's submission: gone at the provider, or canceled (by our own
 # timeout or by the worker that lost the job) — submit again rather than fail.
 RESUBMIT_CODES = ("provider_request_not_found", "provider_result_unavailable", "provider_canceled")
@@ -100,7 +86,7 @@ def provider_trace(ctx: TaskContext, job: Job) -> ProviderTrace:
     return ProviderTrace(on_submit=on_submit, on_logs=on_logs)
 
 
-async def _remote_generate(
+async def remote_generate(
     ctx: TaskContext, job: Job, remote: RemoteProvider, request: GenerationRequest
 ) -> tuple[list[GeneratedImage], dict[str, Any]]:
     """Generate at a remote provider (submit + poll), resuming the attempt's earlier submission
@@ -123,23 +109,6 @@ async def _remote_generate(
     return images, details
 
 
-async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, tuple[LoraWeight, ...], dict[str, Any]]:
-    """(provider model, LoRAs, custom model artifact) for a generation job."""
-    artifact: dict[str, Any] = {}
-    async with ctx.db.transaction() as session:
-        if job.custom_model_id is not None and job.custom_model_version is not None:
-            artifact = await custom_models.version_artifact(session, job.custom_model_id, job.custom_model_version)
-        reference = (
-            await catalog.get_pricing_info(session, job.reference_model_id, require_active=False)
-            if job.reference_model_id
-            else None
-        )
-    if artifact.get("providerModel") and artifact.get("provider") == job.provider:
-        loras = (LoraWeight(artifact["loraPath"]),) if artifact.get("loraPath") else ()
-        return artifact["providerModel"], loras, artifact
-    return (reference.provider_models.get(job.provider) if reference else None), (), artifact
-
-
 class AwaitingWebhook(Exception):
     """The provider accepted the request and will call back: the job waits in ``awaiting_webhook``."""
 
@@ -150,39 +119,6 @@ def webhook_url(ctx: TaskContext, provider: str, remote: RemoteProvider) -> str 
     if not (ctx.settings.public_url and remote.supports_webhooks):
         return None
     return f"{ctx.settings.public_url.rstrip('/')}/api/v1/webhooks/{provider}"
-
-
-async def generation_request(ctx: TaskContext, job: Job) -> GenerationRequest:
-    """The provider request of an ``image_generation`` job (model, LoRAs, style of its version)."""
-    p = job.params
-    provider_model, loras, artifact = await _model_for_provider(ctx, job)
-    prompt = p["prompt"]
-    if artifact.get("refinements") and artifact.get("providerModel"):
-        prompt = ", ".join([prompt, *artifact["refinements"]])  # a remote model's refinements guide the prompt
-    return GenerationRequest(
-        prompt=prompt, negative_prompt=p.get("negativePrompt"), width=p["width"], height=p["height"],
-        num_images=p["numImages"], seed=p["seed"], quality=p["quality"], model_key=p["modelKey"],
-        provider_model=provider_model, style=artifact.get("style", {}), loras=loras,
-    )
-
-
-async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
-    """Render the job's images with its provider and store them; the image rows are added in the
-    success transaction. Remote providers are polled, or (with a public URL and a provider that
-    supports callbacks) left to call back: ``AwaitingWebhook``. Raises ``ProviderError``; a storage
-    failure is retryable."""
-    request = await generation_request(ctx, job)
-    await ctx.log(f"generating {request.num_images} image(s) of {request.width}x{request.height} with {job.provider}")
-    remote = ctx.providers.remote(job.provider)
-    provider_details: dict[str, Any] = {}
-    if remote is None:
-        generated = await ctx.providers.get(job.provider).generate(request, progress=ctx.progress)
-    elif not job.provider_handle and (callback := webhook_url(ctx, job.provider, remote)):
-        await provider_trace(ctx, job).submitted(await remote.submit(request, webhook_url=callback))
-        raise AwaitingWebhook
-    else:
-        generated, provider_details = await _remote_generate(ctx, job, remote, request)
-    return await store_generated(ctx, job, request, generated, provider_details)
 
 
 async def store_generated(
@@ -220,69 +156,11 @@ async def store_generated(
         )
 
     async def add_images(session: AsyncSession, _job: Job) -> None:
-        session.add_all(rows)
-        await session.flush()
+        await storage_service.add_images(session, rows)
 
     outcome.apply = add_images
     await ctx.log(f"stored {len(rows)} image(s)")
     return outcome
 
 
-async def model_creation(ctx: TaskContext, job: Job) -> TaskOutcome:
-    """Train a custom model from its stored training images; the new version is recorded in the
-    success transaction."""
-    async with ctx.db.transaction() as session:
-        model = await session.get(CustomModel, job.custom_model_id)
-        if model is None:
-            raise ProviderError("the custom model of this job no longer exists", code="model_not_found")
-        await session.execute(
-            update(CustomModel).where(CustomModel.id == model.id, CustomModel.status == "pending").values(status="training")
-        )
-        stored = list(model.training_images)
-        trigger_word, steps = model.trigger_word, model.training_steps
-        reference = await catalog.get_pricing_info(session, model.reference_model_id, require_active=False)
-    images = [await ctx.storage.get(image["key"]) for image in stored]
-    await ctx.log(f"training on {len(images)} image(s), {steps} steps, with {job.provider}")
-    remote = ctx.providers.remote(job.provider)
-    if remote is None:
-        artifact = await ctx.providers.get(job.provider).train(  # type: ignore[attr-defined]
-            images, trigger_word=trigger_word, steps=steps, progress=ctx.progress
-        )
-    else:
-        training = TrainingRequest(
-            images=tuple(TrainingImage(i["filename"], data) for i, data in zip(stored, images, strict=True)),
-            trigger_word=trigger_word or "ohwx", steps=steps, model_key=f"custom:{job.custom_model_id}:v1",
-            provider_model=reference.provider_models.get(job.provider),
-        )
-        trained = await remote.train(training, progress=ctx.progress, trace=provider_trace(ctx, job))
-        artifact = trained.as_dict()
-
-    return new_version(artifact, kind="creation", prompt=None, iteration=0, result={"version": 1})
-
-
-async def model_refinement(ctx: TaskContext, job: Job) -> TaskOutcome:
-    """Refine a custom model from the artifact of the version it was queued against."""
-    p = job.params
-    async with ctx.db.transaction() as session:
-        base = await custom_models.version_artifact(session, job.custom_model_id, p["baseVersion"])  # type: ignore[arg-type]
-    await ctx.log(f"refining version {p['baseVersion']} (iteration {p['iteration']}) with {job.provider}")
-    if ctx.providers.remote(job.provider) is None:
-        artifact = await ctx.providers.get(job.provider).refine(  # type: ignore[attr-defined]
-            base, prompt=p["prompt"], iteration=p["iteration"]
-        )
-    else:
-        # Remote trainers have no "continue training"; a refinement of a remote model keeps its
-        # weights and adds the prompt as guidance to every generation from this version.
-        artifact = {**base, "refinements": [*base.get("refinements", []), p["prompt"]]}
-
-    return new_version(artifact, kind="refinement", prompt=p["prompt"], iteration=p["iteration"],
-                       result={"baseVersion": p["baseVersion"]})
-
-
 Handler = Callable[[TaskContext, Job], Awaitable[TaskOutcome]]
-
-HANDLERS: dict[str, Handler] = {
-    "image_generation": image_generation,
-    "model_creation": model_creation,
-    "model_refinement": model_refinement,
-}

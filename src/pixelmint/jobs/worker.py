@@ -22,7 +22,7 @@ from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
-from pixelmint.jobs.tasks import HANDLERS, AwaitingWebhook, Handler, TaskContext, TaskOutcome
+from pixelmint.jobs.tasks import AwaitingWebhook, Handler, TaskContext, TaskOutcome
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError
 from pixelmint.providers.registry import Providers
@@ -42,9 +42,9 @@ class Worker:
         settings: Settings,
         providers: Providers,
         storage: Storage,
+        handlers: dict[str, Handler],
         concurrency: int | None = None,
         worker_id: str | None = None,
-        handlers: dict[str, Handler] | None = None,
     ) -> None:
         self.db = db
         self.events = events
@@ -52,7 +52,7 @@ class Worker:
         self.providers = providers
         self.storage = storage
         self.concurrency = concurrency or settings.worker_concurrency
-        self.handlers = handlers or HANDLERS
+        self.handlers = handlers  # job type → handler (jobs/registry.py)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()

@@ -6,7 +6,21 @@ Every error has a stable machine-readable ``code`` (the ``error`` field of the J
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def error_responses(responses: dict[int, str]) -> Callable[[F], F]:
+    """Mark a dependency with the error answers it may give (status → their codes); the OpenAPI
+    schema lists them on every operation that uses it (``api/errors.py``)."""
+
+    def mark(dependency: F) -> F:
+        dependency.error_responses = responses  # type: ignore[attr-defined]
+        return dependency
+
+    return mark
 
 
 class PixelmintError(Exception):

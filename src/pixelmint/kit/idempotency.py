@@ -19,10 +19,11 @@ Design: the claim commits with the endpoint's writes
 ====================================================
 
 The rule (``credits.md``, appendix): never claim a dedup key before the write commits. So the key
-is claimed *inside the request's own transaction* — the session of ``api/deps.SessionDep`` that the
-endpoint commits itself — and becomes visible exactly when the endpoint's writes do:
+is claimed *inside the request's own transaction* — the session of ``kit/http.SessionDep``, which
+commits when the endpoint returns (or earlier, when the endpoint commits itself) — and becomes
+visible exactly when the endpoint's writes do:
 
-1. Before the endpoint (the dependency in ``api/deps.py``), one statement takes
+1. Before the endpoint (the dependency in ``kit/http.py``), one statement takes
    ``pg_try_advisory_xact_lock(hash(owner, key))`` and, when it got it, claims the key with
    ``INSERT … ON CONFLICT DO NOTHING`` (no answer yet), followed by a ``SAVEPOINT``.
 
@@ -32,10 +33,10 @@ endpoint commits itself — and becomes visible exactly when the endpoint's writ
      is still answering). A busy lock alone proves nothing: once the first request has committed,
      its concurrent retries hold the lock in turn while they look the answer up.
 
-2. The endpoint runs and commits. One that knows its answer before committing calls
-   ``await idempotency.save(response)`` just before ``session.commit()``: the answer goes into the
-   claim row in the same transaction as the job and its credit reservation, so no crash can leave
-   the work done and the answer lost. ``save(response, final=False)`` stores a provisional answer
+2. The endpoint runs and its work commits (when it returns, or before, by the endpoint). One that
+   knows its answer before the commit calls ``await idempotency.save(response)`` (then returns, or
+   commits): the answer goes into the claim row in the same transaction as the job and its credit
+   reservation, so no crash can leave the work done and the answer lost. ``save(response, final=False)`` stores a provisional answer
    (``POST /generate`` with ``waitForResult``: the queued job) that a retry is given only if the first
    request died before answering.
 3. A domain error (a 4xx ``PixelmintError``) rolls back to the savepoint — the endpoint's partial
@@ -366,9 +367,10 @@ class Idempotency:
         if self._answered:
             return
         if self._claim_open():
-            # It answered without committing: it wrote nothing. End the transaction (the claim goes)
-            # so that the middleware can store the answer from another connection without waiting.
-            await self.session.rollback()
+            # It returned without committing: commit its work with the claim now (the session
+            # dependency would, after this exit), so that the middleware can store the answer
+            # from another connection without waiting for this transaction's locks.
+            await self.session.commit()
         self.awaiting_answer = True
 
     async def _store(self, how: Literal["record", "finalize"], answer: Answer) -> None:

@@ -11,7 +11,8 @@ Counters live in memory (per process) by default, or in Redis when ``REDIS_URL``
 all processes. If Redis cannot be reached the request is let through and a warning logged: an
 outage of the limiter must not take generation down with it.
 
-Use it as a dependency (``api/deps.rate_limit("generate")``), or call ``RateLimiter.hit``.
+Use it as a dependency (``accounts/auth.rate_limit("generate")``, ``kit/http.rate_limit``), or
+call ``RateLimiter.hit``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pixelmint.kit.schemas import CamelModel
@@ -31,12 +32,25 @@ class ImagePage(CamelModel):
     next_cursor: str | None
 
 
-def present_image(image: Image, storage: Storage, *, base_url: str, ttl_seconds: int) -> ImageOut:
-    """An image with a signed URL valid for ``ttl_seconds`` (never past the image's expiry)."""
+@dataclass(frozen=True)
+class UrlSigner:
+    """Signed links to stored objects for one request: served from ``base_url``, valid for
+    ``ttl_seconds`` (``PIXELMINT_SIGNED_URL_TTL_SECONDS``). ``storage/deps.UrlSignerDep`` makes one."""
+
+    storage: Storage
+    base_url: str
+    ttl_seconds: int
+
+    def url(self, key: str, *, ttl_seconds: int | None = None) -> str:
+        return self.storage.url(key, base_url=self.base_url, ttl_seconds=ttl_seconds or self.ttl_seconds)
+
+
+def present_image(image: Image, urls: UrlSigner) -> ImageOut:
+    """An image with a signed URL valid for ``urls.ttl_seconds`` (never past the image's expiry)."""
     now = dt.datetime.now(dt.UTC)
-    ttl = max(1, min(ttl_seconds, int((image.expires_at - now).total_seconds())))
+    ttl = max(1, min(urls.ttl_seconds, int((image.expires_at - now).total_seconds())))
     return ImageOut(
-        id=image.id, job_id=image.job_id, url=storage.url(image.storage_key, base_url=base_url, ttl_seconds=ttl),
+        id=image.id, job_id=image.job_id, url=urls.url(image.storage_key, ttl_seconds=ttl),
         url_expires_at=now + dt.timedelta(seconds=ttl), content_type=image.content_type, width=image.width,
         height=image.height, size_bytes=image.size_bytes, seed=image.seed, params=image.params,
         created_at=image.created_at, expires_at=image.expires_at,

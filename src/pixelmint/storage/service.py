@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Row, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.kit.errors import NotFound
@@ -22,6 +23,33 @@ GENERATED_PREFIX = "generated/"
 def storage_key(team_id: uuid.UUID, image_id: uuid.UUID, created: dt.datetime, extension: str = "png") -> str:
     """Keys are laid out by team and date: ``generated/<team>/<yyyy>/<mm>/<dd>/<image>.<ext>``."""
     return f"{GENERATED_PREFIX}{team_id}/{created:%Y/%m/%d}/{image_id}.{extension}"
+
+
+async def add_images(session: AsyncSession, images: list[Image]) -> None:
+    """Record a job's stored images (in its success transaction)."""
+    session.add_all(images)
+    await session.flush()
+
+
+_TAKE_EXPIRED = text("""
+WITH batch AS (
+    SELECT id FROM images
+     WHERE expires_at <= :now AND deleted_at IS NULL
+     ORDER BY expires_at
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE images AS i SET deleted_at = now()
+ WHERE i.id = ANY(ARRAY(SELECT id FROM batch))  -- a primary-key lookup, never a join over images
+RETURNING i.job_id, i.storage_key, i.size_bytes
+""")
+
+
+async def take_expired(session: AsyncSession, *, now: dt.datetime, limit: int) -> list[Row[Any]]:
+    """Mark up to ``limit`` images expired by ``now`` deleted, oldest first, skipping rows others
+    hold; their ``(job_id, storage_key, size_bytes)``. The objects are the caller's to delete
+    (``flows/retention.py``)."""
+    return list((await session.execute(_TAKE_EXPIRED, {"now": now, "limit": limit})).all())
 
 
 def readable(team_id: uuid.UUID):  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""Image retention: delete expired images' objects, mark their rows deleted and their jobs expired.
+"""Image retention, across storage and jobs: delete expired images' objects, mark their rows
+deleted (``storage.service.take_expired``) and their jobs expired (``jobs.queue.expire_jobs``).
 
 Every image row has ``expires_at`` (``created_at`` + ``PIXELMINT_IMAGE_RETENTION_DAYS``, set by
 ``jobs/tasks.py``). ``cleanup_expired`` works in batches of ``batch_size`` images, each batch one
@@ -6,12 +7,13 @@ transaction:
 
 1. ``pg_try_advisory_xact_lock(RETENTION_LOCK_KEY)`` — if another process holds it, stop (the
    report says ``lock_busy``); that process is doing the work.
-2. ``UPDATE images SET deleted_at = now()`` on up to ``batch_size`` rows picked with
-   ``expires_at <= now AND deleted_at IS NULL ORDER BY expires_at … FOR UPDATE SKIP LOCKED``
-   (the partial index ``ix_images_expires`` of migration 0001 serves it), ``RETURNING`` their keys.
+2. ``UPDATE images SET deleted_at = now()`` (``storage.service.take_expired``) on up to
+   ``batch_size`` rows picked with ``expires_at <= now AND deleted_at IS NULL ORDER BY expires_at …
+   FOR UPDATE SKIP LOCKED`` (the partial index ``ix_images_expires`` of migration 0001 serves it),
+   ``RETURNING`` their keys.
 3. Delete those objects from storage (``delete_many``: one ``DeleteObjects`` per 1,000 keys on S3)
-   and, at the same time, ``UPDATE jobs SET state = 'expired'`` for the batch's jobs that are
-   ``succeeded`` and have no image left that is not deleted.
+   and, at the same time, ``UPDATE jobs SET state = 'expired'`` (``jobs.queue.expire_jobs``) for
+   the batch's jobs that are ``succeeded`` and have no image left that is not deleted.
 4. Commit once both have finished; if either failed, roll back.
 
 Objects are deleted *before* the commit: if the storage call fails the transaction rolls back and
@@ -44,7 +46,9 @@ from typing import Any
 import structlog
 from sqlalchemy import text
 
+from pixelmint.jobs import queue
 from pixelmint.kit.db import Database
+from pixelmint.storage import service as images
 from pixelmint.storage.backend import Storage
 
 log = structlog.get_logger(__name__)
@@ -53,26 +57,6 @@ log = structlog.get_logger(__name__)
 RETENTION_LOCK_KEY = int.from_bytes(b"pmretent", "big")
 
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
-
-_TAKE_BATCH = text("""
-WITH batch AS (
-    SELECT id FROM images
-     WHERE expires_at <= :now AND deleted_at IS NULL
-     ORDER BY expires_at
-     LIMIT :limit
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE images AS i SET deleted_at = now()
- WHERE i.id = ANY(ARRAY(SELECT id FROM batch))  -- a primary-key lookup, never a join over images
-RETURNING i.job_id, i.storage_key, i.size_bytes
-""")
-
-_EXPIRE_JOBS = text("""
-UPDATE jobs AS j SET state = 'expired'
- WHERE j.id = ANY(:job_ids)
-   AND j.state = 'succeeded'
-   AND NOT EXISTS (SELECT 1 FROM images AS i WHERE i.job_id = j.id AND i.deleted_at IS NULL)
-""")
 
 _PREVIEW = text("""
 WITH expiring AS (
@@ -165,14 +149,14 @@ async def cleanup_expired(
             if not await session.scalar(_TRY_LOCK, {"key": RETENTION_LOCK_KEY}):
                 report.lock_busy = True
                 break
-            rows = (await session.execute(_TAKE_BATCH, {"now": cutoff, "limit": batch_size})).all()
+            rows = await images.take_expired(session, now=cutoff, limit=batch_size)
             if not rows:
                 break
             # The objects go while the database expires the jobs (both before the commit; either
             # failing rolls the whole batch back, after both have finished).
             deleted, expired = await asyncio.gather(
                 storage.delete_many([r.storage_key for r in rows]),
-                session.execute(_EXPIRE_JOBS, {"job_ids": list({r.job_id for r in rows})}),
+                queue.expire_jobs(session, list({r.job_id for r in rows})),
                 return_exceptions=True,
             )
             for outcome in (deleted, expired):
@@ -181,7 +165,7 @@ async def cleanup_expired(
         report.batches += 1
         report.images_deleted += len(rows)
         report.bytes_deleted += sum(r.size_bytes for r in rows)
-        report.jobs_expired += expired.rowcount  # type: ignore[attr-defined]
+        report.jobs_expired += expired  # type: ignore[operator]
         if len(rows) < batch_size:
             break  # the rest (if any) is locked by someone else: the next run gets it
     report.elapsed_seconds = time.monotonic() - started

@@ -1,8 +1,12 @@
-"""Request dependencies: the runtime, a database session, the authenticated caller, and the
-``Idempotency-Key`` and rate-limit dependencies of the POSTs that create or spend.
+"""Request dependencies every router shares: the process's settings and database, a session per
+request that commits when the endpoint returns, the admin token, and the ``Idempotency-Key`` and
+rate-limit dependencies of the POSTs that create or spend.
 
-The session is opened per request and closed (rolled back unless committed) afterwards; endpoints
-that write commit explicitly, so that the commit happens before the answer is sent.
+The process's runtime (``api/runtime.Runtime``) is on ``request.app.state.runtime``; a router takes
+the pieces it needs through ``from_runtime`` (``SettingsDep``, ``DatabaseDep`` here, ``StorageDep``
+and ``UrlSignerDep`` in ``storage/deps.py``, ``JobEventsDep`` and ``ProvidersDep`` in
+``jobs/deps.py``), never the runtime itself. Who the caller is comes from its domain:
+``accounts/auth.py`` (API keys), ``credits/auth.py`` (apps' service keys).
 """
 
 from __future__ import annotations
@@ -17,49 +21,51 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.accounts.service import Principal, authenticate
-from pixelmint.api.errors import error_responses
-from pixelmint.api.runtime import Runtime
 from pixelmint.kit import idempotency
-from pixelmint.kit.errors import Forbidden, Unauthorized
+from pixelmint.kit.db import Database
+from pixelmint.kit.errors import Forbidden, Unauthorized, error_responses
 from pixelmint.kit.idempotency import Idempotency, Owner
+from pixelmint.kit.ratelimit import RateLimiter
+from pixelmint.settings import Settings
 
 
-async def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+def from_runtime(name: str) -> Any:
+    """Dependency on one piece of the process's runtime (``request.app.state.runtime.<name>``)."""
+
+    def piece(request: Request) -> Any:
+        return getattr(request.app.state.runtime, name)
+
+    piece.__name__ = f"runtime_{name}"
+    return Depends(piece)
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, from_runtime("settings")]
+DatabaseDep = Annotated[Database, from_runtime("db")]
+RateLimiterDep = Annotated[RateLimiter, from_runtime("rate_limiter")]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    async with runtime.db.sessionmaker() as session:
+async def get_session(db: DatabaseDep) -> AsyncIterator[AsyncSession]:
+    """A session for the request. Its transaction commits when the endpoint returns (before the
+    answer is sent) and rolls back when it raises. An endpoint that must act after its writes are
+    committed (wait for a job, call a provider, delete a stored object) commits explicitly first."""
+    async with db.sessionmaker() as session:
         yield session
+        if session.in_transaction():
+            await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# "function" scope: the exit (the commit) runs when the endpoint returns, before the answer is sent.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <apiKey>")
-
-
-@error_responses({401: "missing_api_key, invalid_api_key"})
-async def get_principal(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    return await authenticate(session, credentials.credentials if credentials else None)
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <apiKey>")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 @error_responses({401: "invalid_admin_token", 403: "admin_disabled (PIXELMINT_ADMIN_TOKEN is unset)"})
-async def require_admin(
-    runtime: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
+async def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
     """Admin endpoints take ``Authorization: Bearer <PIXELMINT_ADMIN_TOKEN>``; without that setting
     they are disabled (403)."""
-    token = runtime.settings.admin_token
+    token = settings.admin_token
     if not token:
         raise Forbidden("Admin API is disabled: set PIXELMINT_ADMIN_TOKEN.", code="admin_disabled")
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
@@ -69,12 +75,12 @@ async def require_admin(
 AdminDep = Annotated[None, Depends(require_admin)]
 
 
-def base_url(request: Request, runtime: Runtime) -> str:
+def base_url(request: Request, settings: Settings) -> str:
     """Where image URLs point: ``PIXELMINT_PUBLIC_URL``, else the address this server listens on,
     from the socket. Never the ``Host`` header, which is the client's to choose: a signed link
     built on it would send the image, and its signature, to any host."""
-    if runtime.settings.public_url:
-        return runtime.settings.public_url
+    if settings.public_url:
+        return settings.public_url
     host, port = request.scope.get("server") or ("localhost", None)
     return str(httpx.URL(scheme=request.url.scheme, host=host, port=port, path=request.scope.get("root_path") or "/"))
 
@@ -86,11 +92,11 @@ _idempotent: dict[Callable[..., Any], Any] = {}
 _rate_limits: dict[tuple[str, Callable[..., Any]], Any] = {}
 
 
-def idempotent(caller: Callable[..., Any] = get_principal) -> Any:
+def idempotent(caller: Callable[..., Any]) -> Any:
     """Dependency that honours ``Idempotency-Key`` on a POST that creates or spends
-    (``kit/idempotency.py``): ``dependencies=[idempotent()]``, or a parameter
-    ``idempotency: IdempotencyDep`` through which the endpoint can ``save`` its answer in its own
-    transaction.
+    (``kit/idempotency.py``): ``dependencies=[idempotent(get_principal)]``, or a parameter
+    ``idempotency: IdempotencyDep`` (``accounts/auth.py``) through which the endpoint can ``save``
+    its answer in its own transaction.
 
     Keys belong to the caller's owner: ``caller`` is the authentication dependency, whose result has
     an ``app_id`` (credit-API apps: ``idempotent(get_app)``) or a ``team_id``. List it after
@@ -99,10 +105,12 @@ def idempotent(caller: Callable[..., Any] = get_principal) -> Any:
     """
     if caller not in _idempotent:
 
+        @error_responses({409: "idempotency_key_reused, idempotency_key_in_progress, idempotency_key_unresolved"})
         async def dependency(
             request: Request,
             session: SessionDep,
-            runtime: RuntimeDep,
+            db: DatabaseDep,
+            settings: SettingsDep,
             who: Any = Depends(caller),
             key: str | None = Header(
                 None, alias=idempotency.HEADER, max_length=idempotency.MAX_KEY_LENGTH,
@@ -113,21 +121,16 @@ def idempotent(caller: Callable[..., Any] = get_principal) -> Any:
         ) -> AsyncIterator[Idempotency]:
             # A first request that has not answered within this is presumed dead (waitForResult
             # is the longest any request waits).
-            stale_after = runtime.settings.wait_for_result_timeout_seconds + 60
+            stale_after = settings.wait_for_result_timeout_seconds + 60
             async with idempotency.guard(
-                request, session, runtime.db, key=key, owner=Owner.of(who), stale_after=stale_after
+                request, session, db, key=key, owner=Owner.of(who), stale_after=stale_after
             ) as handle:
                 yield handle
 
-        error_responses({409: "idempotency_key_reused, idempotency_key_in_progress, idempotency_key_unresolved"})(
-            dependency)
         # "function" scope: the dependency's exit runs before the answer is sent (the middleware
         # stores it), not after, as request-scoped dependencies do.
         _idempotent[caller] = Depends(dependency, scope="function")
     return _idempotent[caller]
-
-
-IdempotencyDep = Annotated[Idempotency, idempotent()]
 
 
 async def _team_in_body(request: Request) -> uuid.UUID | None:
@@ -143,10 +146,10 @@ async def _team_in_body(request: Request) -> uuid.UUID | None:
         return None
 
 
-def rate_limit(scope: str, caller: Callable[..., Any] = get_principal) -> Any:
+def rate_limit(scope: str, caller: Callable[..., Any]) -> Any:
     """Dependency that counts the request against ``scope``'s limits (``kit/ratelimit.py``):
-    ``dependencies=[rate_limit("generate")]``; over a limit it is 429 ``rate_limited`` with
-    ``Retry-After``.
+    ``dependencies=[rate_limit("generate", get_principal)]``; over a limit it is 429
+    ``rate_limited`` with ``Retry-After``.
 
     Per key: the caller's ``api_key_id`` (or an app's ``app_id``); per team: its ``team_id``, or
     the ``teamId`` of the JSON body for credit-API apps (``rate_limit("consume", get_app)``).
@@ -154,10 +157,10 @@ def rate_limit(scope: str, caller: Callable[..., Any] = get_principal) -> Any:
     if (scope, caller) not in _rate_limits:
 
         @error_responses({429: "rate_limited (see Retry-After)"})
-        async def dependency(request: Request, runtime: RuntimeDep, who: Any = Depends(caller)) -> None:
+        async def dependency(request: Request, limiter: RateLimiterDep, who: Any = Depends(caller)) -> None:
             team = getattr(who, "team_id", None) or await _team_in_body(request)
             key = getattr(who, "api_key_id", None) or getattr(who, "app_id", None)
-            await runtime.rate_limiter.hit(scope, team=team, key=key)
+            await limiter.hit(scope, team=team, key=key)
 
         _rate_limits[(scope, caller)] = Depends(dependency)
     return _rate_limits[(scope, caller)]

@@ -1,0 +1,79 @@
+"""The endpoints that run a flow: ``POST /api/v1/generate`` (``flows/generation.py``) and
+``POST /api/v1/credits/estimate`` (prices across the catalog, custom models and pricing)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
+
+from pixelmint.accounts.auth import IdempotencyDep, PrincipalDep, rate_limit
+from pixelmint.credits.pricing import current_pricing
+from pixelmint.credits.schemas import EstimateOut, EstimateRequest
+from pixelmint.flows import generation, pricing
+from pixelmint.jobs.deps import JobEventsDep
+from pixelmint.jobs.endpoints import ERRORS
+from pixelmint.jobs.events import watch_job
+from pixelmint.jobs.presenters import present_job
+from pixelmint.jobs.queue import FINISHED_STATES
+from pixelmint.jobs.schemas import GenerateRequest, JobEnvelope
+from pixelmint.kit.http import DatabaseDep, SessionDep, SettingsDep
+from pixelmint.storage.deps import UrlSignerDep
+
+generate_router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
+
+
+@generate_router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobEnvelope,
+    responses={
+        200: {"model": JobEnvelope, "description": "Finished (waitForResult)"}, **ERRORS,
+        429: {"description": "rate_limited (see Retry-After) or queue_full"},
+    },
+    summary="Generate images",
+    dependencies=[rate_limit("generate")],
+)
+async def generate(
+    body: GenerateRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep, db: DatabaseDep,
+    events: JobEventsDep, urls: UrlSignerDep, idempotency: IdempotencyDep,
+) -> JobEnvelope | JSONResponse:
+    """Price the generation, reserve its credits and queue it, atomically. Answers 202 with the
+    queued job; with ``waitForResult`` waits up to the server's limit and answers 200 with the
+    finished job and its images (or 202 if time ran out). With ``Idempotency-Key`` the answer is
+    stored in the reserving transaction (``kit/idempotency.py``)."""
+    job, free_left = await generation.submit_generation(
+        session, principal, body, settings=settings, pricing=await current_pricing(session)
+    )
+    envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
+    queued = JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)
+    # Committed with the reservation; provisional while waitForResult waits for the final answer.
+    await idempotency.save(queued, final=not body.wait_for_result)
+    await session.commit()  # before the workers are woken and before waiting for them
+    events.announce_jobs_available()
+    if not body.wait_for_result:
+        return queued
+    async with contextlib.aclosing(
+        watch_job(db, events, job.id, timeout=settings.wait_for_result_timeout_seconds)
+    ) as updates:
+        async for latest in updates:
+            job = latest or job
+    code = status.HTTP_200_OK if job.state in FINISHED_STATES else status.HTTP_202_ACCEPTED
+    envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
+    return JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=code)
+
+
+estimate_router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
+
+
+@estimate_router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it",
+                     responses={409: {"description": "model_not_ready"}})
+async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> EstimateOut:
+    cost = await pricing.estimate(
+        session, principal, operation=body.operation, reference_model_id=body.reference_model_id,
+        custom_model_id=body.custom_model_id, resolution=body.resolution, quality=body.quality,
+        num_images=body.num_images, training_images=body.training_images, iteration=body.iteration,
+        settings=settings,
+    )
+    return EstimateOut(operation=body.operation, estimated_credits=cost)

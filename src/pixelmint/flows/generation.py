@@ -1,0 +1,180 @@
+"""Generating images, across domains: submit (validate, resolve the reference or custom model,
+price, use a free generation or reserve credits, enqueue) and the ``image_generation`` job type
+(render with the model's provider and version, store the images).
+
+``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation it runs at
+most four statements in the caller's transaction (free-generation check, model lookup, the
+one-statement reservation of ``credits.service.reserve``, the one-statement enqueue), and the
+balance row is locked only from the reservation to the commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelmint.accounts import service as accounts
+from pixelmint.accounts.service import Principal
+from pixelmint.catalog import service as catalog
+from pixelmint.credits import service as credits
+from pixelmint.credits.errors import InsufficientCredits
+from pixelmint.credits.pricing import Pricing
+from pixelmint.custom_models import service as custom_models
+from pixelmint.jobs import queue
+from pixelmint.jobs import service as jobs
+from pixelmint.jobs.registry import Registry
+from pixelmint.jobs.schemas import GenerateRequest
+from pixelmint.jobs.tables import Job
+from pixelmint.jobs.tasks import (
+    AwaitingWebhook,
+    TaskContext,
+    TaskOutcome,
+    provider_trace,
+    remote_generate,
+    store_generated,
+    webhook_url,
+)
+from pixelmint.kit.errors import Forbidden
+from pixelmint.providers.base import GenerationRequest, LoraWeight
+from pixelmint.settings import Settings
+
+
+def register(registry: Registry) -> None:
+    registry.add("image_generation", image_generation)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    reference_model_id: str | None
+    custom_model_id: uuid.UUID | None
+    custom_model_version: int | None
+    complexity: Decimal
+    provider: str
+    model_key: str
+
+
+async def resolve_model(
+    session: AsyncSession, principal: Principal, request: GenerateRequest, settings: Settings
+) -> ResolvedModel:
+    """The model to generate from. Raises ``NotFound`` (model_not_found) for an unknown, inactive,
+    deleted or another team's model and ``Conflict`` (model_not_ready) for an untrained one."""
+    if request.reference_model_id is not None:
+        model = await catalog.get_pricing_info(session, request.reference_model_id)
+        return ResolvedModel(model.id, None, None, model.complexity_factor, catalog.provider_for(model, settings)[0], model.id)
+    custom, version = await custom_models.ready_version(
+        session, principal, request.custom_model_id, request.custom_model_version  # type: ignore[arg-type]
+    )
+    reference = await catalog.get_pricing_info(session, custom.reference_model_id, require_active=False)
+    return ResolvedModel(
+        reference.id, custom.id, version, reference.complexity_factor, catalog.provider_for(reference, settings)[0],
+        f"custom:{custom.id}:v{version}",
+    )
+
+
+async def submit_generation(
+    session: AsyncSession,
+    principal: Principal,
+    request: GenerateRequest,
+    *,
+    settings: Settings,
+    pricing: Pricing,
+) -> tuple[Job, int]:
+    """Validate, price and queue an image-generation job; returns (job, free generations left).
+
+    A user's free generations are used first (cost 0, no reservation). Otherwise the estimate is
+    reserved from the team's balance in the same transaction as the job insert. Raises
+    ``InvalidRequest``, ``NotFound``/``Conflict`` (model), ``InsufficientCredits`` (402, nothing
+    written) or ``Forbidden`` (plan_upgrade_required: a free plan after its free generations).
+    """
+    width, height = jobs.validate_generation(request, settings)
+    model = await resolve_model(session, principal, request, settings)
+    cost = pricing.image_generation(
+        width=width, height=height, quality=request.quality, complexity=model.complexity,
+        num_images=request.num_images,
+    )
+    seed = request.seed if request.seed is not None else secrets.randbelow(jobs.SEED_LIMIT)
+    params = {
+        "prompt": request.prompt,
+        "negativePrompt": request.negative_prompt,
+        "width": width,
+        "height": height,
+        "quality": request.quality,
+        "numImages": request.num_images,
+        "seed": seed,
+        "modelKey": model.model_key,
+    }
+    await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
+    free_left = await accounts.take_free_generation(session, principal.user_id)
+    is_free = free_left is not None
+    if not is_free:
+        free_left = 0
+        if principal.plan_max_concurrent_jobs == 0:
+            balance = await credits.get_balance(session, principal.team_id)
+            available = balance.allocation_credits + balance.bonus_credits
+            if available < cost:
+                raise InsufficientCredits(required=cost, available=available, operation="image_generation")
+            raise Forbidden(
+                "The free plan runs only its free generations; upgrade the plan for paid jobs.",
+                code="plan_upgrade_required",
+            )
+    job = await jobs.queue_job(
+        session, principal, job_type="image_generation", cost=None if is_free else cost, params=params,
+        reference_model_id=model.reference_model_id, custom_model_id=model.custom_model_id,
+        custom_model_version=model.custom_model_version, provider=model.provider, settings=settings,
+    )
+    return job, free_left
+
+
+async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, tuple[LoraWeight, ...], dict[str, Any]]:
+    """(provider model, LoRAs, custom model artifact) for a generation job."""
+    artifact: dict[str, Any] = {}
+    async with ctx.db.transaction() as session:
+        if job.custom_model_id is not None and job.custom_model_version is not None:
+            artifact = await custom_models.version_artifact(session, job.custom_model_id, job.custom_model_version)
+        reference = (
+            await catalog.get_pricing_info(session, job.reference_model_id, require_active=False)
+            if job.reference_model_id
+            else None
+        )
+    if artifact.get("providerModel") and artifact.get("provider") == job.provider:
+        loras = (LoraWeight(artifact["loraPath"]),) if artifact.get("loraPath") else ()
+        return artifact["providerModel"], loras, artifact
+    return (reference.provider_models.get(job.provider) if reference else None), (), artifact
+
+
+async def generation_request(ctx: TaskContext, job: Job) -> GenerationRequest:
+    """The provider request of an ``image_generation`` job (model, LoRAs, style of its version)."""
+    p = job.params
+    provider_model, loras, artifact = await _model_for_provider(ctx, job)
+    prompt = p["prompt"]
+    if artifact.get("refinements") and artifact.get("providerModel"):
+        prompt = ", ".join([prompt, *artifact["refinements"]])  # a remote model's refinements guide the prompt
+    return GenerationRequest(
+        prompt=prompt, negative_prompt=p.get("negativePrompt"), width=p["width"], height=p["height"],
+        num_images=p["numImages"], seed=p["seed"], quality=p["quality"], model_key=p["modelKey"],
+        provider_model=provider_model, style=artifact.get("style", {}), loras=loras,
+    )
+
+
+async def image_generation(ctx: TaskContext, job: Job) -> TaskOutcome:
+    """Render the job's images with its provider and store them; the image rows are added in the
+    success transaction. Remote providers are polled, or (with a public URL and a provider that
+    supports callbacks) left to call back: ``AwaitingWebhook``. Raises ``ProviderError``; a storage
+    failure is retryable."""
+    request = await generation_request(ctx, job)
+    await ctx.log(f"generating {request.num_images} image(s) of {request.width}x{request.height} with {job.provider}")
+    remote = ctx.providers.remote(job.provider)
+    provider_details: dict[str, Any] = {}
+    if remote is None:
+        generated = await ctx.providers.get(job.provider).generate(request, progress=ctx.progress)
+    elif not job.provider_handle and (callback := webhook_url(ctx, job.provider, remote)):
+        await provider_trace(ctx, job).submitted(await remote.submit(request, webhook_url=callback))
+        raise AwaitingWebhook
+    else:
+        generated, provider_details = await remote_generate(ctx, job, remote, request)
+    return await store_generated(ctx, job, request, generated, provider_details)
