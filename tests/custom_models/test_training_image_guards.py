@@ -75,9 +75,18 @@ class Site:
 @pytest.fixture
 def sites() -> Iterator[tuple[Site, Site]]:
     """(public, internal): the server standing for ``PUBLIC`` (on 127.0.0.2) and one on 127.0.0.1,
-    on the same port."""
-    public = Site("127.0.0.2")
-    internal = Site("127.0.0.1", public.port)
+    on the same port (a free one on 127.0.0.2 can be taken on 127.0.0.1 by another connection, even
+    a database one of this test run: then another)."""
+    for _ in range(20):
+        public = Site("127.0.0.2")
+        try:
+            internal = Site("127.0.0.1", public.port)
+            break
+        except OSError:
+            public.server.shutdown()
+            public.server.server_close()
+    else:
+        raise AssertionError("no port free on both 127.0.0.2 and 127.0.0.1")
     try:
         yield public, internal
     finally:
