@@ -17,7 +17,7 @@ from PIL import Image
 from pixelmint.providers.base import GenerationRequest, LoraWeight, ProviderError, ProviderTrace
 from tests.providers.tiny_diffusers import build_lora, build_pipeline
 
-pytestmark = [pytest.mark.diffusers, pytest.mark.xdist_group("diffusers")]  # one worker builds the pipeline
+pytestmark = pytest.mark.diffusers
 
 REQUEST = GenerationRequest(prompt="a red bicycle", negative_prompt="blurry", width=64, height=48, num_images=2,
                             seed=11, quality="standard", model_key="custom:1:v1")
