@@ -146,8 +146,8 @@ async def test_a_crash_before_the_commit_leaves_the_key_unused(api, db, monkeypa
         raise RuntimeError("the process dies before the commit")
 
     monkeypatch.setattr(jobs_service, "submit_generation", reserve_then_crash)
-    with pytest.raises(RuntimeError):
-        await api.post(GENERATE, json=generate_body(), headers=with_key(team, "crash"))
+    crashed = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "crash"))
+    assert crashed.status_code == 500 and crashed.json()["error"] == "internal_error"  # api/errors.EdgeMiddleware
     monkeypatch.undo()
     assert await scalar(db, "SELECT count(*) FROM idempotency_keys") == 0
     retry = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "crash"))
@@ -163,8 +163,8 @@ async def test_a_crash_after_the_commit_replays_the_committed_answer(api, db, mo
         raise RuntimeError("the process dies after the commit")
 
     monkeypatch.setattr(api.app.state.runtime.events, "announce_jobs_available", explode)
-    with pytest.raises(RuntimeError):
-        await api.post(GENERATE, json=generate_body(), headers=with_key(team, "late"))
+    crashed = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "late"))
+    assert crashed.status_code == 500 and crashed.json()["error"] == "internal_error"  # api/errors.EdgeMiddleware
     monkeypatch.undo()
     retry = await api.post(GENERATE, json=generate_body(), headers=with_key(team, "late"))
     assert retry.status_code == 202 and retry.headers["idempotent-replayed"] == "true"

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from pixelmint.api.deps import RuntimeDep
 from pixelmint.api.docs import install_docs
-from pixelmint.api.errors import install_error_handlers
+from pixelmint.api.errors import EdgeMiddleware, install_error_handlers
 from pixelmint.api.runtime import Runtime
 from pixelmint.billing.endpoints import router as billing_router
 from pixelmint.catalog.endpoints import admin_router as catalog_admin_router
@@ -47,7 +47,9 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         title="Pixelmint",
         version="0.1.0",
         description="Self-hostable, credit-metered AI image generation. Authenticate with "
-        "`Authorization: Bearer <apiKey>`. Errors are JSON: `{\"error\": <code>, \"message\": <text>}`.",
+        "`Authorization: Bearer <apiKey>`. Errors are JSON (the `Error` schema): "
+        "`{\"error\": <stable code>, \"message\": <text>, \"field\"?, \"details\"?}`; every answer carries an "
+        "`X-Request-ID` header (a sane one sent with the request, else a new one).",
         lifespan=lifespan,
         docs_url=None,  # served by install_docs, from local files
         redoc_url=None,
@@ -74,6 +76,9 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         billing_router,
     ):
         app.include_router(router)
+
+    # Added last, so outermost: request ids, NUL in URLs, and JSON for every unexpected error.
+    app.add_middleware(EdgeMiddleware)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(runtime: RuntimeDep) -> dict[str, str]:

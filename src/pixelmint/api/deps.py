@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal, authenticate
+from pixelmint.api.errors import error_responses
 from pixelmint.api.runtime import Runtime
 from pixelmint.kit import idempotency
 from pixelmint.kit.errors import Forbidden, Unauthorized
@@ -41,6 +42,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <apiKey>")
 
 
+@error_responses({401: "missing_api_key, invalid_api_key"})
 async def get_principal(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -51,6 +53,7 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+@error_responses({401: "invalid_admin_token", 403: "admin_disabled (PIXELMINT_ADMIN_TOKEN is unset)"})
 async def require_admin(
     runtime: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
@@ -103,6 +106,7 @@ def idempotent(caller: Callable[..., Any] = get_principal) -> Any:
             who: Any = Depends(caller),
             key: str | None = Header(
                 None, alias=idempotency.HEADER, max_length=idempotency.MAX_KEY_LENGTH,
+                json_schema_extra={"minLength": 1, "pattern": "^[\x21-\x7e]+$"},  # invalid_idempotency_key
                 description="Any unique string (e.g. a UUID) to make a retry safe: the same key and body "
                 "replay the first answer (with `Idempotent-Replayed: true`); another body is 409.",
             ),
@@ -115,6 +119,8 @@ def idempotent(caller: Callable[..., Any] = get_principal) -> Any:
             ) as handle:
                 yield handle
 
+        error_responses({409: "idempotency_key_reused, idempotency_key_in_progress, idempotency_key_unresolved"})(
+            dependency)
         # "function" scope: the dependency's exit runs before the answer is sent (the middleware
         # stores it), not after, as request-scoped dependencies do.
         _idempotent[caller] = Depends(dependency, scope="function")
@@ -147,6 +153,7 @@ def rate_limit(scope: str, caller: Callable[..., Any] = get_principal) -> Any:
     """
     if (scope, caller) not in _rate_limits:
 
+        @error_responses({429: "rate_limited (see Retry-After)"})
         async def dependency(request: Request, runtime: RuntimeDep, who: Any = Depends(caller)) -> None:
             team = getattr(who, "team_id", None) or await _team_in_body(request)
             key = getattr(who, "api_key_id", None) or getattr(who, "app_id", None)

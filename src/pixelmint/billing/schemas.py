@@ -5,40 +5,38 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from pixelmint.credits.schemas import TransactionOut
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
-from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.kit.schemas import CamelModel, CreditAmount, Credits, PositiveCredits, RequestModel
 
-Amount = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 Reason = Annotated[str, Field(min_length=1, max_length=500, description="Why; stored in the ledger row")]
 Bucket = Literal["bonus", "allocation"]
 
 
-class GrantIn(CamelModel):
-    amount: Annotated[Amount, Field(gt=0)]
+class GrantIn(RequestModel):
+    amount: PositiveCredits
     bucket: Bucket = Field("bonus", description="bonus credits persist; allocation expires at the next replenishment")
     reason: Reason
 
 
-class AdjustIn(CamelModel):
-    amount: Amount = Field(description="Signed: added to the bucket; the bucket cannot go below 0 (409)")
+class AdjustIn(RequestModel):
+    amount: CreditAmount = Field(description="Signed: added to the bucket; the bucket cannot go below 0 (409)")
     bucket: Bucket
     reason: Reason
 
 
-class VoidIn(CamelModel):
-    transaction_id: int = Field(description="Ledger id of the grant to reverse (once)")
+class VoidIn(RequestModel):
+    transaction_id: int = Field(ge=1, le=2**63 - 1, description="Ledger id of the grant to reverse (once)")
     reason: Reason
 
 
-class ChangePlanIn(CamelModel):
+class ChangePlanIn(RequestModel):
     plan: str = Field(min_length=1, max_length=32, examples=["pro"])
-    replenish_now: bool = Field(
+    replenish_now: StrictBool = Field(
         False, description="Replenish to the new plan's monthly credits now (the allocation left expires)"
     )
     reason: str | None = Field(None, max_length=400)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, base_url
 from pixelmint.catalog import service
 from pixelmint.catalog.tables import ReferenceModel
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer, string
-from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.kit.schemas import CamelModel, Credits, RequestModel, decimal_json_schema
 
 router = APIRouter(prefix="/api/v1/reference-models", tags=["catalog"])
 admin_router = APIRouter(prefix="/api/v1/admin/reference-models", tags=["admin"])
@@ -85,38 +86,58 @@ async def get_reference_model(
     return present(await service.get_model(session, model_id), runtime, request)
 
 
-class ReferenceModelIn(CamelModel):
+ComplexityFactor = Annotated[Decimal, Field(
+    gt=0, le=10, max_digits=4, decimal_places=2, allow_inf_nan=False,
+    json_schema_extra=decimal_json_schema(r"^(?:[1-9](?:\.[0-9]{1,2})?|0\.(?:[1-9][0-9]?|0[1-9])|10(?:\.00?)?)$"),
+)]
+Popularity = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+ProviderName = Annotated[str, Field(min_length=1, max_length=50, examples=["default", "fal"])]
+ProviderModels = dict[Annotated[str, Field(min_length=1, max_length=50)], Annotated[str, Field(max_length=200)]]
+
+
+class ReferenceModelIn(RequestModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,99}$", examples=["fashion-noir"])
     name: str = Field(min_length=1, max_length=200)
     category: Literal[service.CATEGORIES]  # type: ignore[valid-type]
     description: str = Field("", max_length=2000)
-    complexity_factor: float = Field(gt=0, le=10)
-    popularity: int = Field(0, ge=0)
+    complexity_factor: ComplexityFactor
+    popularity: Popularity = 0
     characteristics: dict[str, Any] = {}
-    provider: str = "default"
-    provider_models: dict[str, str] = {}
+    provider: ProviderName = "default"
+    provider_models: ProviderModels = {}
 
 
-class ReferenceModelPatch(CamelModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    category: Literal[service.CATEGORIES] | None = None  # type: ignore[valid-type]
-    description: str | None = Field(None, max_length=2000)
-    complexity_factor: float | None = Field(None, gt=0, le=10)
-    popularity: int | None = Field(None, ge=0)
-    characteristics: dict[str, Any] | None = None
-    provider: str | None = None
-    provider_models: dict[str, str] | None = None
-    is_active: bool | None = None
+def _omittable_fields(schema: dict[str, Any]) -> None:
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
 
 
-@admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model")
+class ReferenceModelPatch(RequestModel):
+    """Only the fields given change; none may be null (omit a field to keep it)."""
+
+    model_config = ConfigDict(json_schema_extra=_omittable_fields)
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] = None  # type: ignore[assignment]
+    category: Literal[service.CATEGORIES] = None  # type: ignore[valid-type,assignment]
+    description: Annotated[str, Field(max_length=2000)] = None  # type: ignore[assignment]
+    complexity_factor: ComplexityFactor = None  # type: ignore[assignment]
+    popularity: Popularity = None  # type: ignore[assignment]
+    characteristics: dict[str, Any] = None  # type: ignore[assignment]
+    provider: ProviderName = None  # type: ignore[assignment]
+    provider_models: ProviderModels = None  # type: ignore[assignment]
+    is_active: StrictBool = None  # type: ignore[assignment]
+
+
+@admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model",
+                   responses={409: {"description": "model_exists"}})
 async def create_reference_model(
     body: ReferenceModelIn, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> ReferenceModelOut:
     model = await service.create_model(session, body.model_dump())
     await service.seed_previews(session, runtime.storage)
+    answer = present(model, runtime, request)  # before the commit: nothing is saved that cannot be shown
     await session.commit()
-    return present(model, runtime, request)
+    return answer
 
 
 @admin_router.patch("/{model_id}", response_model=ReferenceModelOut, summary="Change or (de)activate a reference model")
@@ -124,8 +145,9 @@ async def update_reference_model(
     model_id: str, body: ReferenceModelPatch, admin: AdminDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> ReferenceModelOut:
     model = await service.update_model(session, model_id, body.model_dump(exclude_unset=True))
+    answer = present(model, runtime, request)  # before the commit: nothing is saved that cannot be shown
     await session.commit()
-    return present(model, runtime, request)
+    return answer
 
 
 @admin_router.delete("/{model_id}", response_model=ReferenceModelOut, summary="Deactivate a reference model")

@@ -6,25 +6,35 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from pixelmint.accounts.service import authenticate
+from pixelmint.api.errors import error_responses
 from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, idempotent, rate_limit
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.kit.schemas import (
+    RESOLUTION_PATTERN,
+    CamelModel,
+    Credits,
+    NonNegativeCredits,
+    PositiveCredits,
+    RequestMap,
+    RequestModel,
+    UtcDatetime,
+)
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
 _bearer = HTTPBearer(auto_error=False)
 
 
+@error_responses({401: "invalid_service_key"})
 async def get_app(
     session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> apps.AppPrincipal:
@@ -32,13 +42,13 @@ async def get_app(
 
 
 AppDep = Annotated[apps.AppPrincipal, Depends(get_app)]
-PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+OperationName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-class OperationRequest(CamelModel):
+class OperationRequest(RequestModel):
     team_id: uuid.UUID
-    operation: str = Field(min_length=1, max_length=64, examples=["deck"])
-    amount: PositiveAmount | None = Field(None, description="Credits; default: the app's price for the operation")
+    operation: OperationName = Field(examples=["deck"])
+    amount: PositiveCredits | None = Field(None, description="Credits; default: the app's price for the operation")
 
 
 class ValidateOut(CamelModel):
@@ -59,7 +69,9 @@ class ConsumeOut(CamelModel):
 
 
 class ReserveRequest(OperationRequest):
-    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released")
+    ttl_seconds: int = Field(300, description="Seconds before an unsettled hold is released (1..the server's "
+                             "PIXELMINT_MAX_HOLD_SECONDS, 86,400 by default: invalid_ttl)",
+                             json_schema_extra={"minimum": 1, "maximum": 86_400})
 
 
 class HoldOut(CamelModel):
@@ -72,12 +84,12 @@ class HoldOut(CamelModel):
     expires_at: dt.datetime | None
 
 
-class CaptureRequest(CamelModel):
+class CaptureRequest(RequestModel):
     hold_id: uuid.UUID
-    amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
+    amount: NonNegativeCredits | None = None
 
 
-class ReleaseRequest(CamelModel):
+class ReleaseRequest(RequestModel):
     hold_id: uuid.UUID
 
 
@@ -155,12 +167,12 @@ class UsagePage(CamelModel):
 
 
 @router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation",
-            responses=NOT_AUTHORIZED)
+            responses={**NOT_AUTHORIZED, 401: {"description": "missing_api_key, invalid_api_key, invalid_service_key"}})
 async def usage(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    since: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    until: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    since: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
     team_id: Annotated[uuid.UUID | None, Query(
         alias="teamId", description="Service key only: the app's usage of this team (which must have granted it)")] = None,
 ) -> UsagePage:
@@ -216,13 +228,20 @@ async def revoke_app(app_id: uuid.UUID, principal: PrincipalDep, session: Sessio
     await session.commit()
 
 
-class EstimateRequest(CamelModel):
+class EstimateRequest(RequestModel):
+    """One of ``referenceModelId`` or ``customModelId`` (model_required)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["referenceModelId"], "properties": {"referenceModelId": {"type": "string"}}},
+        {"required": ["customModelId"], "properties": {"customModelId": {"type": "string"}}},
+    ]})
+
     operation: Literal["image_generation", "model_creation", "model_refinement"]
-    reference_model_id: str | None = None
+    reference_model_id: str | None = Field(None, min_length=1, max_length=100)
     custom_model_id: uuid.UUID | None = None
-    resolution: str = "1024x1024"
+    resolution: str = Field("1024x1024", json_schema_extra={"pattern": RESOLUTION_PATTERN})
     quality: Literal["standard", "hd"] = "standard"
-    num_images: int = 1
+    num_images: int = Field(1, json_schema_extra={"minimum": 1, "maximum": 4})
     training_images: int = Field(5, ge=1, le=50)
     iteration: int | None = Field(None, ge=0, le=100, description="Refinement iteration; default: the model's version")
 
@@ -232,7 +251,8 @@ class EstimateOut(CamelModel):
     estimated_credits: Credits
 
 
-@router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it")
+@router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it",
+             responses={409: {"description": "model_not_ready"}})
 async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep) -> EstimateOut:
     from pixelmint.catalog import service as catalog
     from pixelmint.custom_models import service as custom_models
@@ -262,9 +282,9 @@ async def estimate(body: EstimateRequest, principal: PrincipalDep, session: Sess
     return EstimateOut(operation=body.operation, estimated_credits=cost)
 
 
-class AppIn(CamelModel):
+class AppIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
-    operations: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(default_factory=dict, examples=[{"deck": 10}])
+    operations: dict[OperationName, NonNegativeCredits] = Field(default_factory=dict, examples=[{"deck": 10}])
     team_ids: list[uuid.UUID] = Field(default_factory=list, description="Teams that grant the app at once")
 
 
@@ -273,7 +293,8 @@ class AppCreated(CamelModel):
     service_key: str
 
 
-@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)")
+@admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)",
+                   responses={409: {"description": "app_exists"}})
 async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
     created = await apps.register_app(session, name=body.name, operations=body.operations)
     for team_id in body.team_ids:
@@ -282,10 +303,11 @@ async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCr
     return AppCreated(app_id=created.app_id, service_key=created.service_key)
 
 
-@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs")
-async def set_operations(app_id: uuid.UUID, body: dict[str, Annotated[Decimal, Field(ge=0)]], admin: AdminDep,
+@admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs",
+                  responses={404: {"description": "app_not_found"}})
+async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, NonNegativeCredits], admin: AdminDep,
                          session: SessionDep) -> None:
-    await apps.set_operation_costs(session, app_id, body)
+    await apps.set_operation_costs(session, app_id, body.root)
     await session.commit()
 
 
@@ -321,12 +343,12 @@ async def get_pricing(admin: AdminDep, session: SessionDep) -> dict[str, Any]:
 @pricing_admin_router.put("/{operation}", summary="Replace one operation's prices (new jobs only)")
 async def put_pricing(
     operation: Literal["image_generation", "model_creation", "model_refinement"],
-    body: dict[str, Any],
+    body: RequestMap[str, Any],
     admin: AdminDep,
     session: SessionDep,
 ) -> dict[str, Any]:
     try:
-        pricing = await set_pricing(session, operation, body)
+        pricing = await set_pricing(session, operation, body.root)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise InvalidRequest(str(exc), code="invalid_pricing") from None
     await session.commit()

@@ -67,7 +67,10 @@ async def register_app(session: AsyncSession, *, name: str, operations: dict[str
 
 
 async def set_operation_costs(session: AsyncSession, app_id: uuid.UUID, operations: dict[str, Decimal]) -> None:
-    """Upsert an app's price list: ``{operation: credits}`` (>= 0, two places)."""
+    """Upsert an app's price list: ``{operation: credits}`` (>= 0, two places). Raises
+    ``NotFound`` (app_not_found) for an unknown app."""
+    if await session.get(App, app_id) is None:
+        raise NotFound(f"No app {app_id}.", code="app_not_found")
     for operation, cost in operations.items():
         if cost < 0:
             raise InvalidRequest(f"The cost of {operation!r} must be >= 0.", code="invalid_cost")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -15,7 +15,8 @@ from pixelmint.api.deps import PrincipalDep, SessionDep
 from pixelmint.credits import history, service
 from pixelmint.credits.schemas import BalanceOut, TransactionOut, TransactionPage
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer
+from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
+from pixelmint.kit.schemas import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 
@@ -37,33 +38,43 @@ async def balance(principal: PrincipalDep, session: SessionDep) -> BalanceOut:
 
 def ledger_filter(
     type_: Annotated[str | None, Query(
-        alias="type", description="Row type, or several comma-separated: reserve, capture, release, consume, grant, …",
+        alias="type", max_length=200,
+        description="Row type, or several comma-separated: reserve, capture, release, consume, grant, …",
     )] = None,
     operation: Annotated[str | None, Query(max_length=64, examples=["image_generation"])] = None,
     job_id: Annotated[uuid.UUID | None, Query(alias="jobId")] = None,
     app_id: Annotated[uuid.UUID | None, Query(alias="appId", description="Rows of one credit-API app")] = None,
-    since: Annotated[dt.datetime | None, Query(
+    since: Annotated[UtcDatetime | None, Query(
         alias="from", description="ISO 8601, inclusive; without an offset it is UTC")] = None,
-    until: Annotated[dt.datetime | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
+    until: Annotated[UtcDatetime | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
 ) -> history.LedgerFilter:
     """The history filters of the query string (shared by the JSON and the CSV answers)."""
-    since, until = history.utc(since), history.utc(until)
     if since is not None and until is not None and since >= until:
         raise InvalidRequest("'from' must be before 'to'.", code="invalid_date_range", field="from")
     types = tuple(t.strip() for t in type_.split(",") if t.strip()) if type_ else ()
     return history.LedgerFilter(types=types, operation=operation, job_id=job_id, app_id=app_id, since=since, until=until)
 
 
+async def _chain(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 LedgerFilterDep = Annotated[history.LedgerFilter, Depends(ledger_filter)]
 
 
 def _before(cursor: str | None) -> int | None:
-    return decode_cursor(cursor, integer)[0] if cursor else None
+    return decode_cursor(cursor, bigint)[0] if cursor else None
 
 
-def _csv(session: AsyncSession, principal: Principal, filters: history.LedgerFilter, before: int | None) -> StreamingResponse:
+async def _csv(
+    session: AsyncSession, principal: Principal, filters: history.LedgerFilter, before: int | None
+) -> StreamingResponse:
+    lines = history.csv_lines(session, principal.team_id, filters, before_id=before)
+    first = await anext(lines)  # the first batch's query runs before the 200 is sent: it may still fail
     return StreamingResponse(
-        history.csv_lines(session, principal.team_id, filters, before_id=before),
+        _chain(first, lines),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="credit-history.csv"'},
     )
@@ -85,7 +96,7 @@ async def history_page(
     """Ledger rows matching the filters, newest first, ``limit`` per page (``nextCursor``)."""
     before = _before(cursor)
     if format_ == "csv":
-        return _csv(session, principal, filters, before)
+        return await _csv(session, principal, filters, before)
     rows = await history.list_transactions(session, principal.team_id, filters, limit=limit + 1, before_id=before)
     page = rows[:limit]
     return TransactionPage(
@@ -112,4 +123,4 @@ async def history_csv(
 ) -> StreamingResponse:
     """Every ledger row matching the filters (same as ``/history``), newest first, streamed as CSV
     with a header row; amounts as decimals, ``metadata`` as JSON."""
-    return _csv(session, principal, filters, _before(cursor))
+    return await _csv(session, principal, filters, _before(cursor))

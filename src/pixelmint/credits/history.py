@@ -94,20 +94,19 @@ def _csv_row(t: CreditTransaction) -> tuple[object, ...]:
 async def csv_lines(
     session: AsyncSession, team_id: uuid.UUID, ledger_filter: LedgerFilter, *, before_id: int | None = None
 ) -> AsyncIterator[str]:
-    """The matching rows as CSV text, newest first: the header row, then one chunk per batch."""
+    """The matching rows as CSV text, newest first: the header row with the first batch, then one
+    chunk per batch. The first chunk comes from the first query, so a caller that awaits it
+    before sending headers answers an error as an error, not as a cut-off 200."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
     while True:
         rows = await list_transactions(session, team_id, ledger_filter, limit=CSV_BATCH, before_id=before_id)
-        if not rows:
-            return
-        buffer.seek(0)
-        buffer.truncate()
         writer.writerows(_csv_row(t) for t in rows)
         yield buffer.getvalue()
         if len(rows) < CSV_BATCH:
             return
+        buffer.seek(0)
+        buffer.truncate()
         before_id = rows[-1].id
         session.expunge_all()  # the batch is written: keep the identity map small

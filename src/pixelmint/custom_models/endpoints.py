@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -63,10 +64,8 @@ async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson
             else:
                 body = CreateModelJson.model_validate_json(await request.body())
                 files = []
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"], field=field or None) from None
+        except ValidationError as exc:  # rendered as FastAPI's own (api/errors.py): invalid_request, invalid_text
+            raise RequestValidationError(exc.errors(include_url=False)) from None
         allow_private = request.app.state.runtime.settings.allow_private_image_urls
         await downloads.download(body.training_image_urls, downloaded, allow_private=allow_private)
         yield body, files + downloaded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import time
 import uuid
@@ -33,6 +32,7 @@ from pixelmint.jobs.schemas import (
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
 from pixelmint.kit.errors import NotFound, PixelmintError
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
+from pixelmint.kit.schemas import UtcDatetime
 from pixelmint.providers.base import WebhookVerificationError
 
 log = structlog.get_logger(__name__)
@@ -121,8 +121,9 @@ async def generation_history(
     )
 
 
-@router.get("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Get a generation")
-@router.get("/{job_id}/status", response_model=JobEnvelope, responses=ERRORS, include_in_schema=False)
+# ":uuid": "/generate/history" is not a job id, so that DELETE there is 405, not a 422 about the id.
+@router.get("/{job_id:uuid}", response_model=JobEnvelope, responses=ERRORS, summary="Get a generation")
+@router.get("/{job_id:uuid}/status", response_model=JobEnvelope, responses=ERRORS, include_in_schema=False)
 async def get_generation(
     job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> JobEnvelope:
@@ -130,7 +131,7 @@ async def get_generation(
     return JobEnvelope(job=await present_job(session, job, runtime, request))
 
 
-@router.delete("/{job_id}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a generation")
+@router.delete("/{job_id:uuid}", response_model=JobEnvelope, responses=ERRORS, summary="Cancel a generation")
 async def cancel_generation(
     job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> JobEnvelope:
@@ -163,9 +164,10 @@ async def list_jobs(
     request: Request,
     status_: Annotated[Literal[JOB_STATES] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
     type_: Annotated[Literal[JOB_TYPES] | None, Query(alias="type")] = None,  # type: ignore[valid-type]
-    model_id: Annotated[str | None, Query(alias="modelId", description="A custom or reference model id")] = None,
-    created_after: Annotated[dt.datetime | None, Query(alias="createdAfter")] = None,
-    created_before: Annotated[dt.datetime | None, Query(alias="createdBefore")] = None,
+    model_id: Annotated[str | None, Query(
+        alias="modelId", max_length=100, description="A custom or reference model id")] = None,
+    created_after: Annotated[UtcDatetime | None, Query(alias="createdAfter")] = None,
+    created_before: Annotated[UtcDatetime | None, Query(alias="createdBefore")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> JobPage:

@@ -6,25 +6,41 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, StrictBool
 
-from pixelmint.kit.schemas import CamelModel, Credits
+from pixelmint.kit.schemas import RESOLUTION_PATTERN, CamelModel, Credits, RequestModel
 from pixelmint.storage.schemas import ImageOut
 
 
-class GenerateRequest(CamelModel):
-    """``POST /api/v1/generate``. Exactly one of ``referenceModelId`` / ``customModelId``."""
+PROMPT_LIMITS = {"minLength": 1, "maxLength": 2000, "pattern": r"\S"}  # PIXELMINT_MAX_PROMPT_LENGTH
 
-    reference_model_id: str | None = None
+
+class GenerateRequest(RequestModel):
+    """``POST /api/v1/generate``. Exactly one of ``referenceModelId`` / ``customModelId``.
+
+    The limits of prompt, resolution, numImages and seed (the defaults of the server's settings)
+    are in the schema; the server checks them with their own codes (invalid_prompt,
+    prompt_too_long, invalid_resolution, invalid_num_images, invalid_seed)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["referenceModelId"], "properties": {"referenceModelId": {"type": "string"}}},
+        {"required": ["customModelId"], "properties": {"customModelId": {"type": "string"}}},
+    ]})
+
+    reference_model_id: str | None = Field(None, min_length=1, max_length=100, examples=["business-headshot"])
     custom_model_id: uuid.UUID | None = None
-    custom_model_version: int | None = Field(None, description="A version of the custom model (default: its latest).")
-    prompt: str = Field(description="What to draw; 1 to 2,000 characters.", examples=["a red bicycle at dawn"])
-    negative_prompt: str | None = None
-    resolution: str = Field("1024x1024", description="WIDTHxHEIGHT in pixels, each 64..2048 and a multiple of 8.")
+    custom_model_version: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="A version of the custom model (default: its latest).")
+    prompt: str = Field(description="What to draw; 1 to 2,000 characters, not all spaces.",
+                        examples=["a red bicycle at dawn"], json_schema_extra=PROMPT_LIMITS)
+    negative_prompt: str | None = Field(None, json_schema_extra={"maxLength": 2000})
+    resolution: str = Field("1024x1024", description="WIDTHxHEIGHT in pixels, each 64..2048 and a multiple of 8.",
+                            json_schema_extra={"pattern": RESOLUTION_PATTERN})
     quality: Literal["standard", "hd"] = "standard"
-    num_images: int = Field(1, description="1 to 4 images.")
-    seed: int | None = Field(None, description="0..2^32-1; random (and returned) when omitted.")
-    wait_for_result: bool = Field(False, description="Wait (bounded) for the job to finish and answer 200.")
+    num_images: int = Field(1, description="1 to 4 images.", json_schema_extra={"minimum": 1, "maximum": 4})
+    seed: int | None = Field(None, description="0..2^32-1; random (and returned) when omitted.",
+                             json_schema_extra={"minimum": 0, "maximum": 2**32 - 1})
+    wait_for_result: StrictBool = Field(False, description="Wait (bounded) for the job to finish and answer 200.")
 
 
 class JobError(CamelModel):

@@ -33,7 +33,8 @@ from pixelmint.jobs.tables import Job, JobLog
 from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from pixelmint.settings import Settings
 
-RESOLUTION = re.compile(r"^\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*$")
+# ASCII digits without leading zeros, as the schema's pattern (jobs/schemas.RESOLUTION_PATTERN).
+RESOLUTION = re.compile(r"^ *([1-9][0-9]{1,4}) *[xX×] *([1-9][0-9]{1,4}) *$")
 SEED_LIMIT = 2**32
 
 

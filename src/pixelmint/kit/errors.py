@@ -54,3 +54,24 @@ class Forbidden(PixelmintError):
 class TooManyRequests(PixelmintError):
     status_code = 429
     code = "too_many_requests"
+
+
+class InvalidText(InvalidRequest):
+    """Text that PostgreSQL cannot store: a NUL character or a lone UTF-16 surrogate."""
+
+    code = "invalid_text"
+
+
+class InternalError(PixelmintError):
+    """An unexpected failure (a bug): logged with the request id, which the answer carries."""
+
+    status_code = 500
+    code = "internal_error"
+
+
+class DatabaseUnavailable(PixelmintError):
+    """The database cannot be reached (down, restarting, out of connections): retry later."""
+
+    status_code = 503
+    code = "database_unavailable"
+    headers = {"Retry-After": "5"}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelmint.kit.errors import InvalidRequest
+from pixelmint.kit.schemas import utc
 
 
 def encode_cursor(*values: Any) -> str:
@@ -30,16 +31,28 @@ def decode_cursor(cursor: str, *types: Callable[[Any], Any]) -> list[Any]:
 
 
 def timestamp(value: Any) -> dt.datetime:
-    """A cursor's ISO 8601 timestamp (strings only)."""
+    """A cursor's ISO 8601 timestamp (strings only), as an instant in UTC."""
     if not isinstance(value, str):
         raise TypeError
-    return dt.datetime.fromisoformat(value)
+    return utc(dt.datetime.fromisoformat(value))
+
+
+def _integer(value: Any, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise OverflowError
+    return value
 
 
 def integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError
-    return value
+    """A cursor's value of a PostgreSQL ``integer`` column (32 bits)."""
+    return _integer(value, 32)
+
+
+def bigint(value: Any) -> int:
+    """A cursor's value of a PostgreSQL ``bigint`` column (64 bits), e.g. a ledger id."""
+    return _integer(value, 64)
 
 
 def string(value: Any) -> str:
