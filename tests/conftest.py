@@ -8,7 +8,7 @@ gets ``CREATE DATABASE … TEMPLATE`` of it.
 The suite runs in parallel (``pytest -n 2``, pytest-xdist): each worker process has its own template
 database and its own databases per test; the workers of one run share one embedded server.
 Validation-only tests (malformed input, refusals that change nothing) share one database and one
-app per module: ``shared_api`` and ``shared_db``.
+app per module: ``shared_api``, ``shared_db`` and ``shared_settings``.
 """
 
 from __future__ import annotations
@@ -164,9 +164,11 @@ async def shared_db(shared_database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(scope="module")
-async def shared_api(
-    tmp_path_factory: pytest.TempPathFactory, shared_database_url: str,
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = _settings(tmp_path_factory.mktemp("shared"), shared_database_url)
-    async for client in _client(settings, shared_database_url, run_worker=False):
+def shared_settings(tmp_path_factory: pytest.TempPathFactory, shared_database_url: str) -> Settings:
+    return _settings(tmp_path_factory.mktemp("shared"), shared_database_url)
+
+
+@pytest.fixture(scope="module")
+async def shared_api(shared_settings: Settings, shared_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _client(shared_settings, shared_database_url, run_worker=False):
         yield client

@@ -67,19 +67,19 @@ async def test_malformed_model_body_does_not_use_up_the_idempotency_key(shared_a
     ("/api/v1/credits/history.csv", [2**70]), ("/api/v1/reference-models", [2**31, "x"]),
     ("/api/v1/jobs", ["0001-01-01T00:00:00+14:00", "00000000-0000-4000-8000-000000000000"]),
 ])
-async def test_cursor_values_beyond_their_column_are_422(api, db, path, values) -> None:
-    team = await make_team(db)
-    response = await api.get(f"{path}?cursor={cursor(values)}", headers=auth(team))
+async def test_cursor_values_beyond_their_column_are_422(shared_api, shared_db, path, values) -> None:
+    team = await make_team(shared_db)
+    response = await shared_api.get(f"{path}?cursor={cursor(values)}", headers=auth(team))
     assert response.status_code == 422 and response.json()["error"] == "invalid_cursor", response.text
 
 
 @pytest.mark.parametrize("query", ["from=0001-01-01T00:00:00%2B14:00", "to=9999-12-31T23:59:00-14:00"])
 @pytest.mark.parametrize("path", ["/api/v1/credits/history", "/api/v1/credits/history.csv", "/api/v1/credits/usage",
                                   "/api/v1/jobs"])
-async def test_instants_outside_postgresql_range_are_422(api, db, path, query) -> None:
-    team = await make_team(db)
+async def test_instants_outside_postgresql_range_are_422(shared_api, shared_db, path, query) -> None:
+    team = await make_team(shared_db)
     query = query.replace("from=", "createdAfter=").replace("to=", "createdBefore=") if path == "/api/v1/jobs" else query
-    response = await api.get(f"{path}?{query}", headers=auth(team))
+    response = await shared_api.get(f"{path}?{query}", headers=auth(team))
     assert response.status_code == 422 and response.json()["error"] == "invalid_request", response.text
 
 
