@@ -119,6 +119,8 @@ async def test_bad_app_operation_costs_are_422_and_save_nothing(api, db, setting
     again = await api.post("/api/v1/admin/apps", json={"name": "other", "operations": costs}, headers=admin)
     assert again.status_code == 422, again.text
     team = await make_team(db, credits="10")
+    granted = await api.put(f"/api/v1/admin/apps/{app_id}/teams/{team.team_id}", headers=admin)
+    assert granted.status_code == 200, granted.text
     check = await api.post("/api/v1/credits/validate", json={"teamId": str(team.team_id), "operation": "deck"},
                            headers={"Authorization": f"Bearer {key}"})
     assert check.json()["requiredCredits"] == 5.0

@@ -61,13 +61,13 @@ def utc(value: dt.datetime) -> dt.datetime:
 
 def _iso_8601(value: Any) -> Any:
     if not isinstance(value, (str, dt.datetime)) or isinstance(value, str) and not _ISO_DATE_TIME.match(value):
-        raise ValueError("expected an ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z")
+        raise ValueError("expected an ISO 8601 date and time (or a date: its midnight), e.g. 2026-01-31T12:00:00Z")
     return value
 
 
-_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
-# A timestamp in a request (ISO 8601, not a number of seconds; without an offset it is UTC), as
-# an aware UTC datetime.
+_ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:$|[Tt ][0-9]{2}:[0-9]{2})")
+# A timestamp in a request (ISO 8601, not a number of seconds; a date alone is its midnight; without
+# an offset it is UTC), as an aware UTC datetime.
 UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_8601), AfterValidator(utc)]
 
 # "WIDTHxHEIGHT" with the default limits (each side a multiple of 8 from 64 to 2048), as a pattern
