@@ -1,5 +1,6 @@
 """Client mistakes get a 4xx with a stable code, never a 500 (found by review, kept as guards).
-Each test builds its own team on the module's one app and database (``shared_api``, ``shared_db``)."""
+The refusals that change nothing share the module's one app and database (``shared_api``,
+``shared_db``), each with its own team."""
 
 from __future__ import annotations
 
