@@ -29,6 +29,7 @@ print("\\n" + json.dumps(sorted(sys.modules)))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [[], ["--help"], ["admin", "--help"], ["admin", "check-ledger", "--help"],
                                   ["storage", "cleanup", "--help"], ["serve", "--help"]])
 def test_help_imports_none_of_the_heavy_modules(args: list[str]) -> None:

@@ -1,4 +1,6 @@
-"""Client mistakes get a 4xx with a stable code, never a 500 (found by review, kept as guards)."""
+"""Client mistakes get a 4xx with a stable code, never a 500 (found by review, kept as guards).
+The refusals that change nothing share the module's one app and database (``shared_api``,
+``shared_db``), each with its own team."""
 
 from __future__ import annotations
 
@@ -19,18 +21,18 @@ def cursor(values) -> str:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/images", "/api/v1/models", "/api/v1/credits/history",
                                   "/api/v1/reference-models", "/api/v1/reference-models?sort=name"])
 @pytest.mark.parametrize("values", [[], [1, 2, 3], [["x"], "y"], ["2024-01-01T00:00:00", 5], [None], {"a": 1}])
-async def test_mangled_cursors_are_422(api, db, path, values) -> None:
-    team = await make_team(db)
+async def test_mangled_cursors_are_422(shared_api, shared_db, path, values) -> None:
+    team = await make_team(shared_db)
     sep = "&" if "?" in path else "?"
-    response = await api.get(f"{path}{sep}cursor={cursor(values)}", headers=auth(team))
+    response = await shared_api.get(f"{path}{sep}cursor={cursor(values)}", headers=auth(team))
     assert response.status_code == 422 and response.json()["error"] == "invalid_cursor", response.text
 
 
-async def test_estimate_rejects_absurd_inputs(api, db) -> None:
-    team = await make_team(db, plan="pro")
+async def test_estimate_rejects_absurd_inputs(shared_api, shared_db) -> None:
+    team = await make_team(shared_db, plan="pro")
     for body in ({"operation": "model_refinement", "referenceModelId": "fitness-yoga", "iteration": 10**9},
                  {"operation": "model_creation", "referenceModelId": "fitness-yoga", "trainingImages": 10**6}):
-        response = await api.post("/api/v1/credits/estimate", json=body, headers=auth(team))
+        response = await shared_api.post("/api/v1/credits/estimate", json=body, headers=auth(team))
         assert response.status_code == 422, response.text
 
 
@@ -42,20 +44,20 @@ def png_claiming(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
 
 
-async def test_image_bomb_training_upload_is_422(api, db) -> None:
-    team = await make_team(db, plan="pro", credits="500")
-    response = await api.post("/api/v1/models", data={"referenceModelId": "fitness-yoga", "name": "x"},
-                              files=[("trainingImages", ("bomb.png", png_claiming(60000, 60000), "image/png"))],
-                              headers=auth(team))
+async def test_image_bomb_training_upload_is_422(shared_api, shared_db) -> None:
+    team = await make_team(shared_db, plan="pro", credits="500")
+    response = await shared_api.post("/api/v1/models", data={"referenceModelId": "fitness-yoga", "name": "x"},
+                                     files=[("trainingImages", ("bomb.png", png_claiming(60000, 60000), "image/png"))],
+                                     headers=auth(team))
     assert response.status_code == 422 and response.json()["error"] == "image_too_large"
 
 
-async def test_malformed_model_body_does_not_use_up_the_idempotency_key(api, db) -> None:
-    team = await make_team(db, plan="pro", credits="500")
+async def test_malformed_model_body_does_not_use_up_the_idempotency_key(shared_api, shared_db) -> None:
+    team = await make_team(shared_db, plan="pro", credits="500")
     headers = {**auth(team), "Idempotency-Key": "model-1", "content-type": "application/json"}
-    bad = await api.post("/api/v1/models", content=b"{not json", headers=headers)
+    bad = await shared_api.post("/api/v1/models", content=b"{not json", headers=headers)
     assert bad.status_code == 422
-    good = await api.post("/api/v1/models", headers=headers, content=json.dumps(
+    good = await shared_api.post("/api/v1/models", headers=headers, content=json.dumps(
         {"referenceModelId": "fitness-yoga", "name": "x", "trainingImageUrls": []}).encode())
     assert good.status_code == 422 and good.json()["error"] == "invalid_training_images"
     assert good.headers.get("Idempotent-Replayed") is None
@@ -66,19 +68,19 @@ async def test_malformed_model_body_does_not_use_up_the_idempotency_key(api, db)
     ("/api/v1/credits/history.csv", [2**70]), ("/api/v1/reference-models", [2**31, "x"]),
     ("/api/v1/jobs", ["0001-01-01T00:00:00+14:00", "00000000-0000-4000-8000-000000000000"]),
 ])
-async def test_cursor_values_beyond_their_column_are_422(api, db, path, values) -> None:
-    team = await make_team(db)
-    response = await api.get(f"{path}?cursor={cursor(values)}", headers=auth(team))
+async def test_cursor_values_beyond_their_column_are_422(shared_api, shared_db, path, values) -> None:
+    team = await make_team(shared_db)
+    response = await shared_api.get(f"{path}?cursor={cursor(values)}", headers=auth(team))
     assert response.status_code == 422 and response.json()["error"] == "invalid_cursor", response.text
 
 
 @pytest.mark.parametrize("query", ["from=0001-01-01T00:00:00%2B14:00", "to=9999-12-31T23:59:00-14:00"])
 @pytest.mark.parametrize("path", ["/api/v1/credits/history", "/api/v1/credits/history.csv", "/api/v1/credits/usage",
                                   "/api/v1/jobs"])
-async def test_instants_outside_postgresql_range_are_422(api, db, path, query) -> None:
-    team = await make_team(db)
+async def test_instants_outside_postgresql_range_are_422(shared_api, shared_db, path, query) -> None:
+    team = await make_team(shared_db)
     query = query.replace("from=", "createdAfter=").replace("to=", "createdBefore=") if path == "/api/v1/jobs" else query
-    response = await api.get(f"{path}?{query}", headers=auth(team))
+    response = await shared_api.get(f"{path}?{query}", headers=auth(team))
     assert response.status_code == 422 and response.json()["error"] == "invalid_request", response.text
 
 

@@ -63,13 +63,24 @@ def _fill(value, text: str, team_id: str):  # type: ignore[no-untyped-def]
     return value
 
 
-@pytest.fixture
-async def callers(api, db, settings):  # type: ignore[no-untyped-def]
+async def _callers(api, db, settings):  # type: ignore[no-untyped-def]
     settings.admin_token = "admin-secret"
     team = await make_team(db, plan="pro", credits="500")
     created = await api.post("/api/v1/admin/apps", json={"name": "deck-app", "operations": {"deck": 5}}, headers=ADMIN)
     service_key = created.json()["serviceKey"]
     return str(team.team_id), {"team": auth(team), "app": {"Authorization": f"Bearer {service_key}"}, "admin": ADMIN}
+
+
+@pytest.fixture(scope="module")
+async def refused(shared_api, shared_db, shared_settings):  # type: ignore[no-untyped-def]
+    """The module's one app, and the team, app and admin headers of its callers: every request on
+    it is refused and changes nothing."""
+    return shared_api, await _callers(shared_api, shared_db, shared_settings)
+
+
+@pytest.fixture
+async def callers(api, db, settings):  # type: ignore[no-untyped-def]
+    return await _callers(api, db, settings)
 
 
 def _assert_invalid_text(response) -> None:  # type: ignore[no-untyped-def]
@@ -81,8 +92,8 @@ def _assert_invalid_text(response) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("text", [NUL, SURROGATE], ids=["nul", "surrogate"])
 @pytest.mark.parametrize(("who", "method", "path", "body"), BODIES, ids=[f"{m} {p} {sorted(b)}" for _, m, p, b in BODIES])
-async def test_bad_text_in_a_body_is_422(api, db, callers, text, who, method, path, body) -> None:
-    team_id, headers = callers
+async def test_bad_text_in_a_body_is_422(refused, text, who, method, path, body) -> None:
+    api, (team_id, headers) = refused
     content = json.dumps(_fill(body, text, team_id)).encode()  # ASCII escapes: "\\u0000", "\\ud800"
     response = await api.request(method, path.replace("TEAM", team_id), content=content,
                                  headers={**headers[who], "content-type": "application/json"})
@@ -93,22 +104,22 @@ async def test_bad_text_in_a_body_is_422(api, db, callers, text, who, method, pa
 
 
 @pytest.mark.parametrize(("who", "url"), URLS, ids=[u for _, u in URLS])
-async def test_nul_in_a_url_is_422(api, callers, who, url) -> None:
-    _, headers = callers
+async def test_nul_in_a_url_is_422(refused, who, url) -> None:
+    api, (_, headers) = refused
     response = await api.get(url.replace("X", "%00"), headers=headers[who])
     _assert_invalid_text(response)
 
 
-async def test_bad_text_in_a_multipart_field_is_422(api, callers) -> None:
-    _, headers = callers
+async def test_bad_text_in_a_multipart_field_is_422(refused) -> None:
+    api, (_, headers) = refused
     response = await api.post("/api/v1/models", data={"referenceModelId": "fitness-yoga", "name": f"m{NUL}"},
                               files=[("trainingImages", ("a.png", b"not checked", "image/png"))], headers=headers["team"])
     _assert_invalid_text(response)
     assert response.json()["field"] == "name"
 
 
-async def test_nothing_is_written_and_the_field_is_named(api, db, callers) -> None:
-    team_id, headers = callers
+async def test_nothing_is_written_and_the_field_is_named(refused) -> None:
+    api, (team_id, headers) = refused
     response = await api.post("/api/v1/credits/consume", headers=headers["app"], json={
         "teamId": team_id, "operation": "deck", "metadata": {"notes": ["fine", f"bad{NUL}"]}})
     _assert_invalid_text(response)

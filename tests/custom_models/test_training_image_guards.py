@@ -6,6 +6,8 @@ included), against real HTTP servers on loopback addresses.
 replace it to answer for made-up host names. ``PUBLIC`` is a global address that, for the test,
 "routes" to a server on 127.0.0.2 (``httpcore``'s connect is redirected for that one address),
 so that a connection to the checked public address can be observed without a network.
+
+The refusals, which create nothing, share one app and database (``shared_api``, ``shared_db``).
 """
 
 from __future__ import annotations
@@ -73,9 +75,18 @@ class Site:
 @pytest.fixture
 def sites() -> Iterator[tuple[Site, Site]]:
     """(public, internal): the server standing for ``PUBLIC`` (on 127.0.0.2) and one on 127.0.0.1,
-    on the same port."""
-    public = Site("127.0.0.2")
-    internal = Site("127.0.0.1", public.port)
+    on the same port (a free one on 127.0.0.2 can be taken on 127.0.0.1 by another connection, even
+    a database one of this test run: then another)."""
+    for _ in range(20):
+        public = Site("127.0.0.2")
+        try:
+            internal = Site("127.0.0.1", public.port)
+            break
+        except OSError:
+            public.server.shutdown()
+            public.server.server_close()
+    else:
+        raise AssertionError("no port free on both 127.0.0.2 and 127.0.0.1")
     try:
         yield public, internal
     finally:
@@ -160,18 +171,19 @@ async def test_https_keeps_the_host_name_for_sni_and_the_certificate_check(api, 
 @pytest.mark.parametrize("address", ["127.0.0.1", "100.64.0.1", "100.127.255.254", "::ffff:127.0.0.1", "10.1.2.3",
                                      "169.254.169.254", "::1", "fd00::1", "0.0.0.0", "224.0.0.1", "192.0.2.1",
                                      "2002:7f00:1::1", "64:ff9b::7f00:1"])
-async def test_addresses_that_are_not_global_are_refused(api, db, dns, sites, address: str) -> None:
+async def test_addresses_that_are_not_global_are_refused(shared_api, shared_db, dns, sites, address: str) -> None:
     public, internal = sites
     dns["inside.test"] = [address]
-    team = await make_team(db, plan="pro", credits="500")
-    reply = await create(api, team, [f"http://inside.test:{public.port}/a.png"])
+    team = await make_team(shared_db, plan="pro", credits="500")
+    reply = await create(shared_api, team, [f"http://inside.test:{public.port}/a.png"])
     assert reply.status_code == 422, reply.text
     assert reply.json()["error"] == "training_image_url_not_allowed"
     assert str(ipaddress.ip_address(address)) in reply.json()["message"]
-    assert internal.hits == [] and await models(db) == 0
+    assert internal.hits == [] and await models(shared_db) == 0
 
 
-async def test_a_host_with_one_private_address_among_public_ones_is_refused(api, db, dns, sites, monkeypatch) -> None:
+async def test_a_host_with_one_private_address_among_public_ones_is_refused(shared_api, shared_db, dns, sites,
+                                                                             monkeypatch) -> None:
     public, internal = sites
     dns["mixed.test"] = [PUBLIC]
     lookup = socket.getaddrinfo
@@ -181,22 +193,24 @@ async def test_a_host_with_one_private_address_among_public_ones_is_refused(api,
         return lookup(host, port, *args, **kwargs) + extra
 
     monkeypatch.setattr(socket, "getaddrinfo", both)
-    team = await make_team(db, plan="pro", credits="500")
-    reply = await create(api, team, [f"http://mixed.test:{public.port}/a.png"])
+    team = await make_team(shared_db, plan="pro", credits="500")
+    reply = await create(shared_api, team, [f"http://mixed.test:{public.port}/a.png"])
     assert reply.status_code == 422 and reply.json()["error"] == "training_image_url_not_allowed"
     assert public.hits == [] and internal.hits == []
 
 
 @pytest.mark.parametrize("target", ["http://127.0.0.1:{port}/a.png", "http://cgnat.test:{port}/a.png",
                                     "http://[::ffff:127.0.0.1]:{port}/a.png"])
-async def test_redirects_to_addresses_that_are_not_global_are_refused(api, db, dns, sites, target: str) -> None:
+async def test_redirects_to_addresses_that_are_not_global_are_refused(shared_api, shared_db, dns, sites,
+                                                                      target: str) -> None:
     public, internal = sites
     dns["public.test"] = [PUBLIC]
     dns["cgnat.test"] = ["100.64.0.1"]
-    team = await make_team(db, plan="pro", credits="500")
-    reply = await create(api, team, [f"http://public.test:{public.port}/to?{target.format(port=public.port)}"])
+    team = await make_team(shared_db, plan="pro", credits="500")
+    url = f"http://public.test:{public.port}/to?{target.format(port=public.port)}"
+    reply = await create(shared_api, team, [url])
     assert reply.status_code == 422 and reply.json()["error"] == "training_image_url_not_allowed", reply.text
-    assert len(public.hits) == 1 and internal.hits == [] and await models(db) == 0
+    assert len(public.hits) == 1 and internal.hits == [] and await models(shared_db) == 0
 
 
 async def test_a_redirect_to_a_public_host_is_followed(api, db, dns, sites) -> None:
@@ -226,11 +240,11 @@ async def test_images_over_the_pixel_limit_are_refused_when_uploaded(api, db, se
     assert reply.status_code == 202, reply.text
 
 
-async def test_images_over_the_pixel_limit_are_refused_when_downloaded(api, db, dns, sites) -> None:
+async def test_images_over_the_pixel_limit_are_refused_when_downloaded(shared_api, shared_db, dns, sites) -> None:
     public, _ = sites
     dns["public.test"] = [PUBLIC]
-    team = await make_team(db, plan="pro", credits="500")
-    reply = await create(api, team, [f"http://public.test:{public.port}/huge.png"])
+    team = await make_team(shared_db, plan="pro", credits="500")
+    reply = await create(shared_api, team, [f"http://public.test:{public.port}/huge.png"])
     assert reply.status_code == 422, reply.text
     assert reply.json()["error"] == "image_too_large" and "huge.png" in reply.json()["message"]
-    assert await models(db) == 0
+    assert await models(shared_db) == 0

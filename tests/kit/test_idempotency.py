@@ -192,8 +192,9 @@ async def test_a_retry_while_the_first_waits_for_its_result_is_in_progress(api, 
     assert replay.content == done.content
 
 
-async def test_a_first_request_that_died_after_committing(api, db) -> None:
+async def test_a_first_request_that_died_after_committing(api, db, settings) -> None:
     """The first request committed and died before its final answer (simulated on the row)."""
+    settings.wait_for_result_timeout_seconds = 0.3  # no worker runs: the job stays queued
     team = await make_team(db, credits="100")
     first = await api.post(GENERATE, json=generate_body(waitForResult=True), headers=with_key(team, "d"))
 

@@ -12,20 +12,10 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-if os.environ.get("PIXELMINT_TEST_REQUIRE_DIFFUSERS") == "1":
-    import diffusers  # noqa: F401
-    import peft  # noqa: F401
-    import torch  # noqa: F401
-else:
-    pytest.importorskip("torch")
-    pytest.importorskip("diffusers")
-    pytest.importorskip("peft")
-
-from PIL import Image  # noqa: E402
-
-from pixelmint.providers.base import GenerationRequest, LoraWeight, ProviderError, ProviderTrace  # noqa: E402
-from tests.providers.tiny_diffusers import build_lora, build_pipeline  # noqa: E402
+from pixelmint.providers.base import GenerationRequest, LoraWeight, ProviderError, ProviderTrace
+from tests.providers.tiny_diffusers import build_lora, build_pipeline
 
 pytestmark = pytest.mark.diffusers
 
@@ -35,6 +25,16 @@ REQUEST = GenerationRequest(prompt="a red bicycle", negative_prompt="blurry", wi
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    # Imported here, not at collection: torch and diffusers take seconds to import, and every
+    # xdist worker collects every module.
+    if os.environ.get("PIXELMINT_TEST_REQUIRE_DIFFUSERS") == "1":
+        import diffusers  # noqa: F401
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+    else:
+        pytest.importorskip("torch")
+        pytest.importorskip("diffusers")
+        pytest.importorskip("peft")
     root = tmp_path_factory.mktemp("diffusers")
     pipeline = build_pipeline(root)
     return pipeline, build_lora(pipeline, root / "lora")
