@@ -29,7 +29,13 @@ from filelock import FileLock
 from pixelmint.api.app import create_app
 from pixelmint.bootstrap import prepare_database
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
+from pixelmint.kit.logging import configure_logging
 from pixelmint.settings import Settings
+
+
+# Log as `pixelmint serve` does (plain tracebacks): structlog's unconfigured default renders every
+# logged exception with rich, about 7 s each on this machine.
+configure_logging("info")
 
 
 @pytest.fixture(scope="session")
