@@ -9,7 +9,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from pixelmint.api.deps import idempotent, rate_limit

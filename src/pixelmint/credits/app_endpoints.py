@@ -13,8 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ConfigDict, Field
 
 from pixelmint.accounts.service import authenticate
-from pixelmint.api.errors import error_responses
 from pixelmint.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, idempotent, rate_limit
+from pixelmint.api.errors import error_responses
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.kit.errors import InvalidRequest

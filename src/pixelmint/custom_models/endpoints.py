@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from pixelmint.credits.pricing import current_pricing
 from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
+from pixelmint.credits.pricing import current_pricing
 from pixelmint.custom_models import downloads, service
 from pixelmint.custom_models.schemas import (
     CreateModelJson,
@@ -27,7 +27,6 @@ from pixelmint.custom_models.schemas import (
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs.presenters import present_job
 from pixelmint.kit import idempotency
-from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 
 router = APIRouter(prefix="/api/v1/models", tags=["custom models"])

@@ -11,16 +11,16 @@ from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Query, Request, status
-from sse_starlette import EventSourceResponse
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
+from sse_starlette import EventSourceResponse
 
-from pixelmint.credits.pricing import current_pricing
 from pixelmint.api.deps import IdempotencyDep, PrincipalDep, RuntimeDep, SessionDep, rate_limit
 from pixelmint.api.runtime import Runtime
+from pixelmint.credits.pricing import current_pricing
 from pixelmint.jobs import callbacks, service
-from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.presenters import present_job, present_jobs
+from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.schemas import (
     CreditEntryOut,
     GenerateRequest,

@@ -11,7 +11,6 @@ from pydantic import ConfigDict, Field, StrictBool
 from pixelmint.kit.schemas import RESOLUTION_PATTERN, CamelModel, Credits, RequestModel
 from pixelmint.storage.schemas import ImageOut
 
-
 PROMPT_LIMITS = {"minLength": 1, "maxLength": 2000, "pattern": r"\S"}  # PIXELMINT_MAX_PROMPT_LENGTH
 
 

@@ -25,10 +25,10 @@ from pixelmint.catalog import service as catalog
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.pricing import Pricing
+from pixelmint.credits.tables import CreditTransaction
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs import queue
 from pixelmint.jobs.schemas import GenerateRequest
-from pixelmint.credits.tables import CreditTransaction
 from pixelmint.jobs.tables import Job, JobLog
 from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from pixelmint.settings import Settings

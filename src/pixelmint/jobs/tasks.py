@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.catalog import service as catalog
 from pixelmint.custom_models import service as custom_models
 from pixelmint.custom_models.tables import CustomModel
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.db import Database
-from pixelmint.catalog import service as catalog
 from pixelmint.providers.base import (
     GeneratedImage,
     GenerationRequest,

@@ -134,7 +134,7 @@ class DiffusersProvider:
         trace = trace if trace is not None else ProviderTrace()
         path = self.pipeline_dir(request.provider_model)
         for lora in request.loras:
-            if not Path(lora.path).is_file():
+            if not Path(lora.path).is_file():  # noqa: ASYNC240 -- one stat() per LoRA, before the threaded load
                 raise ProviderError(
                     f"diffusers loads LoRA weights from local files only, not {lora.path!r}", code="provider_unsupported"
                 )

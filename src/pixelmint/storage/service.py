@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.kit.errors import NotFound
 from pixelmint.storage.tables import Image
 
-
 # Generated images live under their own top-level prefix, apart from objects that must not
 # expire (catalog previews under ``catalog/``, custom models' training images): the S3 lifecycle
 # rule (``pixelmint storage apply-lifecycle``) filters on it.
