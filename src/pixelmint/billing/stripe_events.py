@@ -366,7 +366,7 @@ def _pack_credits(checkout: dict[str, Any], config: StripeConfig) -> Decimal | N
     for item in items if isinstance(items, list) else []:
         price = _id(_get(item, "price"))
         if price in config.price_credits:
-            total += config.price_credits[price] * int(item.get("quantity") or 1)  # type: ignore[index]
+            total += config.price_credits[price] * int(item.get("quantity") or 1)
     return total if total > 0 else None
 
 

@@ -93,7 +93,7 @@ class ReleaseRequest(RequestModel):
     hold_id: uuid.UUID
 
 
-def _hold(held) -> HoldOut:  # type: ignore[no-untyped-def]
+def _hold(held) -> HoldOut:
     return HoldOut(hold_id=held.id, team_id=held.team_id, operation=held.operation, amount=held.amount,
                    status=held.status, captured_amount=held.captured_amount, expires_at=held.expires_at)
 

@@ -32,7 +32,7 @@ from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 router = APIRouter(prefix="/api/v1/models", tags=["custom models"])
 
 
-def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignore[no-untyped-def]
+def present(model: CustomModel, versions=None) -> CustomModelOut:
     return CustomModelOut(
         id=model.id, name=model.name, description=model.description, reference_model_id=model.reference_model_id,
         status=model.status, version=model.version, trigger_word=model.trigger_word,
@@ -75,7 +75,7 @@ async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson
             await form.close()
 
 
-async def _queued(model, job, request, session, runtime, idempotency) -> JSONResponse:  # type: ignore[no-untyped-def]
+async def _queued(model, job, request, session, runtime, idempotency) -> JSONResponse:
     """Answer 202 with the model and its queued job; the answer is stored for ``Idempotency-Key``
     in the transaction that reserves the job's credits, which commits here."""
     answer = ModelWithJob(model=present(model), job=await present_job(session, job, runtime, request))

@@ -226,7 +226,7 @@ async def job_events(
     await service.get_job(session, principal, job_id)  # 404 for another team's job
     await session.close()
 
-    async def stream():  # type: ignore[no-untyped-def]
+    async def stream():
         last_status, last_log = None, 0
         while True:
             changed = runtime.events.watch(job_id)

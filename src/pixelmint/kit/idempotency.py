@@ -483,7 +483,7 @@ def install(app: FastAPI) -> None:
 async def prune(session: AsyncSession, *, retention: dt.timedelta, batch_size: int = 5000) -> int:
     """Delete up to ``batch_size`` keys older than ``retention``; returns how many went."""
     result = await session.execute(_PRUNE, {"retention": retention.total_seconds(), "batch_size": batch_size})
-    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+    return result.rowcount
 
 
 class Pruner:

@@ -23,7 +23,7 @@ def storage_key(team_id: uuid.UUID, image_id: uuid.UUID, created: dt.datetime, e
     return f"{GENERATED_PREFIX}{team_id}/{created:%Y/%m/%d}/{image_id}.{extension}"
 
 
-def readable(team_id: uuid.UUID):  # type: ignore[no-untyped-def]
+def readable(team_id: uuid.UUID):
     """Images a team may see: its own, not deleted."""
     return select(Image).where(Image.team_id == team_id, Image.deleted_at.is_(None))
 
