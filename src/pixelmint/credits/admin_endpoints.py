@@ -8,6 +8,7 @@ as the ledger row's description; the reply is the ledger row plus the balance af
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +30,7 @@ from pixelmint.credits.tables import CreditTransaction
 
 router = APIRouter(prefix="/api/v1/admin/teams/{team_id}", tags=["admin"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "team_not_found, transaction_not_found"},
     409: {"description": "bucket_would_go_negative, already_voided, not_voidable, grant_expired"},
     422: {"description": "invalid_request, reason_required, invalid_amount, unknown_plan"},

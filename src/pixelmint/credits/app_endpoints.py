@@ -98,7 +98,7 @@ def _hold(held) -> HoldOut:
                    status=held.status, captured_amount=held.captured_amount, expires_at=held.expires_at)
 
 
-NOT_AUTHORIZED = {403: {"description": "app_not_authorized: the team has not granted this app"}}
+NOT_AUTHORIZED: dict[int | str, dict[str, Any]] = {403: {"description": "app_not_authorized: the team has not granted this app"}}
 
 
 @router.post("/validate", response_model=ValidateOut, summary="Would this operation be affordable?",
@@ -136,7 +136,7 @@ async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, runtim
     return _hold(held)
 
 
-SETTLED = {409: {"description": "hold_already_settled (the body's status says how), hold_expired"}}
+SETTLED: dict[int | str, dict[str, Any]] = {409: {"description": "hold_already_settled (the body's status says how), hold_expired"}}
 
 
 @router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING,

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Query, Request, status
@@ -38,7 +38,7 @@ from pixelmint.providers.base import WebhookVerificationError
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     402: {"description": "insufficient_credits: nothing was reserved and no job was created"},
     404: {"description": "Unknown model or job"},
@@ -276,7 +276,7 @@ async def provider_webhook(provider: str, request: Request, runtime: RuntimeDep)
     return {"status": result.status, "jobId": result.job_id}
 
 
-WEBHOOK_RESPONSES = {401: {"description": "bad signature: nothing changed"}, 404: {"description": "not configured"}}
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"description": "bad signature: nothing changed"}, 404: {"description": "not configured"}}
 
 
 @webhooks_router.post("/fal", responses=WEBHOOK_RESPONSES, summary="fal callbacks (Ed25519 signatures over the JWKS)")

@@ -39,10 +39,10 @@ import datetime as dt
 import time
 from contextlib import suppress
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import CursorResult, text
 
 from pixelmint.kit.db import Database
 from pixelmint.storage.backend import Storage
@@ -181,7 +181,7 @@ async def cleanup_expired(
         report.batches += 1
         report.images_deleted += len(rows)
         report.bytes_deleted += sum(r.size_bytes for r in rows)
-        report.jobs_expired += expired.rowcount  # type: ignore[attr-defined]
+        report.jobs_expired += cast(CursorResult[Any], expired).rowcount  # an UPDATE's result
         if len(rows) < batch_size:
             break  # the rest (if any) is locked by someone else: the next run gets it
     report.elapsed_seconds = time.monotonic() - started
