@@ -131,6 +131,7 @@ async def handle_event(session: AsyncSession, event: dict[str, Any], config: Str
         log.info("stripe_event_duplicate", event_id=event["id"], type=event["type"])
         return EventResult(event["id"], event["type"], True, outcome or "received")
     handler = _HANDLERS.get(event["type"])
+    detail: str | None
     if handler is None:
         outcome, team, detail = "ignored_type", None, f"{event['type']} is not handled"
     else:

@@ -118,7 +118,7 @@ class ReferenceModelPatch(RequestModel):
     model_config = ConfigDict(json_schema_extra=_omittable_fields)
 
     name: Annotated[str, Field(min_length=1, max_length=200)] = None  # type: ignore[assignment]
-    category: Literal[service.CATEGORIES] = None
+    category: Literal[service.CATEGORIES] = None  # type: ignore[valid-type]  # pydantic reads the tuple
     description: Annotated[str, Field(max_length=2000)] = None  # type: ignore[assignment]
     complexity_factor: ComplexityFactor = None  # type: ignore[assignment]
     popularity: Popularity = None  # type: ignore[assignment]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -50,12 +50,13 @@ async def _parse_create(request: Request) -> AsyncIterator[tuple[CreateModelJson
     content_type = request.headers.get("content-type", "")
     if request.headers.get(idempotency.HEADER):
         await request.body()  # cache the raw body: the Idempotency-Key fingerprint hashes it after us
-    form, downloaded = None, []
+    form = None
+    downloaded: list[service.TrainingImage] = []
     try:
         try:
             if content_type.startswith("multipart/form-data"):
                 form = await request.form()
-                fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
+                fields: dict[str, Any] = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
                 fields["trainingImageUrls"] = [v for v in form.getlist("trainingImageUrls") if isinstance(v, str)]
                 body = CreateModelJson.model_validate(fields)
                 files = [service.TrainingImage(f.filename or "image", f.file)

@@ -167,11 +167,11 @@ class Answer:
 
 _LOST = Answer(
     500,
-    JSONResponse({
+    bytes(JSONResponse({
         "error": "internal_error",
         "message": "The request was applied, but producing its answer failed; look the result up rather "
                    "than retrying with a new key.",
-    }).body,
+    }).body),
     "application/json",
 )
 
