@@ -76,8 +76,6 @@ from pathlib import Path
 
 import asyncpg
 
-from pixelmint.kit.db import Database, asyncpg_connect_kwargs, with_database
-
 from harness import (
     BenchPostgres,
     CpuMeter,
@@ -95,6 +93,7 @@ from harness import (
     summarize_profile,
     warn_if_machine_busy,
 )
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs, with_database
 
 PLANS = (("enterprise", 10, 0.2), ("pro", 3, 0.4), ("basic", 1, 0.4))  # code, limit, share of teams
 NOOP_PARAMS = (  # tests/helpers.py NOOP_PARAMS
@@ -437,7 +436,7 @@ async def worker_run(setup: Setup, args: argparse.Namespace, processes: int, wor
         for child in children:
             if child.returncode is None:
                 child.send_signal(signal.SIGTERM)
-        for i, child in enumerate(children):
+        for child in children:
             try:
                 await asyncio.wait_for(child.wait(), 30)
             except TimeoutError:

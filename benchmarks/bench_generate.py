@@ -46,14 +46,6 @@ from typing import Any
 
 import asyncpg
 
-from pixelmint.accounts.service import _AUTHENTICATE, create_team
-from pixelmint.credits.pricing import DEFAULT_PRICING
-from pixelmint.credits.ledger import RESERVE
-from pixelmint.jobs.queue import _ENQUEUE
-from pixelmint.jobs.service import _TAKE_FREE_GENERATION
-from pixelmint.kit.db import Database
-from pixelmint.settings import Settings
-
 from harness import (
     ApiBench,
     CpuMeter,
@@ -76,6 +68,13 @@ from harness import (
     use_wrk,
     warn_if_machine_busy,
 )
+from pixelmint.accounts.service import _AUTHENTICATE, create_team
+from pixelmint.credits.ledger import RESERVE
+from pixelmint.credits.pricing import DEFAULT_PRICING
+from pixelmint.jobs.queue import _ENQUEUE
+from pixelmint.jobs.service import _TAKE_FREE_GENERATION
+from pixelmint.kit.db import Database
+from pixelmint.settings import Settings
 
 MODEL_ID = "business-headshot"
 BODY = {"referenceModelId": MODEL_ID, "prompt": "bench", "resolution": "512x512"}

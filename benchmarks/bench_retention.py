@@ -43,13 +43,12 @@ from pathlib import Path
 
 import asyncpg
 
+from harness import BenchPostgres
 from pixelmint.accounts.service import create_team
 from pixelmint.bootstrap import prepare_database
+from pixelmint.flows.retention import cleanup_expired
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 from pixelmint.storage.backend import LocalStorage
-from pixelmint.flows.retention import cleanup_expired
-
-from harness import BenchPostgres
 
 FILE_BYTES = b"\x89PNG" + b"x" * 96
 

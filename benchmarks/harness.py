@@ -94,7 +94,7 @@ class Recording:
                 if type(value) is type(marker) and value == marker:
                     return ("marker", name)
                 if isinstance(value, str) and isinstance(marker, uuid.UUID) and str(marker) in value:
-                    return ("text", value.replace(str(marker), "{%s}" % name))
+                    return ("text", value.replace(str(marker), "{" + name + "}"))
             return ("now", None) if isinstance(value, dt.datetime) else ("const", value)
 
         return cls([(sql, [spec(v) for v in params]) for sql, params in sent])
@@ -108,7 +108,7 @@ class Recording:
             elif kind == "text":
                 text = str(value)
                 for name, marker in values.items():
-                    text = text.replace("{%s}" % name, str(marker))
+                    text = text.replace("{" + name + "}", str(marker))
                 out.append(text)
             else:
                 out.append(dt.datetime.now(dt.UTC) if kind == "now" else value)
@@ -721,7 +721,7 @@ async def wrk_load(base_url: str, path: str, status: int, body: Any, keys: list[
         meter.loadgen_pid = proc.pid
         cpu, waits = await measure_window(measure_from, measure_until, meter, sampler, on_measure_start)
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        while (proc.poll() is None and time.monotonic() < deadline
+        while (proc.poll() is None and time.monotonic() < deadline  # noqa: ASYNC110 -- polls wrk: no event to await
                and sum(1 for p in outdir.glob("thread-*") if not p.name.endswith(".tmp")) < clients):
             await asyncio.sleep(0.05)
         drain = time.monotonic() - measure_until

@@ -32,7 +32,6 @@ from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, 
 from pixelmint.kit.logging import configure_logging
 from pixelmint.settings import Settings
 
-
 # Log as `pixelmint serve` does (plain tracebacks): structlog's unconfigured default renders every
 # logged exception with rich, about 7 s each on this machine.
 configure_logging("info")

@@ -230,14 +230,14 @@ def storage_cleanup(
 ) -> None:
     """Delete expired images now (objects, then rows; their jobs become 'expired'). Workers also
     do this every PIXELMINT_RETENTION_INTERVAL_SECONDS. Exits 1 on a storage error."""
+    from pixelmint.flows.retention import cleanup_expired
     from pixelmint.kit.db import Database
     from pixelmint.storage.backend import StorageError
-    from pixelmint.flows.retention import cleanup_expired
 
     settings = get_settings()
     handle = resolve_database(settings)
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         storage = storage_from_settings(settings)
         db = Database.connect(handle.url, pool_size=1)
         try:
@@ -289,7 +289,7 @@ def check_storage_command(
     settings = get_settings()
     handle = resolve_database(settings)
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         db = Database.connect(handle.url, pool_size=1)
         try:
             return await check_storage(db, storage_backend(settings))
@@ -315,14 +315,14 @@ def check_storage_command(
 
 
 
-def _run_in_transaction(action):  # type: ignore[no-untyped-def]
+def _run_in_transaction(action):
     """Run ``await action(session)`` in one transaction on the configured database."""
     from pixelmint.kit.db import Database
 
     settings = get_settings()
     handle = resolve_database(settings)
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         await prepare_database(handle.url)
         db = Database.connect(handle.url, pool_size=1)
         try:
@@ -354,7 +354,7 @@ def create_app_command(
         except InvalidOperation:
             typer.echo(f"--operation takes NAME=CREDITS, got {item!r}", err=True)
             raise typer.Exit(2) from None
-    async def action(session):  # type: ignore[no-untyped-def]
+    async def action(session):
         created = await apps.register_app(session, name=name, operations=costs)
         for team_id in team or []:
             await apps.authorize_app(session, team_id=team_id, app_id=created.app_id, granted_by="admin")
@@ -376,7 +376,7 @@ def authorize_app_command(
     """Let an app use these teams' credits through the credit API, or with --revoke no longer."""
     from pixelmint.credits import apps
 
-    async def action(session):  # type: ignore[no-untyped-def]
+    async def action(session):
         done = []
         for team_id in team_ids:
             if revoke:
@@ -398,7 +398,7 @@ def pricing_command(
     """Show the pricing table, or replace one operation's prices with --set (new jobs only)."""
     from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 
-    async def action(session):  # type: ignore[no-untyped-def]
+    async def action(session):
         if config is not None:
             if operation is None:
                 raise ValueError("name the operation to change")
@@ -422,7 +422,7 @@ class BucketChoice(str, Enum):
     allocation = "allocation"
 
 
-def _billing_transaction(action):  # type: ignore[no-untyped-def]
+def _billing_transaction(action):
     """Run ``await action(session)`` in one transaction on the configured (migrated) database.
     A refusal (``PixelmintError``) prints ``error <code>: <message>`` and exits 1."""
     from pixelmint.kit.db import Database
@@ -430,7 +430,7 @@ def _billing_transaction(action):  # type: ignore[no-untyped-def]
 
     handle = resolve_database(get_settings())
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         db = Database.connect(handle.url, pool_size=1)
         try:
             async with db.transaction() as session:
@@ -457,7 +457,7 @@ def _amount(value: str, *, signed: bool) -> Decimal:
     return amount
 
 
-def _print_credit_change(session_result, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _print_credit_change(session_result, as_json: bool) -> None:
     entry, balance = session_result
     if as_json:
         typer.echo(json.dumps({"transaction": entry, "balance": balance}))
@@ -467,12 +467,12 @@ def _print_credit_change(session_result, as_json: bool) -> None:  # type: ignore
                    f"{balance['bonusCredits']}, reserved {balance['reservedCredits']}")
 
 
-def _credit_change(team_id: uuid.UUID, change):  # type: ignore[no-untyped-def]
+def _credit_change(team_id: uuid.UUID, change):
     """Apply ``await change(session)`` (returns a ledger row) and return (row, balance) as JSON dicts."""
-    from pixelmint.credits.schemas import present_balance, present_transaction
     from pixelmint.credits import service as credits
+    from pixelmint.credits.schemas import present_balance, present_transaction
 
-    async def action(session):  # type: ignore[no-untyped-def]
+    async def action(session):
         entry = await change(session)
         balance = await credits.get_balance(session, team_id)
         return (present_transaction(entry).model_dump(by_alias=True, mode="json"),
@@ -546,7 +546,7 @@ def set_plan_command(
     """Move a team to another plan: new jobs get its priority and concurrency at once."""
     from pixelmint.billing import service as billing
 
-    async def action(session):  # type: ignore[no-untyped-def]
+    async def action(session):
         done = await billing.change_plan(session, team_id=team_id, plan_code=plan.value,
                                          replenish_now=replenish_now, reason=reason, source="cli")
         return done.change.previous_plan, done.balance.allocation_credits, done.balance.next_replenishment_at
@@ -568,7 +568,7 @@ def replenish_due_command(
 
     handle = resolve_database(get_settings())
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         db = Database.connect(handle.url, pool_size=1)
         try:
             return await replenish_due(db, batch_size=batch_size)

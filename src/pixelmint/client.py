@@ -109,28 +109,28 @@ class _Requests:
     """Request shapes shared by the sync and async clients."""
 
     @staticmethod
-    def validate(team_id, operation, amount):  # type: ignore[no-untyped-def]
+    def validate(team_id, operation, amount):
         return "POST", "/api/v1/credits/validate", _payload(team_id, operation, amount), {}
 
     @staticmethod
-    def consume(team_id, operation, amount, description, metadata, idempotency_key):  # type: ignore[no-untyped-def]
+    def consume(team_id, operation, amount, description, metadata, idempotency_key):
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = _payload(team_id, operation, amount, description=description, metadata=metadata)
         return "POST", "/api/v1/credits/consume", body, headers
 
     @staticmethod
-    def reserve(team_id, operation, amount, ttl_seconds):  # type: ignore[no-untyped-def]
+    def reserve(team_id, operation, amount, ttl_seconds):
         return "POST", "/api/v1/credits/reserve", _payload(team_id, operation, amount, ttlSeconds=ttl_seconds), {}
 
     @staticmethod
-    def capture(hold_id, amount):  # type: ignore[no-untyped-def]
+    def capture(hold_id, amount):
         body: dict[str, Any] = {"holdId": str(hold_id)}
         if amount is not None:
             body["amount"] = str(amount)
         return "POST", "/api/v1/credits/capture", body, {}
 
     @staticmethod
-    def release(hold_id):  # type: ignore[no-untyped-def]
+    def release(hold_id):
         return "POST", "/api/v1/credits/release", {"holdId": str(hold_id)}, {}
 
 

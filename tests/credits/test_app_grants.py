@@ -61,8 +61,7 @@ async def test_without_a_grant_every_call_is_403_and_writes_nothing(api, db, dec
                                operation="deck", amount=None, ttl_seconds=60, max_ttl_seconds=60, fail_open=False)
         await apps.revoke_app(s, team_id=other.team_id, app_id=deck_app.app_id)  # releases the hold
     before = await ledger_rows(db)
-    refused = {name: (403, "app_not_authorized") for name in
-               ("validate", "consume", "reserve", "capture", "release", "usage", "team-balance")}
+    refused = dict.fromkeys(("validate", "consume", "reserve", "capture", "release", "usage", "team-balance"), (403, "app_not_authorized"))
     assert await every_call(api, deck_app, team.team_id, hold.id) == refused
     assert await every_call(api, deck_app, other.team_id, hold.id) == refused  # granted once, then revoked
     assert await every_call(api, deck_app, uuid.uuid4(), hold.id) == refused  # no team: no probing team ids

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from pixelmint.flows.generation import image_generation
 from pixelmint.jobs import queue
 from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.tables import Job
-from pixelmint.flows.generation import image_generation
 from pixelmint.jobs.tasks import TaskContext, TaskOutcome
 from pixelmint.jobs.worker import Worker
 from pixelmint.kit.db import Database

@@ -7,7 +7,13 @@ import pytest
 
 from pixelmint.providers.base import ProviderError, TrainingImage
 from pixelmint.providers.registry import ProviderNotConfigured, Providers
-from pixelmint.providers.remote import decode_image, decode_data_uri, http_status_error, parse_progress, training_archive
+from pixelmint.providers.remote import (
+    decode_data_uri,
+    decode_image,
+    http_status_error,
+    parse_progress,
+    training_archive,
+)
 from pixelmint.settings import Settings
 from tests.providers.fake_fal import zip_names
 from tests.providers.localserver import png

@@ -120,7 +120,7 @@ def replicate_headers(body: bytes = REPLICATE_BODY, *, secret: str = WEBHOOK_SEC
 
 
 def test_replicate_signature_and_sdk_agree() -> None:
-    from replicate.webhook import WebhookSigningSecret, Webhooks
+    from replicate.webhook import Webhooks, WebhookSigningSecret
 
     headers = replicate_headers()
     assert StandardWebhookVerifier(WEBHOOK_SECRET).verify(headers, REPLICATE_BODY)[0] == "msg_1"

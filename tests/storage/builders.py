@@ -68,7 +68,7 @@ async def image_rows(db: Database) -> dict[str, bool]:
     """storage key → whether the row is marked deleted."""
     async with db.transaction() as session:
         rows = await session.execute(text("SELECT storage_key, deleted_at IS NOT NULL FROM images"))
-        return {key: deleted for key, deleted in rows}
+        return {key: deleted for key, deleted in rows}  # noqa: C416 -- dict(rows) reads a Result as a mapping (it has keys())
 
 
 async def job_states(db: Database) -> dict[uuid.UUID, str]:

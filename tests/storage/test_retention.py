@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 
 from pixelmint.api.runtime import Runtime
+from pixelmint.flows.retention import cleanup_expired
 from pixelmint.kit.db import Database
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import LocalStorage, Storage, StorageError
-from pixelmint.flows.retention import cleanup_expired
 from pixelmint.storage.s3 import S3Storage
 from tests.builders import make_team
 from tests.storage.builders import FUTURE, PAST, exists, image_rows, job_states, make_image, make_job

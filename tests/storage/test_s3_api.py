@@ -13,8 +13,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from pixelmint.api.app import create_app
-from pixelmint.settings import Settings
 from pixelmint.flows.retention import cleanup_expired
+from pixelmint.settings import Settings
 from tests.builders import auth, generate_body, make_team
 
 

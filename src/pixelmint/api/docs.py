@@ -17,7 +17,10 @@ ASSETS = "/docs-assets"
 
 def install_docs(app: FastAPI) -> None:
     """Add ``/docs``, its OAuth2 redirect page, ``/redoc`` and ``/docs-assets/*`` to an app built
-    with ``docs_url=None, redoc_url=None``."""
+    with ``docs_url=None, redoc_url=None``; nothing for an app without a schema (``openapi_url=None``)."""
+    openapi_url = app.openapi_url
+    if openapi_url is None:
+        return
     app.mount(ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
     oauth2_redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
 
@@ -27,7 +30,7 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=url(request, app.openapi_url), title=f"{app.title} - Swagger UI",
+            openapi_url=url(request, openapi_url), title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=oauth2_redirect, swagger_js_url=url(request, f"{ASSETS}/swagger-ui-bundle.js"),
             swagger_css_url=url(request, f"{ASSETS}/swagger-ui.css"),
             swagger_favicon_url=url(request, f"{ASSETS}/favicon.png"),
@@ -40,7 +43,7 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=url(request, app.openapi_url), title=f"{app.title} - ReDoc",
+            openapi_url=url(request, openapi_url), title=f"{app.title} - ReDoc",
             redoc_js_url=url(request, f"{ASSETS}/redoc.standalone.js"),
             redoc_favicon_url=url(request, f"{ASSETS}/favicon.png"),
             with_google_fonts=False,

@@ -105,7 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = exc.headers
         if exc.status_code == 405:  # every method of the path, not only those of the first route that matched it
             allowed = {m for route in _api_routes(request.app.routes) if route.matches(request.scope)[0] != Match.NONE
-                       for m in route.methods}
+                       for m in route.methods or ()}
             headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=headers)
@@ -279,7 +279,7 @@ def document_errors(app: FastAPI) -> None:
             schema = build()
             for route in _api_routes(app.routes):
                 if route.include_in_schema:
-                    for method in route.methods:
+                    for method in route.methods or ():
                         _document(schema["paths"][route.path_format][method.lower()], route)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):

@@ -17,11 +17,12 @@ from pixelmint.billing.schemas import AdjustIn, AdminCreditsOut, ChangePlanIn, G
 from pixelmint.credits import service as credits
 from pixelmint.credits.schemas import present_balance, present_transaction
 from pixelmint.credits.tables import CreditTransaction
+from pixelmint.kit.errors import Responses
 from pixelmint.kit.http import AdminDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/teams/{team_id}", tags=["admin"])
 
-_ERRORS = {
+_ERRORS: Responses = {
     404: {"description": "team_not_found, transaction_not_found"},
     409: {"description": "bucket_would_go_negative, already_voided, not_voidable, grant_expired"},
     422: {"description": "invalid_request, reason_required, invalid_amount, unknown_plan"},

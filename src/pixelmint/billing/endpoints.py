@@ -34,9 +34,8 @@ async def stripe_webhook(
     session: SessionDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> StripeWebhookOut:
-    secret = settings.stripe_webhook_secret
-    if isinstance(secret, SecretStr):
-        secret = secret.get_secret_value()
+    configured = settings.stripe_webhook_secret
+    secret = configured.get_secret_value() if isinstance(configured, SecretStr) else configured
     if not secret:
         raise StripeWebhooksDisabled(
             "Stripe webhooks are disabled: set PIXELMINT_STRIPE_WEBHOOK_SECRET to the endpoint's signing secret."

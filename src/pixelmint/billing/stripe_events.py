@@ -132,6 +132,7 @@ async def handle_event(session: AsyncSession, event: dict[str, Any], config: Str
         log.info("stripe_event_duplicate", event_id=event["id"], type=event["type"])
         return EventResult(event["id"], event["type"], True, outcome or "received")
     handler = _HANDLERS.get(event["type"])
+    detail: str | None
     if handler is None:
         outcome, team, detail = "ignored_type", None, f"{event['type']} is not handled"
     else:
@@ -367,7 +368,7 @@ def _pack_credits(checkout: dict[str, Any], config: StripeConfig) -> Decimal | N
     for item in items if isinstance(items, list) else []:
         price = _id(_get(item, "price"))
         if price in config.price_credits:
-            total += config.price_credits[price] * int(item.get("quantity") or 1)  # type: ignore[index]
+            total += config.price_credits[price] * int(item.get("quantity") or 1)
     return total if total > 0 else None
 
 

@@ -73,7 +73,7 @@ async def list_reference_models(
     cursor: str | None = None,
 ) -> ReferenceModelPage:
     after = tuple(decode_cursor(cursor, string if sort == "name" else integer, string)) if cursor else None
-    page = await service.list_models(session, category=category, search=q, sort=sort, limit=limit, after=after)  # type: ignore[arg-type]
+    page = await service.list_models(session, category=category, search=q, sort=sort, limit=limit, after=after)
     return ReferenceModelPage(
         items=[present(m, urls) for m in page.items],
         next_cursor=encode_cursor(*page.next_after) if page.next_after else None,
@@ -119,7 +119,7 @@ class ReferenceModelPatch(RequestModel):
     model_config = ConfigDict(json_schema_extra=_omittable_fields)
 
     name: Annotated[str, Field(min_length=1, max_length=200)] = None  # type: ignore[assignment]
-    category: Literal[service.CATEGORIES] = None  # type: ignore[valid-type,assignment]
+    category: Literal[service.CATEGORIES] = None  # type: ignore[valid-type]
     description: Annotated[str, Field(max_length=2000)] = None  # type: ignore[assignment]
     complexity_factor: ComplexityFactor = None  # type: ignore[assignment]
     popularity: Popularity = None  # type: ignore[assignment]

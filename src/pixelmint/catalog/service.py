@@ -169,7 +169,7 @@ async def get_pricing_info(session: AsyncSession, model_id: str, *, require_acti
     changes rarely; an admin change in another process takes effect within that time, in this
     process at once). Raises ``NotFound`` (model_not_found) for an unknown model, or an inactive
     one when ``require_active`` (custom models trained on a deactivated model keep working)."""
-    key = (str(session.bind.url), model_id)
+    key = (str(session.get_bind().engine.url), model_id)
     now = time.monotonic()
     hit = _pricing_cache.get(key)
     if hit is None or hit[0] < now:

@@ -7,6 +7,7 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter
+
 from pixelmint.credits import apps
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, OperationName, present_grant

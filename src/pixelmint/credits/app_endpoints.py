@@ -28,12 +28,13 @@ from pixelmint.credits.schemas import (
     present_balance,
     present_hold,
 )
+from pixelmint.kit.errors import Responses
 from pixelmint.kit.http import BearerDep, SessionDep, SettingsDep
 from pixelmint.kit.schemas import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 
-NOT_AUTHORIZED = {403: {"description": "app_not_authorized: the team has not granted this app"}}
+NOT_AUTHORIZED: Responses = {403: {"description": "app_not_authorized: the team has not granted this app"}}
 
 
 @router.post("/validate", response_model=ValidateOut, summary="Would this operation be affordable?",
@@ -66,7 +67,7 @@ async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, settin
     return present_hold(held)
 
 
-SETTLED = {409: {"description": "hold_already_settled (the body's status says how), hold_expired"}}
+SETTLED: Responses = {409: {"description": "hold_already_settled (the body's status says how), hold_expired"}}
 
 
 @router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING,

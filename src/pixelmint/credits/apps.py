@@ -312,7 +312,7 @@ async def usage(
         """),
         {"team": team_id, "app": app_id, "since": since, "until": until},
     )
-    return [UsageRow(r.app, r.operation or "", r.count, r.credits) for r in rows]
+    return [UsageRow(r.app, r.operation or "", r._mapping["count"], r.credits) for r in rows]  # r.count: the tuple method
 
 
 __all__ = ["InsufficientCredits"]

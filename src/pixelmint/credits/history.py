@@ -48,7 +48,7 @@ class LedgerFilter:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
 
-    def apply(self, query: Select[tuple[CreditTransaction]]) -> Select[tuple[CreditTransaction]]:
+    def apply(self, query: Select[CreditTransaction]) -> Select[CreditTransaction]:
         if self.types:
             query = query.where(CreditTransaction.type.in_(self.types))
         if self.operation is not None:

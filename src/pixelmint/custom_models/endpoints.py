@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -31,8 +31,8 @@ from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.presenters import present_job
 from pixelmint.jobs.tables import Job
 from pixelmint.kit import idempotency
-from pixelmint.kit.idempotency import Idempotency
 from pixelmint.kit.http import SessionDep, SettingsDep
+from pixelmint.kit.idempotency import Idempotency
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.storage.deps import StorageDep, UrlSignerDep
 from pixelmint.storage.schemas import UrlSigner
@@ -40,7 +40,7 @@ from pixelmint.storage.schemas import UrlSigner
 router = APIRouter(prefix="/api/v1/models", tags=["custom models"])
 
 
-def present(model: CustomModel, versions=None) -> CustomModelOut:  # type: ignore[no-untyped-def]
+def present(model: CustomModel, versions=None) -> CustomModelOut:
     return CustomModelOut(
         id=model.id, name=model.name, description=model.description, reference_model_id=model.reference_model_id,
         status=model.status, version=model.version, trigger_word=model.trigger_word,
@@ -60,12 +60,13 @@ async def _parse_create(
     content_type = request.headers.get("content-type", "")
     if request.headers.get(idempotency.HEADER):
         await request.body()  # cache the raw body: the Idempotency-Key fingerprint hashes it after us
-    form, downloaded = None, []
+    form = None
+    downloaded: list[service.TrainingImage] = []
     try:
         try:
             if content_type.startswith("multipart/form-data"):
                 form = await request.form()
-                fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
+                fields: dict[str, Any] = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile) and k != "trainingImageUrls"}
                 fields["trainingImageUrls"] = [v for v in form.getlist("trainingImageUrls") if isinstance(v, str)]
                 body = CreateModelJson.model_validate(fields)
                 files = [service.TrainingImage(f.filename or "image", f.file)

@@ -162,7 +162,7 @@ def _safe(filename: str) -> str:
     return keep or "image"
 
 
-def readable(principal: Principal):  # type: ignore[no-untyped-def]
+def readable(principal: Principal):
     """Custom models the caller may see: its team's, not deleted."""
     return select(CustomModel).where(CustomModel.team_id == principal.team_id, CustomModel.deleted_at.is_(None))
 

@@ -127,7 +127,7 @@ async def submit_generation(
         reference_model_id=model.reference_model_id, custom_model_id=model.custom_model_id,
         custom_model_version=model.custom_model_version, provider=model.provider, settings=settings,
     )
-    return job, free_left
+    return job, free_left or 0
 
 
 async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, tuple[LoraWeight, ...], dict[str, Any]]:

@@ -28,7 +28,7 @@ from pixelmint.jobs.schemas import (
     JobPage,
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
-from pixelmint.kit.errors import NotFound, PixelmintError
+from pixelmint.kit.errors import NotFound, PixelmintError, Responses
 from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.kit.schemas import UtcDatetime
@@ -40,7 +40,7 @@ from pixelmint.storage.schemas import UrlSigner
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 
-ERRORS = {
+ERRORS: Responses = {
     401: {"description": "Missing or invalid API key"},
     402: {"description": "insufficient_credits: nothing was reserved and no job was created"},
     404: {"description": "Unknown model or job"},
@@ -166,7 +166,7 @@ async def job_events(
     await service.get_job(session, principal, job_id)  # 404 for another team's job
     await session.close()
 
-    async def stream():  # type: ignore[no-untyped-def]
+    async def stream():
         last_status, last_log = None, 0
         async with contextlib.aclosing(watch_job(db, events, job_id)) as updates:
             async for job in updates:
@@ -211,7 +211,7 @@ async def provider_webhook(
     return {"status": result.status, "jobId": result.job_id}
 
 
-WEBHOOK_RESPONSES = {401: {"description": "bad signature: nothing changed"}, 404: {"description": "not configured"}}
+WEBHOOK_RESPONSES: Responses = {401: {"description": "bad signature: nothing changed"}, 404: {"description": "not configured"}}
 
 
 @webhooks_router.post("/fal", responses=WEBHOOK_RESPONSES, summary="fal callbacks (Ed25519 signatures over the JWKS)")

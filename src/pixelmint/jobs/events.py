@@ -22,7 +22,7 @@ import contextlib
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import asyncpg
 import structlog
@@ -156,7 +156,7 @@ class JobEvents:
 
 async def watch_job(
     db: Database, events: JobEvents, job_id: uuid.UUID, *, timeout: float | None = None, recheck: float = 30
-) -> AsyncIterator[Job | None]:
+) -> AsyncGenerator[Job | None]:
     """The job as it is now, then again after each of its changes, woken by its NOTIFY events (and
     re-read every ``recheck`` seconds in case one was missed), each read in a transaction of its own.
     Ends after yielding a finished (or missing: ``None``) job, or once ``timeout`` seconds have

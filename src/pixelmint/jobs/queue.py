@@ -26,10 +26,11 @@ import random
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Executable, case, literal, select, text, true, update
+from sqlalchemy import ColumnElement, Table, TextClause, case, literal, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import ReturnsRows
 
 from pixelmint.accounts import service as accounts
 from pixelmint.accounts.tables import Plan
@@ -44,10 +45,10 @@ JOB_EVENTS_CHANNEL = "pixelmint_job_events"  # payload "<job id> <state>" on eve
 
 FINISHED_STATES = ("succeeded", "failed", "canceled", "expired")
 
-_JOBS = Job.__table__
+_JOBS = cast(Table, Job.__table__)  # a declarative model's __table__ is its Table
 
 
-async def _jobs(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None) -> list[Job]:
+async def _jobs(session: AsyncSession, statement: ReturnsRows | TextClause, params: dict[str, Any] | None = None) -> list[Job]:
     """Run a statement that returns job rows (``RETURNING *``) and map them to ``Job`` objects."""
     query = select(Job).from_statement(statement).execution_options(populate_existing=True)
     return list((await session.scalars(query, params)).all())
@@ -352,7 +353,7 @@ async def expire_jobs(session: AsyncSession, job_ids: list[uuid.UUID]) -> int:
         """),
         {"job_ids": job_ids},
     )
-    return result.rowcount  # type: ignore[attr-defined, no-any-return]
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 async def mark_canceled(session: AsyncSession, fence: Fence) -> Job | None:

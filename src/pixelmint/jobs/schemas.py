@@ -7,12 +7,12 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, StrictBool
+from pydantic.json_schema import JsonDict
 
 from pixelmint.kit.schemas import RESOLUTION_PATTERN, CamelModel, Credits, RequestModel
 from pixelmint.storage.schemas import ImageOut
 
-
-PROMPT_LIMITS = {"minLength": 1, "maxLength": 2000, "pattern": r"\S"}  # PIXELMINT_MAX_PROMPT_LENGTH
+PROMPT_LIMITS: JsonDict = {"minLength": 1, "maxLength": 2000, "pattern": r"\S"}  # PIXELMINT_MAX_PROMPT_LENGTH
 
 
 class GenerateRequest(RequestModel):

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
 from pixelmint.credits import service as credits
+from pixelmint.credits.tables import CreditTransaction
 from pixelmint.jobs import queue
 from pixelmint.jobs.schemas import GenerateRequest
-from pixelmint.credits.tables import CreditTransaction
 from pixelmint.jobs.tables import Job, JobLog
 from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound
 from pixelmint.settings import Settings

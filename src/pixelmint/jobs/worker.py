@@ -117,7 +117,7 @@ class Worker:
             for task in waits:
                 task.cancel()
 
-    async def _every(self, seconds: float, action) -> None:  # type: ignore[no-untyped-def]
+    async def _every(self, seconds: float, action) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
@@ -218,14 +218,14 @@ class Worker:
             self._running.pop(job.id, None)
             self._slot_freed.set()
 
-    def _logger(self, fence: Fence):  # type: ignore[no-untyped-def]
+    def _logger(self, fence: Fence):
         async def log_line(message: str) -> None:
             async with self.db.transaction() as session:
                 await queue.add_log(session, fence.job_id, message)
 
         return log_line
 
-    def _progress_reporter(self, fence: Fence):  # type: ignore[no-untyped-def]
+    def _progress_reporter(self, fence: Fence):
         async def report(progress: int) -> None:
             async with self.db.transaction() as session:
                 await queue.set_progress(session, fence, progress)

@@ -12,6 +12,10 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# FastAPI's ``responses=`` of a route: status → OpenAPI response object.
+Responses = dict[int | str, dict[str, Any]]
+
+
 def error_responses(responses: dict[int, str]) -> Callable[[F], F]:
     """Mark a dependency with the error answers it may give (status → their codes); the OpenAPI
     schema lists them on every operation that uses it (``api/errors.py``)."""

@@ -66,12 +66,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 from sqlalchemy.orm import SessionTransaction
 from starlette.datastructures import Headers
@@ -168,11 +168,11 @@ class Answer:
 
 _LOST = Answer(
     500,
-    JSONResponse({
+    bytes(JSONResponse({
         "error": "internal_error",
         "message": "The request was applied, but producing its answer failed; look the result up rather "
                    "than retrying with a new key.",
-    }).body,
+    }).body),
     "application/json",
 )
 
@@ -485,7 +485,7 @@ def install(app: FastAPI) -> None:
 async def prune(session: AsyncSession, *, retention: dt.timedelta, batch_size: int = 5000) -> int:
     """Delete up to ``batch_size`` keys older than ``retention``; returns how many went."""
     result = await session.execute(_PRUNE, {"retention": retention.total_seconds(), "batch_size": batch_size})
-    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+    return cast(CursorResult[Any], result).rowcount  # a DELETE's result
 
 
 class Pruner:

@@ -25,8 +25,8 @@ from typing import Any
 import structlog
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from pixelmint.kit.errors import TooManyRequests
 

@@ -8,7 +8,16 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, RootModel, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    RootModel,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -37,7 +46,7 @@ def decimal_json_schema(text_pattern: str, *, bound: float | None = None) -> Any
 
 # A credit amount in a request: at most 12 digits before the point and 2 after (numeric(14,2)),
 # as a JSON number or as text ("12.50"); signed, at least 0, or more than 0.
-_CREDITS = dict(max_digits=14, decimal_places=2, allow_inf_nan=False)
+_CREDITS = {"max_digits": 14, "decimal_places": 2, "allow_inf_nan": False}
 _DIGITS = r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?"
 _POSITIVE = r"(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,2})?|0\.(?:[1-9][0-9]?|0[1-9]))"
 _BOUND = 999_999_999_999.99

@@ -20,7 +20,7 @@ SQUASHED = {"0001", "0002_models", "0003_apps", "0004_billing", "0005_idempotenc
 LAST_SQUASHED, SQUASH = "0009_app_grants", "0001_schema"
 
 
-def adopt_squashed_revision(connection) -> None:  # type: ignore[no-untyped-def]
+def adopt_squashed_revision(connection) -> None:
     """Re-stamp a database migrated before the squash: at 0009_app_grants it has 0001_schema's
     schema; at an older revision it has not, and no revision here leads from it."""
     if not inspect(connection).has_table("alembic_version"):
@@ -36,7 +36,7 @@ def adopt_squashed_revision(connection) -> None:  # type: ignore[no-untyped-def]
     connection.execute(text("UPDATE alembic_version SET version_num = :squash"), {"squash": SQUASH})
 
 
-def do_run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
+def do_run_migrations(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         adopt_squashed_revision(connection)
@@ -44,7 +44,10 @@ def do_run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 async def run_async_migrations() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic: sqlalchemy.url is not set")
+    engine = create_async_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

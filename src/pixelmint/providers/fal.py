@@ -204,7 +204,7 @@ class FalProvider(RemoteProviderBase):
         sdk = self._sdk
         if isinstance(status, sdk.Queued):
             return ProviderStatus(ProviderState.QUEUED, queue_position=status.position, raw={"status": "IN_QUEUE"})
-        logs = tuple(str(entry.get("message", "")) if isinstance(entry, Mapping) else str(entry) for entry in status.logs or [])
+        logs = tuple(str(entry.get("message", "")) if isinstance(entry, Mapping) else str(entry) for entry in getattr(status, "logs", None) or [])
         if isinstance(status, sdk.InProgress):
             return ProviderStatus(ProviderState.RUNNING, progress=parse_progress(logs), logs=logs, raw={"status": "IN_PROGRESS"})
         if isinstance(status, sdk.Completed):

@@ -41,7 +41,7 @@ def derive_style(images: list[bytes]) -> dict[str, Any]:
     quantized = mosaic.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
     palette_raw = quantized.getpalette() or []
     counts = sorted(quantized.getcolors() or [], reverse=True)
-    palette = [palette_raw[index * 3 : index * 3 + 3] for _, index in counts]
+    palette = [palette_raw[index * 3 : index * 3 + 3] for _, index in counts if isinstance(index, int)]  # mode P: ints
 
     sin_sum = cos_sum = weight_sum = 0.0
     hues = []

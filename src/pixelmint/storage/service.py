@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.kit.errors import NotFound
 from pixelmint.storage.tables import Image
 
-
 # Generated images live under their own top-level prefix, apart from objects that must not
 # expire (catalog previews under ``catalog/``, custom models' training images): the S3 lifecycle
 # rule (``pixelmint storage apply-lifecycle``) filters on it.
@@ -52,7 +51,7 @@ async def take_expired(session: AsyncSession, *, now: dt.datetime, limit: int) -
     return list((await session.execute(_TAKE_EXPIRED, {"now": now, "limit": limit})).all())
 
 
-def readable(team_id: uuid.UUID):  # type: ignore[no-untyped-def]
+def readable(team_id: uuid.UUID):
     """Images a team may see: its own, not deleted."""
     return select(Image).where(Image.team_id == team_id, Image.deleted_at.is_(None))
 
