@@ -42,7 +42,8 @@ class CreditBalance(Base):
     next_replenishment_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = created_at_column()
     # The allocation period: +1 at every replenishment (credits.service.replenish), when the
-    # allocation left expires. Holds remember the period they drew from (migration 0004).
+    # allocation left expires. Holds remember the period they drew from
+    # (``CreditReservation.allocation_period``).
     allocation_period: Mapped[int] = mapped_column(server_default=text("0"))
     allocation_period_started_at: Mapped[dt.datetime] = created_at_column()
 

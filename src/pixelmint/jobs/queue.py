@@ -2,7 +2,7 @@
 
 The jobs table is the queue (the pattern of River, Oban and graphile-worker). The claim is the
 lab-tested team-fair design of ``../shared/reference/queues.md`` §B, implemented by the SQL function
-``pixelmint_claim_jobs`` (migration 0001, replaced in 0006 and 0008): per-team concurrency limits
+``pixelmint_claim_jobs`` (``migrations/pixelmint_claim_jobs.sql``): per-team concurrency limits
 that hold whatever the number of workers, plan priority first, round robin between teams of equal
 priority that have a job ready now, ``SKIP LOCKED`` so claimers never wait on each other.
 
