@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.accounts.service import Principal, get_user
@@ -22,8 +21,9 @@ from pixelmint.credits.schemas import (
     TransactionPage,
     present_grant,
 )
+from pixelmint.kit.db import Database
 from pixelmint.kit.errors import InvalidRequest
-from pixelmint.kit.http import SessionDep
+from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
 from pixelmint.kit.schemas import UtcDatetime
 
@@ -70,6 +70,16 @@ async def _chain(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
         yield chunk
 
 
+async def _csv_batches(
+    db: Database, team_id: uuid.UUID, filters: history.LedgerFilter, before: int | None
+) -> AsyncIterator[str]:
+    """``history.csv_lines`` in a session of its own, closed when the last batch is sent: the
+    request's session ends when the endpoint returns, before the body streams."""
+    async with db.sessionmaker() as session:
+        async for chunk in history.csv_lines(session, team_id, filters, before_id=before):
+            yield chunk
+
+
 LedgerFilterDep = Annotated[history.LedgerFilter, Depends(ledger_filter)]
 
 
@@ -77,10 +87,8 @@ def _before(cursor: str | None) -> int | None:
     return decode_cursor(cursor, bigint)[0] if cursor else None
 
 
-async def _csv(
-    session: AsyncSession, principal: Principal, filters: history.LedgerFilter, before: int | None
-) -> StreamingResponse:
-    lines = history.csv_lines(session, principal.team_id, filters, before_id=before)
+async def _csv(db: Database, principal: Principal, filters: history.LedgerFilter, before: int | None) -> StreamingResponse:
+    lines = _csv_batches(db, principal.team_id, filters, before)
     first = await anext(lines)  # the first batch's query runs before the 200 is sent: it may still fail
     return StreamingResponse(
         _chain(first, lines),
@@ -96,6 +104,7 @@ async def _csv(
 async def history_page(
     principal: PrincipalDep,
     session: SessionDep,
+    db: DatabaseDep,
     filters: LedgerFilterDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
@@ -105,7 +114,7 @@ async def history_page(
     """Ledger rows matching the filters, newest first, ``limit`` per page (``nextCursor``)."""
     before = _before(cursor)
     if format_ == "csv":
-        return await _csv(session, principal, filters, before)
+        return await _csv(db, principal, filters, before)
     rows = await history.list_transactions(session, principal.team_id, filters, limit=limit + 1, before_id=before)
     page = rows[:limit]
     return TransactionPage(
@@ -128,11 +137,11 @@ async def history_page(
     responses={200: {"content": {"text/csv": {}}, "description": "A header row, then one row per ledger row"}},
 )
 async def history_csv(
-    principal: PrincipalDep, session: SessionDep, filters: LedgerFilterDep, cursor: str | None = None
+    principal: PrincipalDep, db: DatabaseDep, filters: LedgerFilterDep, cursor: str | None = None
 ) -> StreamingResponse:
     """Every ledger row matching the filters (same as ``/history``), newest first, streamed as CSV
     with a header row; amounts as decimals, ``metadata`` as JSON."""
-    return await _csv(session, principal, filters, _before(cursor))
+    return await _csv(db, principal, filters, _before(cursor))
 
 
 apps_router = APIRouter(prefix="/api/v1/credits/apps", tags=["credit API"])
