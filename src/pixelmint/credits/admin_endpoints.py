@@ -9,9 +9,9 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from pixelmint.credits import apps
+from pixelmint.credits.errors import InvalidPricing
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, OperationName, present_grant
-from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.http import AdminDep, SessionDep
 from pixelmint.kit.schemas import NonNegativeCredits, RequestMap
 
@@ -70,5 +70,5 @@ async def put_pricing(
     try:
         pricing = await set_pricing(session, operation, body.root)
     except (ValueError, TypeError, ArithmeticError) as exc:
-        raise InvalidRequest(str(exc), code="invalid_pricing") from None
+        raise InvalidPricing(str(exc)) from None
     return pricing_as_config(pricing)

@@ -29,10 +29,24 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits import service as credits
-from pixelmint.credits.errors import InsufficientCredits
+from pixelmint.credits.errors import (
+    AppExists,
+    AppNotAuthorized,
+    AppNotFound,
+    HoldAlreadySettled,
+    HoldExpired,
+    HoldNotFound,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidCost,
+    InvalidServiceKey,
+    InvalidTtl,
+    TeamNotFound,
+    UnknownOperation,
+)
 from pixelmint.credits.pricing import to_credits
 from pixelmint.credits.tables import App, AppGrant, AppOperation, CreditBalance, CreditReservation
-from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from pixelmint.kit.errors import Conflict
 
 SERVICE_KEY_PREFIX = "pms_"
 
@@ -57,7 +71,7 @@ async def register_app(session: AsyncSession, *, name: str, operations: dict[str
     """Register an app and its operation costs (credits); the service key is returned once.
     Raises ``Conflict`` (app_exists) for a taken name."""
     if await session.scalar(select(App.id).where(App.name == name)) is not None:
-        raise Conflict(f"An app named {name!r} exists.", code="app_exists")
+        raise AppExists(f"An app named {name!r} exists.")
     key = SERVICE_KEY_PREFIX + secrets.token_urlsafe(32)
     app = App(id=uuid.uuid4(), name=name, key_hash=_hash(key), prefix=key[:10])
     session.add(app)
@@ -70,21 +84,20 @@ async def set_operation_costs(session: AsyncSession, app_id: uuid.UUID, operatio
     """Upsert an app's price list: ``{operation: credits}`` (>= 0, two places). Raises
     ``NotFound`` (app_not_found) for an unknown app."""
     if await session.get(App, app_id) is None:
-        raise NotFound(f"No app {app_id}.", code="app_not_found")
+        raise AppNotFound(f"No app {app_id}.")
     for operation, cost in operations.items():
         if cost < 0:
-            raise InvalidRequest(f"The cost of {operation!r} must be >= 0.", code="invalid_cost")
+            raise InvalidCost(f"The cost of {operation!r} must be >= 0.")
         stmt = insert(AppOperation).values(app_id=app_id, operation=operation, cost=to_credits(cost))
         await session.execute(stmt.on_conflict_do_update(index_elements=["app_id", "operation"], set_={"cost": stmt.excluded.cost}))
 
 
 async def authenticate_app(session: AsyncSession, service_key: str | None) -> AppPrincipal:
     if not service_key or not service_key.startswith(SERVICE_KEY_PREFIX):
-        raise Unauthorized("This endpoint takes an app's service key: 'Authorization: Bearer pms_…'.",
-                           code="invalid_service_key")
+        raise InvalidServiceKey("This endpoint takes an app's service key: 'Authorization: Bearer pms_…'.")
     app = await session.scalar(select(App).where(App.key_hash == _hash(service_key), App.revoked_at.is_(None)))
     if app is None:
-        raise Unauthorized("Invalid or revoked service key.", code="invalid_service_key")
+        raise InvalidServiceKey("Invalid or revoked service key.")
     return AppPrincipal(app.id, app.name)
 
 
@@ -102,7 +115,7 @@ async def authorize_app(session: AsyncSession, *, team_id: uuid.UUID, app_id: uu
     Idempotent: an existing grant is kept as it is. Raises ``NotFound`` (app_not_found for an
     unknown or revoked app, team_not_found)."""
     if await session.scalar(select(App.id).where(App.id == app_id, App.revoked_at.is_(None))) is None:
-        raise NotFound(f"No app {app_id}.", code="app_not_found")
+        raise AppNotFound(f"No app {app_id}.")
     await team_balance(session, team_id)
     await session.execute(
         insert(AppGrant).values(team_id=team_id, app_id=app_id, granted_by=granted_by).on_conflict_do_nothing()
@@ -140,8 +153,8 @@ async def require_grant(session: AsyncSession, app: AppPrincipal, team_id: uuid.
         select(AppGrant.app_id).where(AppGrant.team_id == team_id, AppGrant.app_id == app.app_id)
     )
     if granted is None:
-        raise Forbidden(f"App {app.name!r} is not authorized to use team {team_id}'s credits: the team (or an "
-                        "admin) must grant it first.", code="app_not_authorized", teamId=str(team_id))
+        raise AppNotAuthorized(f"App {app.name!r} is not authorized to use team {team_id}'s credits: the team "
+                               "(or an admin) must grant it first.", teamId=str(team_id))
 
 
 async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount: Decimal | None) -> Decimal:
@@ -149,14 +162,15 @@ async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount
     Raises ``NotFound`` (unknown_operation) for an operation without a price."""
     if amount is not None:
         if amount <= 0:
-            raise InvalidRequest("amount must be > 0.", code="invalid_amount", field="amount")
+            raise InvalidAmount("amount must be > 0.", field="amount")
         return to_credits(amount)
     cost = await session.scalar(
         select(AppOperation.cost).where(AppOperation.app_id == app.app_id, AppOperation.operation == operation)
     )
     if cost is None:
-        raise NotFound(f"App {app.name!r} has no price for operation {operation!r}; give an amount or configure it.",
-                       code="unknown_operation")
+        raise UnknownOperation(
+            f"App {app.name!r} has no price for operation {operation!r}; give an amount or configure it."
+        )
     return cost
 
 
@@ -164,7 +178,7 @@ async def team_balance(session: AsyncSession, team_id: uuid.UUID) -> CreditBalan
     """A team's balance row. Raises ``NotFound`` (team_not_found)."""
     balance = await session.get(CreditBalance, team_id, populate_existing=True)
     if balance is None:
-        raise NotFound(f"No team {team_id}.", code="team_not_found")
+        raise TeamNotFound(f"No team {team_id}.")
     return balance
 
 
@@ -206,7 +220,7 @@ async def hold(
     """Reserve credits for a long operation; settle with ``capture`` or ``release`` within
     ``ttl_seconds`` (1..max) or the sweeper releases the hold."""
     if not 1 <= ttl_seconds <= max_ttl_seconds:
-        raise InvalidRequest(f"ttlSeconds must be 1..{max_ttl_seconds}.", code="invalid_ttl", field="ttlSeconds")
+        raise InvalidTtl(f"ttlSeconds must be 1..{max_ttl_seconds}.", field="ttlSeconds")
     await require_grant(session, app, team_id)
     cost = await price(session, app, operation, amount)
     reservation = await credits.reserve(
@@ -227,13 +241,13 @@ async def _app_hold(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID
         .execution_options(populate_existing=True)
     )
     if held is None:
-        raise NotFound(f"No hold {hold_id}.", code="hold_not_found")
+        raise HoldNotFound(f"No hold {hold_id}.")
     await require_grant(session, app, held.team_id)
     return held
 
 
 def _already_settled(held: CreditReservation) -> Conflict:
-    return Conflict(f"Hold {held.id} is already {held.status}.", code="hold_already_settled", status=held.status)
+    return HoldAlreadySettled(f"Hold {held.id} is already {held.status}.", status=held.status)
 
 
 async def capture(
@@ -247,10 +261,9 @@ async def capture(
     if held.status != "held":
         raise _already_settled(held)
     if held.expires_at is not None and held.expires_at <= dt.datetime.now(dt.UTC):
-        raise Conflict(f"Hold {hold_id} expired at {held.expires_at.isoformat()}; the sweeper releases it.",
-                       code="hold_expired")
+        raise HoldExpired(f"Hold {hold_id} expired at {held.expires_at.isoformat()}; the sweeper releases it.")
     if amount is not None and not Decimal("0") <= amount <= held.amount:
-        raise InvalidRequest(f"amount must be 0..{held.amount} (the held amount).", code="invalid_amount")
+        raise InvalidAmount(f"amount must be 0..{held.amount} (the held amount).")
     settled = await credits.capture(session, held.id, amount=to_credits(amount) if amount is not None else None)
     await session.refresh(held)
     if settled is None:  # settled by a concurrent release (or the sweeper) after we read it

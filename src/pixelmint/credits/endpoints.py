@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.accounts.service import Principal, get_user
 from pixelmint.credits import apps, history, service
+from pixelmint.credits.errors import InvalidDateRange
 from pixelmint.credits.schemas import (
     AppGrantOut,
     AppGrantPage,
@@ -22,7 +23,6 @@ from pixelmint.credits.schemas import (
     present_grant,
 )
 from pixelmint.kit.db import Database
-from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
 from pixelmint.kit.schemas import UtcDatetime
@@ -59,7 +59,7 @@ def ledger_filter(
 ) -> history.LedgerFilter:
     """The history filters of the query string (shared by the JSON and the CSV answers)."""
     if since is not None and until is not None and since >= until:
-        raise InvalidRequest("'from' must be before 'to'.", code="invalid_date_range", field="from")
+        raise InvalidDateRange("'from' must be before 'to'.", field="from")
     types = tuple(t.strip() for t in type_.split(",") if t.strip()) if type_ else ()
     return history.LedgerFilter(types=types, operation=operation, job_id=job_id, app_id=app_id, since=since, until=until)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from pixelmint.kit.errors import InvalidRequest
+from pixelmint.credits.errors import ResolutionNotPriced
 
 CENT = Decimal("0.01")
 
@@ -53,9 +53,8 @@ class Pricing:
         for max_pixels, multiplier in self.resolution_tiers:
             if pixels <= max_pixels:
                 return multiplier
-        raise InvalidRequest(
-            f"{width}x{height} is above the largest resolution the pricing table prices.",
-            code="resolution_not_priced", field="resolution",
+        raise ResolutionNotPriced(
+            f"{width}x{height} is above the largest resolution the pricing table prices.", field="resolution",
         )
 
     def image_generation(

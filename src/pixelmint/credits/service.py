@@ -26,9 +26,20 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits import ledger
-from pixelmint.credits.errors import InsufficientCredits
+from pixelmint.credits.errors import (
+    AlreadyVoided,
+    BucketWouldGoNegative,
+    GrantExpired,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidBucket,
+    NotVoidable,
+    ReasonRequired,
+    TeamNotFound,
+    TransactionNotFound,
+)
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
-from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound
+from pixelmint.kit.errors import Conflict, NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +47,7 @@ ZERO = Decimal("0.00")
 
 
 def _no_balance() -> NotFound:
-    return NotFound("The team has no credit balance.", code="team_not_found")
+    return TeamNotFound("The team has no credit balance.")
 
 
 @dataclass(frozen=True)
@@ -207,13 +218,13 @@ BUCKETS = ("allocation", "bonus")
 def require_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidRequest("A reason is required; it is stored in the ledger row.", code="reason_required")
+        raise ReasonRequired("A reason is required; it is stored in the ledger row.")
     return reason
 
 
 def require_bucket(bucket: str) -> str:
     if bucket not in BUCKETS:
-        raise InvalidRequest(f"bucket must be one of {', '.join(BUCKETS)}, got {bucket!r}.", code="invalid_bucket")
+        raise InvalidBucket(f"bucket must be one of {', '.join(BUCKETS)}, got {bucket!r}.")
     return bucket
 
 
@@ -279,8 +290,7 @@ async def set_next_replenishment(session: AsyncSession, *, team_id: uuid.UUID, a
 
 
 def _would_go_negative(bucket: str, current: Decimal, amount: Decimal, message: str) -> Conflict:
-    return Conflict(message, code="bucket_would_go_negative", bucket=bucket, bucketCredits=float(current),
-                    amount=float(amount))
+    return BucketWouldGoNegative(message, bucket=bucket, bucketCredits=float(current), amount=float(amount))
 
 
 async def adjust(
@@ -303,7 +313,7 @@ async def adjust(
     require_bucket(bucket)
     reason = require_reason(reason)
     if amount == 0:
-        raise InvalidRequest("amount must not be 0.", code="invalid_amount")
+        raise InvalidAmount("amount must not be 0.")
     allocation = amount if bucket == "allocation" else ZERO
     entry = await ledger.move(
         session, team_id=team_id, type="adjust", amount=abs(amount), allocation_delta=allocation,
@@ -345,18 +355,18 @@ async def void_grant(
         select(CreditTransaction).where(CreditTransaction.id == transaction_id, CreditTransaction.team_id == team_id)
     )
     if granted is None:
-        raise NotFound(f"The team has no ledger entry {transaction_id}.", code="transaction_not_found")
+        raise TransactionNotFound(f"The team has no ledger entry {transaction_id}.")
     if granted.type != "grant":
-        raise Conflict(f"Ledger entry {transaction_id} is a {granted.type}, not a grant; only grants can be voided.",
-                       code="not_voidable", transactionId=transaction_id)
+        raise NotVoidable(f"Ledger entry {transaction_id} is a {granted.type}, not a grant; only grants can be voided.",
+                          transactionId=transaction_id)
     voided_by = await session.scalar(
         select(CreditTransaction.id).where(
             CreditTransaction.type == "void", CreditTransaction.metadata_["voids"].astext == str(transaction_id)
         )
     )
     if voided_by is not None:
-        raise Conflict(f"Grant {transaction_id} was already voided by ledger entry {voided_by}.",
-                       code="already_voided", transactionId=transaction_id, voidTransactionId=voided_by)
+        raise AlreadyVoided(f"Grant {transaction_id} was already voided by ledger entry {voided_by}.",
+                            transactionId=transaction_id, voidTransactionId=voided_by)
     bucket = "allocation" if granted.allocation_delta > 0 else "bonus"
     amount = granted.amount
     if bucket == "allocation" and await session.scalar(
@@ -364,8 +374,8 @@ async def void_grant(
                                 WHERE team_id = :t AND type = 'replenish' AND id > :id)"""),
         {"t": team_id, "id": transaction_id},
     ):
-        raise Conflict(f"Grant {transaction_id} went into an allocation period that has ended; its credits "
-                       "already expired.", code="grant_expired", transactionId=transaction_id)
+        raise GrantExpired(f"Grant {transaction_id} went into an allocation period that has ended; its credits "
+                           "already expired.", transactionId=transaction_id)
     allocation = -amount if bucket == "allocation" else ZERO
     entry = await ledger.move(
         session, team_id=team_id, type="void", amount=amount, allocation_delta=allocation,
