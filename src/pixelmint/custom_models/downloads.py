@@ -14,8 +14,8 @@ import tempfile
 
 import httpx
 
+from pixelmint.custom_models.errors import InvalidTrainingImages, TrainingImageUnreachable, TrainingImageUrlNotAllowed
 from pixelmint.custom_models.service import MAX_TRAINING_IMAGE_BYTES, MAX_TRAINING_IMAGES, TrainingImage
-from pixelmint.kit.errors import InvalidRequest
 
 FIELD = "trainingImageUrls"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -62,9 +62,9 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
             raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
         refused = [a for a in addresses if not is_global(a)]
         if refused and not self.allow_private:
-            raise InvalidRequest(
+            raise TrainingImageUrlNotAllowed(
                 f"{request.url} points into a private network ({refused[0]}); use a public URL or upload the file.",
-                code="training_image_url_not_allowed", field=FIELD,
+                field=FIELD,
             )
         pinned = httpx.Request(
             request.method, request.url.copy_with(host=str(addresses[0])), headers=request.headers,
@@ -79,15 +79,14 @@ async def download(urls: list[str], into: list[TrainingImage], *, allow_private:
     ``invalid_training_images``, ``training_image_unreachable``, ``training_image_url_not_allowed``.
     """
     if len(urls) > MAX_TRAINING_IMAGES:
-        raise InvalidRequest(f"At most {MAX_TRAINING_IMAGES} training images.", code="invalid_training_images",
-                             field=FIELD)
+        raise InvalidTrainingImages(f"At most {MAX_TRAINING_IMAGES} training images.", field=FIELD)
     transport = PinnedTransport(allow_private=allow_private)
     # trust_env=False: a proxy from the environment would connect in our place, unchecked.
     async with httpx.AsyncClient(transport=transport, timeout=20, follow_redirects=True, max_redirects=3,
                                  trust_env=False) as client:
         for url in urls:
             if not url.startswith(("http://", "https://")):
-                raise InvalidRequest(f"{url!r} is not an http(s) URL.", code="invalid_training_images", field=FIELD)
+                raise InvalidTrainingImages(f"{url!r} is not an http(s) URL.", field=FIELD)
             file = tempfile.SpooledTemporaryFile(max_size=2**20)
             into.append(TrainingImage(url.rsplit("/", 1)[-1].split("?")[0] or "image", file))
             try:
@@ -96,8 +95,8 @@ async def download(urls: list[str], into: list[TrainingImage], *, allow_private:
                     async for chunk in response.aiter_bytes():
                         file.write(chunk)
                         if file.tell() > MAX_TRAINING_IMAGE_BYTES:
-                            raise InvalidRequest(f"{url} is larger than {MAX_TRAINING_IMAGE_BYTES // 2**20} MiB.",
-                                                 code="invalid_training_images", field=FIELD)
+                            raise InvalidTrainingImages(
+                                f"{url} is larger than {MAX_TRAINING_IMAGE_BYTES // 2**20} MiB.", field=FIELD
+                            )
             except httpx.HTTPError as exc:
-                raise InvalidRequest(f"Could not download {url}: {exc}", code="training_image_unreachable",
-                                     field=FIELD) from None
+                raise TrainingImageUnreachable(f"Could not download {url}: {exc}", field=FIELD) from None

@@ -22,11 +22,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.accounts.service import Principal
 from pixelmint.catalog import service as catalog
 from pixelmint.credits.pricing import Pricing
+from pixelmint.custom_models.errors import (
+    ImageTooLarge,
+    InvalidPrompt,
+    InvalidTrainingImages,
+    InvalidTrainingSteps,
+    ModelDeleted,
+    ModelNotFound,
+    ModelNotReady,
+    ModelVersionNotFound,
+    PlanUpgradeRequired,
+)
 from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
 from pixelmint.jobs import queue
 from pixelmint.jobs.service import queue_job
 from pixelmint.jobs.tables import Job
-from pixelmint.kit.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from pixelmint.kit.errors import InvalidRequest
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 
@@ -62,16 +73,16 @@ def _check_training_images(images: list[TrainingImage], *, max_pixels: int) -> l
     header, ``verify`` reads the chunks). Raises ``InvalidRequest``: ``invalid_training_images``,
     ``image_too_large`` (more than ``max_pixels`` pixels)."""
     if not 1 <= len(images) <= MAX_TRAINING_IMAGES:
-        raise InvalidRequest(
+        raise InvalidTrainingImages(
             f"Give 1 to {MAX_TRAINING_IMAGES} training images, got {len(images)}.",
-            code="invalid_training_images", field="trainingImages",
+            field="trainingImages",
         )
     types = []
     for image in images:
         if image.size > MAX_TRAINING_IMAGE_BYTES:
-            raise InvalidRequest(
+            raise InvalidTrainingImages(
                 f"{image.filename} is larger than {MAX_TRAINING_IMAGE_BYTES // 2**20} MiB.",
-                code="invalid_training_images", field="trainingImages",
+                field="trainingImages",
             )
         image.file.seek(0)
         try:
@@ -84,24 +95,23 @@ def _check_training_images(images: list[TrainingImage], *, max_pixels: int) -> l
         except Image.DecompressionBombError:  # Pillow's own limit, beyond 2 × Image.MAX_IMAGE_PIXELS
             raise _too_large(image, "too large for Pillow to open", max_pixels) from None
         except (UnidentifiedImageError, OSError, SyntaxError):
-            raise InvalidRequest(
+            raise InvalidTrainingImages(
                 f"{image.filename} is not an image Pillow can read (PNG, JPEG, WebP…).",
-                code="invalid_training_images", field="trainingImages",
+                field="trainingImages",
             ) from None
     return types
 
 
 def _too_large(image: TrainingImage, what: str, max_pixels: int) -> InvalidRequest:
-    return InvalidRequest(
+    return ImageTooLarge(
         f"{image.filename} is {what}; training images may have at most {max_pixels:,} pixels.",
-        code="image_too_large", field="trainingImages",
+        field="trainingImages",
     )
 
 
 def _require_paid_plan(principal: Principal) -> None:
     if principal.plan_max_concurrent_jobs == 0:
-        raise Forbidden("The free plan runs only free image generations; upgrade to train models.",
-                        code="plan_upgrade_required")
+        raise PlanUpgradeRequired("The free plan runs only free image generations; upgrade to train models.")
 
 
 async def create_model(
@@ -126,8 +136,7 @@ async def create_model(
     """
     _require_paid_plan(principal)
     if not STEPS_RANGE[0] <= training_steps <= STEPS_RANGE[1]:
-        raise InvalidRequest(f"trainingSteps must be {STEPS_RANGE[0]}..{STEPS_RANGE[1]}.",
-                             code="invalid_training_steps", field="trainingSteps")
+        raise InvalidTrainingSteps(f"trainingSteps must be {STEPS_RANGE[0]}..{STEPS_RANGE[1]}.", field="trainingSteps")
     content_types = _check_training_images(images, max_pixels=settings.max_image_pixels)
     reference = await catalog.get_pricing_info(session, reference_model_id)
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
@@ -170,7 +179,7 @@ def readable(principal: Principal):
 async def get_model(session: AsyncSession, principal: Principal, model_id: uuid.UUID) -> CustomModel:
     model = await session.scalar(readable(principal).where(CustomModel.id == model_id))
     if model is None:
-        raise NotFound(f"No custom model {model_id}.", code="model_not_found")
+        raise ModelNotFound(f"No custom model {model_id}.")
     return model
 
 
@@ -231,11 +240,10 @@ async def refine_model(
     version. Raises ``Conflict`` (model_not_ready) unless the model is ready."""
     _require_paid_plan(principal)
     if not prompt.strip() or len(prompt) > settings.max_prompt_length:
-        raise InvalidRequest(f"prompt must be 1..{settings.max_prompt_length} characters.",
-                             code="invalid_prompt", field="prompt")
+        raise InvalidPrompt(f"prompt must be 1..{settings.max_prompt_length} characters.", field="prompt")
     model = await get_model(session, principal, model_id)
     if model.status != "ready":
-        raise Conflict(f"This custom model is {model.status}, not ready.", code="model_not_ready")
+        raise ModelNotReady(f"This custom model is {model.status}, not ready.")
     reference = await catalog.get_pricing_info(session, model.reference_model_id, require_active=False)
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
     iteration = model.version
@@ -259,15 +267,15 @@ async def ready_version(
         select(CustomModel).where(CustomModel.id == model_id, CustomModel.team_id == principal.team_id)
     )
     if custom is None:
-        raise NotFound(f"No custom model {model_id}.", code="model_not_found")
+        raise ModelNotFound(f"No custom model {model_id}.")
     if custom.deleted_at is not None:
-        raise Conflict("This custom model was deleted.", code="model_deleted")
+        raise ModelDeleted("This custom model was deleted.")
     if custom.status != "ready":
-        raise Conflict(f"This custom model is {custom.status}, not ready.", code="model_not_ready")
+        raise ModelNotReady(f"This custom model is {custom.status}, not ready.")
     version = version or custom.version
     if not 1 <= version <= custom.version:
-        raise NotFound(
-            f"Custom model {custom.id} has versions 1..{custom.version}, not {version}.", code="model_version_not_found"
+        raise ModelVersionNotFound(
+            f"Custom model {custom.id} has versions 1..{custom.version}, not {version}."
         )
     return custom, version
 
@@ -291,7 +299,7 @@ async def version_artifact(session: AsyncSession, model_id: uuid.UUID, version: 
         )
     )
     if artifact is None:
-        raise NotFound(f"Custom model {model_id} has no version {version}.", code="model_version_not_found")
+        raise ModelVersionNotFound(f"Custom model {model_id} has no version {version}.")
     return artifact
 
 

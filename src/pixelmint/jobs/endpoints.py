@@ -17,6 +17,7 @@ from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.accounts.service import Principal
 from pixelmint.jobs import callbacks, service
 from pixelmint.jobs.deps import JobEventsDep, ProvidersDep
+from pixelmint.jobs.errors import ProviderNotConfigured
 from pixelmint.jobs.events import watch_job
 from pixelmint.jobs.presenters import present_job, present_jobs
 from pixelmint.jobs.queue import FINISHED_STATES
@@ -28,7 +29,7 @@ from pixelmint.jobs.schemas import (
     JobPage,
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
-from pixelmint.kit.errors import NotFound, PixelmintError, Responses
+from pixelmint.kit.errors import PixelmintError, Responses
 from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.kit.schemas import UtcDatetime
@@ -200,7 +201,7 @@ async def provider_webhook(
     except PixelmintError:
         remote = None
     if remote is None or not remote.supports_webhooks:
-        raise NotFound(f"No webhook provider {provider!r} is configured.", code="provider_not_configured")
+        raise ProviderNotConfigured(f"No webhook provider {provider!r} is configured.")
     try:
         event = await remote.verify_webhook(request.headers, await request.body())
     except WebhookVerificationError as exc:

@@ -18,9 +18,18 @@ from pixelmint.accounts.service import Principal
 from pixelmint.credits import service as credits
 from pixelmint.credits.tables import CreditTransaction
 from pixelmint.jobs import queue
+from pixelmint.jobs.errors import (
+    InvalidNumImages,
+    InvalidPrompt,
+    InvalidResolution,
+    InvalidSeed,
+    JobFinished,
+    JobNotFound,
+    ModelRequired,
+    PromptTooLong,
+)
 from pixelmint.jobs.schemas import GenerateRequest
 from pixelmint.jobs.tables import Job, JobLog
-from pixelmint.kit.errors import Conflict, InvalidRequest, NotFound
 from pixelmint.settings import Settings
 
 # ASCII digits without leading zeros, as the schema's pattern (jobs/schemas.RESOLUTION_PATTERN).
@@ -33,14 +42,13 @@ def parse_resolution(value: str, settings: Settings) -> tuple[int, int]:
     match = RESOLUTION.match(value or "")
     lo, hi = settings.min_image_side, settings.max_image_side
     if not match:
-        raise InvalidRequest(
-            f"resolution must look like '1024x768', got {value!r}.", code="invalid_resolution", field="resolution"
+        raise InvalidResolution(
+            f"resolution must look like '1024x768', got {value!r}.", field="resolution"
         )
     width, height = int(match[1]), int(match[2])
     if not (lo <= width <= hi and lo <= height <= hi) or width % 8 or height % 8:
-        raise InvalidRequest(
+        raise InvalidResolution(
             f"resolution {width}x{height} is out of range: each side must be {lo}..{hi} pixels and a multiple of 8.",
-            code="invalid_resolution",
             field="resolution",
         )
     return width, height
@@ -49,27 +57,27 @@ def parse_resolution(value: str, settings: Settings) -> tuple[int, int]:
 def validate_generation(request: GenerateRequest, settings: Settings) -> tuple[int, int]:
     """Checks beyond types. Returns (width, height). Raises ``InvalidRequest`` with a stable code."""
     if not request.prompt.strip():
-        raise InvalidRequest("prompt must not be empty.", code="invalid_prompt", field="prompt")
+        raise InvalidPrompt("prompt must not be empty.", field="prompt")
     if len(request.prompt) > settings.max_prompt_length:
-        raise InvalidRequest(
+        raise PromptTooLong(
             f"prompt is {len(request.prompt)} characters; the limit is {settings.max_prompt_length}.",
-            code="prompt_too_long", field="prompt",
+            field="prompt",
         )
     if request.negative_prompt and len(request.negative_prompt) > settings.max_prompt_length:
-        raise InvalidRequest(
+        raise PromptTooLong(
             f"negativePrompt is longer than {settings.max_prompt_length} characters.",
-            code="prompt_too_long", field="negativePrompt",
+            field="negativePrompt",
         )
     if not 1 <= request.num_images <= settings.max_images_per_request:
-        raise InvalidRequest(
+        raise InvalidNumImages(
             f"numImages must be 1..{settings.max_images_per_request}, got {request.num_images}.",
-            code="invalid_num_images", field="numImages",
+            field="numImages",
         )
     if request.seed is not None and not 0 <= request.seed < SEED_LIMIT:
-        raise InvalidRequest(f"seed must be 0..{SEED_LIMIT - 1}.", code="invalid_seed", field="seed")
+        raise InvalidSeed(f"seed must be 0..{SEED_LIMIT - 1}.", field="seed")
     if (request.reference_model_id is None) == (request.custom_model_id is None):
-        raise InvalidRequest(
-            "Give exactly one of referenceModelId or customModelId.", code="model_required", field="referenceModelId"
+        raise ModelRequired(
+            "Give exactly one of referenceModelId or customModelId.", field="referenceModelId"
         )
     return parse_resolution(request.resolution, settings)
 
@@ -113,7 +121,7 @@ async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID
         select(Job).where(Job.id == job_id, Job.team_id == principal.team_id).execution_options(populate_existing=True)
     )
     if job is None:
-        raise NotFound(f"No job {job_id}.", code="job_not_found")
+        raise JobNotFound(f"No job {job_id}.")
     return job
 
 
@@ -122,9 +130,9 @@ async def cancel_job(session: AsyncSession, principal: Principal, job_id: uuid.U
     Raises ``NotFound`` for an unknown job and ``Conflict`` (job_finished) for a finished one."""
     job = await queue.cancel(session, job_id=job_id, team_id=principal.team_id)
     if job is None or job.team_id != principal.team_id:
-        raise NotFound(f"No job {job_id}.", code="job_not_found")
+        raise JobNotFound(f"No job {job_id}.")
     if job.state in queue.FINISHED_STATES and job.error_code != "canceled":
-        raise Conflict(f"Job {job_id} already finished ({job.state}).", code="job_finished")
+        raise JobFinished(f"Job {job_id} already finished ({job.state}).")
     return job
 
 
