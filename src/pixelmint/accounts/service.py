@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts.errors import InvalidApiKey, MissingApiKey, TeamNotFound, UnknownPlan
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
-from pixelmint.kit.errors import InvalidRequest, NotFound, Unauthorized
 
 API_KEY_PREFIX = "pm_"
 REPLENISHMENT_PERIOD = dt.timedelta(days=30)
@@ -53,7 +53,7 @@ class CreatedTeam:
 async def get_plan(session: AsyncSession, code: str) -> Plan:
     plan = await session.get(Plan, code)
     if plan is None:
-        raise InvalidRequest(f"Unknown plan {code!r}.", code="unknown_plan")
+        raise UnknownPlan(f"Unknown plan {code!r}.")
     return plan
 
 
@@ -114,10 +114,10 @@ SELECT k.id AS api_key_id, k.team_id, k.user_id, t.plan_code, p.max_concurrent_j
 async def authenticate(session: AsyncSession, api_key: str | None) -> Principal:
     """Resolve a bearer key to its principal. Raises ``Unauthorized`` for a missing or bad key."""
     if not api_key:
-        raise Unauthorized("Missing API key: send 'Authorization: Bearer <apiKey>'.", code="missing_api_key")
+        raise MissingApiKey("Missing API key: send 'Authorization: Bearer <apiKey>'.")
     row = (await session.execute(_AUTHENTICATE, {"key_hash": hash_api_key(api_key)})).one_or_none()
     if row is None:
-        raise Unauthorized("Invalid or revoked API key.", code="invalid_api_key")
+        raise InvalidApiKey("Invalid or revoked API key.")
     return Principal(
         team_id=row.team_id, user_id=row.user_id, api_key_id=row.api_key_id, plan_code=row.plan_code,
         plan_max_concurrent_jobs=row.max_concurrent_jobs,
@@ -135,7 +135,7 @@ async def get_team(session: AsyncSession, team_id: uuid.UUID, *, for_update: boo
     query = select(Team).where(Team.id == team_id).execution_options(populate_existing=True)
     team = await session.scalar(query.with_for_update() if for_update else query)
     if team is None:
-        raise NotFound(f"No team {team_id}.", code="team_not_found")
+        raise TeamNotFound(f"No team {team_id}.")
     return team
 
 

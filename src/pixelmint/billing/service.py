@@ -18,15 +18,15 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts import service as accounts
+from pixelmint.billing.errors import InvalidAmount
 from pixelmint.credits import service as credits
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
 from pixelmint.jobs import queue
-from pixelmint.kit.errors import InvalidRequest
 
 
 def _positive(amount: Decimal) -> Decimal:
     if amount <= 0:
-        raise InvalidRequest("amount must be > 0.", code="invalid_amount")
+        raise InvalidAmount("amount must be > 0.")
     return amount
 
 

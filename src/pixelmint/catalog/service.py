@@ -18,8 +18,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.catalog.errors import ModelExists, ModelNotFound
 from pixelmint.catalog.tables import ReferenceModel
-from pixelmint.kit.errors import Conflict, NotFound
 from pixelmint.providers.base import GenerationRequest
 from pixelmint.providers.procedural import render
 from pixelmint.settings import Settings
@@ -140,7 +140,7 @@ async def get_model(session: AsyncSession, model_id: str, *, include_inactive: b
     """A reference model (active only, unless asked). Raises ``NotFound`` (model_not_found)."""
     model = await session.get(ReferenceModel, model_id)
     if model is None or not (model.is_active or include_inactive):
-        raise NotFound(f"No reference model {model_id!r}.", code="model_not_found")
+        raise ModelNotFound(f"No reference model {model_id!r}.")
     return model
 
 
@@ -184,7 +184,7 @@ async def get_pricing_info(session: AsyncSession, model_id: str, *, require_acti
         hit = (now + _CACHE_SECONDS, info)
         _pricing_cache[key] = hit
     if hit[1] is None or (require_active and not hit[1].is_active):
-        raise NotFound(f"No reference model {model_id!r}.", code="model_not_found")
+        raise ModelNotFound(f"No reference model {model_id!r}.")
     return hit[1]
 
 
@@ -197,7 +197,7 @@ EDITABLE = (
 async def create_model(session: AsyncSession, values: dict[str, Any]) -> ReferenceModel:
     """Admin: add a model. Raises ``Conflict`` (model_exists) for a taken id."""
     if await session.get(ReferenceModel, values["id"]) is not None:
-        raise Conflict(f"Reference model {values['id']!r} already exists.", code="model_exists")
+        raise ModelExists(f"Reference model {values['id']!r} already exists.")
     model = ReferenceModel(id=values["id"], **{k: v for k, v in values.items() if k in EDITABLE})
     session.add(model)
     await session.flush()

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from pixelmint.kit.errors import NotFound, PixelmintError
 from pixelmint.settings import Settings
+from pixelmint.storage.errors import FileNotFound
 
 
 class StorageError(Exception):
@@ -58,7 +59,7 @@ class LocalStorage:
         of keys stays cheap): a relative path without empty, ``.`` or ``..`` parts. Raises
         ``NotFound`` otherwise. ``verified_path`` also resolves symlinks."""
         if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in key.split("/")):
-            raise NotFound("No such file.", code="file_not_found")
+            raise FileNotFound("No such file.")
         return self._resolved_root / key
 
     async def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
@@ -135,7 +136,7 @@ class LocalStorage:
             raise InvalidSignature("The link's signature does not match.")
         path = self._path(key)
         if not path.resolve().is_relative_to(self._resolved_root) or not path.is_file():
-            raise NotFound("No such file.", code="file_not_found")
+            raise FileNotFound("No such file.")
         return path
 
 

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 
 from pixelmint.accounts.auth import PrincipalDep
-from pixelmint.kit.errors import NotFound
 from pixelmint.kit.http import SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.storage import service
 from pixelmint.storage.backend import LocalStorage
 from pixelmint.storage.deps import StorageDep, UrlSignerDep
+from pixelmint.storage.errors import FileNotFound
 from pixelmint.storage.schemas import ImageOut, ImagePage, present_image
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
@@ -58,7 +58,7 @@ async def delete_image(image_id: uuid.UUID, principal: PrincipalDep, session: Se
 @files_router.get("/files/{key:path}", include_in_schema=False)
 async def serve_file(key: str, expires: int, signature: str, storage: StorageDep) -> FileResponse:
     if not isinstance(storage, LocalStorage):  # S3 URLs point at the bucket or the CDN
-        raise NotFound("No such file.", code="file_not_found")
+        raise FileNotFound("No such file.")
     path = storage.verified_path(key, expires=expires, signature=signature)
     return FileResponse(path, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelmint.kit.errors import NotFound
+from pixelmint.storage.errors import ImageNotFound
 from pixelmint.storage.tables import Image
 
 # Generated images live under their own top-level prefix, apart from objects that must not
@@ -59,7 +59,7 @@ def readable(team_id: uuid.UUID):
 async def get_image(session: AsyncSession, team_id: uuid.UUID, image_id: uuid.UUID) -> Image:
     image = await session.scalar(readable(team_id).where(Image.id == image_id))
     if image is None:
-        raise NotFound("No such image.", code="image_not_found")
+        raise ImageNotFound("No such image.")
     return image
 
 
