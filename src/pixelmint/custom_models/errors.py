@@ -54,7 +54,7 @@ class ModelVersionNotFound(NotFound):
 
 
 class PlanUpgradeRequired(Forbidden):
-    """403: the team's plan (free) does not allow training models."""
+    """403: the team's plan (free) does not allow training models, nor paid (non-free) generations."""
 
     code = "plan_upgrade_required"
 

@@ -25,6 +25,7 @@ from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.pricing import Pricing
 from pixelmint.custom_models import service as custom_models
+from pixelmint.custom_models.errors import PlanUpgradeRequired
 from pixelmint.jobs import queue
 from pixelmint.jobs import service as jobs
 from pixelmint.jobs.registry import Registry
@@ -39,7 +40,6 @@ from pixelmint.jobs.tasks import (
     store_generated,
     webhook_url,
 )
-from pixelmint.kit.errors import Forbidden
 from pixelmint.providers.base import GenerationRequest, LoraWeight
 from pixelmint.settings import Settings
 
@@ -118,10 +118,7 @@ async def submit_generation(
             available = balance.allocation_credits + balance.bonus_credits
             if available < cost:
                 raise InsufficientCredits(required=cost, available=available, operation="image_generation")
-            raise Forbidden(
-                "The free plan runs only its free generations; upgrade the plan for paid jobs.",
-                code="plan_upgrade_required",
-            )
+            raise PlanUpgradeRequired("The free plan runs only its free generations; upgrade the plan for paid jobs.")
     job = await jobs.queue_job(
         session, principal, job_type="image_generation", cost=None if is_free else cost, params=params,
         reference_model_id=model.reference_model_id, custom_model_id=model.custom_model_id,

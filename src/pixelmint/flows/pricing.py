@@ -13,8 +13,8 @@ from pixelmint.accounts.service import Principal
 from pixelmint.catalog import service as catalog
 from pixelmint.credits.pricing import current_pricing
 from pixelmint.custom_models import service as custom_models
+from pixelmint.jobs.errors import InvalidNumImages, ModelRequired
 from pixelmint.jobs.service import parse_resolution
-from pixelmint.kit.errors import InvalidRequest
 from pixelmint.settings import Settings
 
 
@@ -45,10 +45,10 @@ async def estimate(
     elif reference_model_id is not None:
         complexity = (await catalog.get_pricing_info(session, reference_model_id)).complexity_factor
     else:
-        raise InvalidRequest("Give referenceModelId or customModelId.", code="model_required")
+        raise ModelRequired("Give referenceModelId or customModelId.")
     if operation == "image_generation":
         if not 1 <= num_images <= settings.max_images_per_request:
-            raise InvalidRequest("numImages is out of range.", code="invalid_num_images", field="numImages")
+            raise InvalidNumImages("numImages is out of range.", field="numImages")
         width, height = parse_resolution(resolution, settings)
         return pricing.image_generation(width=width, height=height, quality=quality, complexity=complexity,
                                         num_images=num_images)
