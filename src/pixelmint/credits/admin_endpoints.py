@@ -9,9 +9,10 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from pixelmint.credits import apps
-from pixelmint.credits.errors import InvalidPricing
+from pixelmint.credits.errors import AppExists, AppNotFound, InvalidPricing, TeamNotFound
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, OperationName, present_grant
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import AdminDep, SessionDep
 from pixelmint.kit.schemas import NonNegativeCredits, RequestMap
 
@@ -19,7 +20,7 @@ admin_router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin"])
 
 
 @admin_router.post("", response_model=AppCreated, status_code=201, summary="Register an app (service key shown once)",
-                   responses={409: {"description": "app_exists"}})
+                   responses=responses(AppExists))
 async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCreated:
     created = await apps.register_app(session, name=body.name, operations=body.operations)
     for team_id in body.team_ids:
@@ -28,7 +29,7 @@ async def create_app(body: AppIn, admin: AdminDep, session: SessionDep) -> AppCr
 
 
 @admin_router.put("/{app_id}/operations", status_code=204, summary="Set an app's operation costs",
-                  responses={404: {"description": "app_not_found"}})
+                  responses=responses(AppNotFound))
 async def set_operations(app_id: uuid.UUID, body: RequestMap[OperationName, NonNegativeCredits], admin: AdminDep,
                          session: SessionDep) -> None:
     await apps.set_operation_costs(session, app_id, body.root)
@@ -40,7 +41,7 @@ async def list_app_grants(app_id: uuid.UUID, admin: AdminDep, session: SessionDe
 
 
 @admin_router.put("/{app_id}/teams/{team_id}", response_model=AppGrantOut, summary="Let an app use a team's credits",
-                  responses={404: {"description": "app_not_found, team_not_found"}})
+                  responses=responses(AppNotFound, TeamNotFound))
 async def admin_grant_app(app_id: uuid.UUID, team_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> AppGrantOut:
     return present_grant(await apps.authorize_app(session, team_id=team_id, app_id=app_id, granted_by="admin"))
 

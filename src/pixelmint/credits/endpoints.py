@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.accounts.service import Principal, get_user
 from pixelmint.credits import apps, history, service
-from pixelmint.credits.errors import InvalidDateRange
+from pixelmint.credits.errors import AppNotFound, InvalidDateRange
 from pixelmint.credits.schemas import (
     AppGrantOut,
     AppGrantPage,
@@ -23,6 +23,7 @@ from pixelmint.credits.schemas import (
     present_grant,
 )
 from pixelmint.kit.db import Database
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
 from pixelmint.kit.schemas import UtcDatetime
@@ -153,7 +154,7 @@ async def list_team_grants(principal: PrincipalDep, session: SessionDep) -> AppG
 
 
 @apps_router.put("/{app_id}", response_model=AppGrantOut, summary="Let an app use this team's credits",
-                 responses={404: {"description": "app_not_found"}})
+                 responses=responses(AppNotFound))
 async def grant_app(app_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> AppGrantOut:
     """Idempotent: granting a granted app keeps the grant as it was."""
     return present_grant(await apps.authorize_app(session, team_id=principal.team_id, app_id=app_id, granted_by="team"))

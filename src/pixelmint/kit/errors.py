@@ -27,6 +27,15 @@ def error_responses(responses: dict[int, str]) -> Callable[[F], F]:
     return mark
 
 
+def responses(*errors: type[PixelmintError]) -> Responses:
+    """The ``responses=`` of a route that may raise these errors: each status → its codes, in order
+    (e.g. ``{404: {"description": "app_not_found, team_not_found"}}``)."""
+    codes: dict[int | str, list[str]] = {}
+    for error in errors:
+        codes.setdefault(error.status_code, []).append(error.code)
+    return {status: {"description": ", ".join(names)} for status, names in codes.items()}
+
+
 class PixelmintError(Exception):
     status_code: int = 400
     code: str = "bad_request"
