@@ -1,0 +1,1 @@
+"""Drop-in APIs for existing SDKs: OpenAI Images (`openai_images/`, mounted at /openai/v1) and Replicate predictions (`replicate/`, at /replicate), mapped onto the same flows and services as the native API."""
