@@ -177,3 +177,13 @@ def shared_settings(tmp_path_factory: pytest.TempPathFactory, shared_database_ur
 async def shared_api(shared_settings: Settings, shared_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async for client in _client(shared_settings, shared_database_url, run_worker=False):
         yield client
+
+
+@pytest.fixture
+def live_service(settings: Settings, database_url: str) -> Iterator[str]:
+    """The whole service (API and in-process worker) under uvicorn on 127.0.0.1, in a thread, for
+    clients that need a real socket (the official SDKs, a browser). Yields its base URL."""
+    from tests.providers.localserver import LocalServer
+
+    with LocalServer(create_app(settings, database_url), lifespan="on", start_timeout=30) as server:
+        yield server.url
