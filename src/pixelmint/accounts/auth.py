@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
+from pixelmint.accounts.errors import InvalidApiKey, MissingApiKey
 from pixelmint.accounts.service import Principal, authenticate
 from pixelmint.kit import http
 from pixelmint.kit.errors import error_responses
 from pixelmint.kit.idempotency import Idempotency
 
 
-@error_responses({401: "missing_api_key, invalid_api_key"})
+@error_responses(MissingApiKey, InvalidApiKey)
 async def get_principal(session: http.SessionDep, credentials: http.BearerDep) -> Principal:
     return await authenticate(session, credentials.credentials if credentials else None)
 

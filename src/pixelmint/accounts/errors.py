@@ -18,7 +18,7 @@ class MissingApiKey(Unauthorized):
 
 
 class TeamNotFound(NotFound):
-    """404: no team has that id."""
+    """404: no team has that id (or, for credits, it has no credit balance)."""
 
     code = "team_not_found"
 

@@ -34,7 +34,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixelmint.kit.errors import DatabaseUnavailable, InternalError, InvalidRequest, InvalidText, PixelmintError
+from pixelmint.kit.errors import (
+    DatabaseUnavailable,
+    InternalError,
+    InvalidRequest,
+    InvalidText,
+    PixelmintError,
+    ValueOutOfRange,
+    codes_by_status,
+)
+from pixelmint.kit.limits import PayloadTooLarge
 from pixelmint.kit.schemas import unstorable_text
 
 log = structlog.get_logger(__name__)
@@ -205,9 +214,9 @@ class EdgeMiddleware:
                     raise
                 if any(isinstance(cause, asyncpg.NumericValueOutOfRangeError) for cause in _causes(exc)):
                     log.warning("value_out_of_range", **where, error=str(exc.__cause__ or exc))
-                    error: PixelmintError = InvalidRequest(
+                    error: PixelmintError = ValueOutOfRange(
                         "A number is beyond what the service stores (a balance or amount over 999,999,999,999.99 "
-                        "credits); nothing was changed.", code="value_out_of_range")
+                        "credits); nothing was changed.")
                 elif database_unreachable(exc):
                     log.error("database_unavailable", **where, error=f"{type(exc).__name__}: {exc}")
                     error = DatabaseUnavailable(
@@ -225,12 +234,8 @@ class EdgeMiddleware:
 # Dependencies marked with kit/errors.error_responses add their errors to the operations that
 # use them.
 
-_EVERY_OPERATION = {
-    422: "invalid_request (see details), invalid_text (NUL or lone surrogate), value_out_of_range",
-    500: "internal_error: a bug, logged; quote requestId",
-    503: "database_unavailable: retry after Retry-After seconds",
-}
-_WITH_BODY = {413: "payload_too_large"}
+_EVERY_OPERATION = codes_by_status(InvalidRequest, InvalidText, ValueOutOfRange, InternalError, DatabaseUnavailable)
+_WITH_BODY = codes_by_status(PayloadTooLarge)
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 

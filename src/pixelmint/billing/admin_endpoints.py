@@ -12,21 +12,30 @@ import uuid
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts.errors import TeamNotFound, UnknownPlan
 from pixelmint.billing import service as billing
 from pixelmint.billing.schemas import AdjustIn, AdminCreditsOut, ChangePlanIn, GrantIn, PlanOut, VoidIn
 from pixelmint.credits import service as credits
+from pixelmint.credits.errors import (
+    AlreadyVoided,
+    BucketWouldGoNegative,
+    GrantExpired,
+    InvalidAmount,
+    NotVoidable,
+    ReasonRequired,
+    TransactionNotFound,
+)
 from pixelmint.credits.schemas import present_balance, present_transaction
 from pixelmint.credits.tables import CreditTransaction
-from pixelmint.kit.errors import Responses
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import AdminDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/teams/{team_id}", tags=["admin"])
 
-_ERRORS: Responses = {
-    404: {"description": "team_not_found, transaction_not_found"},
-    409: {"description": "bucket_would_go_negative, already_voided, not_voidable, grant_expired"},
-    422: {"description": "invalid_request, reason_required, invalid_amount, unknown_plan"},
-}
+_ERRORS = responses(
+    TeamNotFound, TransactionNotFound, BucketWouldGoNegative, AlreadyVoided, NotVoidable, GrantExpired,
+    ReasonRequired, InvalidAmount, UnknownPlan,
+)
 
 
 async def _reply(session: AsyncSession, team_id: uuid.UUID, entry: CreditTransaction) -> AdminCreditsOut:

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Header, Request
 from pydantic import SecretStr
 
 from pixelmint.billing import stripe_events
-from pixelmint.billing.errors import StripeWebhooksDisabled
+from pixelmint.billing.errors import InvalidPayload, InvalidSignature, StripeWebhooksDisabled
 from pixelmint.billing.schemas import StripeWebhookOut
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -25,8 +26,7 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 @router.post(
     "/stripe", response_model=StripeWebhookOut, summary="Stripe webhook endpoint",
-    responses={400: {"description": "invalid_signature, invalid_payload"},
-               503: {"description": "stripe_webhooks_disabled"}},
+    responses=responses(InvalidSignature, InvalidPayload, StripeWebhooksDisabled),
 )
 async def stripe_webhook(
     request: Request,

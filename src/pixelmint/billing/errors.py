@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixelmint.kit.errors import InvalidRequest, PixelmintError
+from pixelmint.kit.errors import PixelmintError
 
 
 class StripeWebhooksDisabled(PixelmintError):
@@ -26,8 +26,3 @@ class InvalidPayload(PixelmintError):
     status_code = 400
     code = "invalid_payload"
 
-
-class InvalidAmount(InvalidRequest):
-    """422: a purchase or grant amount is not > 0."""
-
-    code = "invalid_amount"

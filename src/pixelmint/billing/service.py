@@ -18,8 +18,8 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts import service as accounts
-from pixelmint.billing.errors import InvalidAmount
 from pixelmint.credits import service as credits
+from pixelmint.credits.errors import InvalidAmount
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
 from pixelmint.jobs import queue
 

@@ -10,7 +10,9 @@ from pydantic import ConfigDict, Field, StrictBool
 
 from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.catalog import service
+from pixelmint.catalog.errors import ModelExists
 from pixelmint.catalog.tables import ReferenceModel
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import AdminDep, SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, integer, string
 from pixelmint.kit.schemas import CamelModel, Credits, RequestModel, decimal_json_schema
@@ -130,7 +132,7 @@ class ReferenceModelPatch(RequestModel):
 
 
 @admin_router.post("", response_model=ReferenceModelOut, status_code=201, summary="Add a reference model",
-                   responses={409: {"description": "model_exists"}})
+                   responses=responses(ModelExists))
 async def create_reference_model(
     body: ReferenceModelIn, admin: AdminDep, session: SessionDep, storage: StorageDep, urls: UrlSignerDep
 ) -> ReferenceModelOut:

@@ -12,6 +12,7 @@ class ModelExists(Conflict):
 
 
 class ModelNotFound(NotFound):
-    """404: no reference model has that id (or it is inactive where an active one is required)."""
+    """404: no reference model has that id (or it is inactive where an active one is required), or the team
+    cannot read a custom model with that id."""
 
     code = "model_not_found"

@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 
+from pixelmint.accounts.errors import TeamNotFound
 from pixelmint.credits import apps
-from pixelmint.credits.errors import AppExists, AppNotFound, InvalidPricing, TeamNotFound
+from pixelmint.credits.errors import AppExists, AppNotFound, InvalidPricing
 from pixelmint.credits.pricing import current_pricing, pricing_as_config, set_pricing
 from pixelmint.credits.schemas import AppCreated, AppGrantOut, AppGrantPage, AppIn, OperationName, present_grant
 from pixelmint.kit.errors import responses

@@ -10,9 +10,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from pixelmint.accounts.errors import InvalidApiKey, MissingApiKey, TeamNotFound
 from pixelmint.accounts.service import authenticate
 from pixelmint.credits import apps
 from pixelmint.credits.auth import SPENDING, AppDep
+from pixelmint.credits.errors import (
+    AppNotAuthorized,
+    HoldAlreadySettled,
+    HoldExpired,
+    HoldNotFound,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidServiceKey,
+    InvalidTtl,
+    UnknownOperation,
+)
 from pixelmint.credits.schemas import (
     CaptureRequest,
     ConsumeOut,
@@ -28,24 +40,25 @@ from pixelmint.credits.schemas import (
     present_balance,
     present_hold,
 )
-from pixelmint.kit.errors import Responses
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import BearerDep, SessionDep, SettingsDep
 from pixelmint.kit.schemas import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 
-NOT_AUTHORIZED: Responses = {403: {"description": "app_not_authorized: the team has not granted this app"}}
+_TEAM = (AppNotAuthorized, TeamNotFound)
+_OPERATION = (*_TEAM, UnknownOperation, InvalidAmount)
 
 
 @router.post("/validate", response_model=ValidateOut, summary="Would this operation be affordable?",
-             responses=NOT_AUTHORIZED)
+             responses=responses(*_OPERATION))
 async def validate(body: OperationRequest, app: AppDep, session: SessionDep) -> ValidateOut:
     v = await apps.validate(session, app, team_id=body.team_id, operation=body.operation, amount=body.amount)
     return ValidateOut(has_credits=v.has_credits, available_credits=v.available_credits, required_credits=v.required_credits)
 
 
 @router.post("/consume", response_model=ConsumeOut, summary="Charge for an operation that succeeded",
-             responses={402: {"description": "insufficient_credits"}, **NOT_AUTHORIZED}, dependencies=SPENDING)
+             responses=responses(InsufficientCredits, *_OPERATION), dependencies=SPENDING)
 async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, settings: SettingsDep) -> ConsumeOut:
     done = await apps.consume(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
@@ -57,7 +70,7 @@ async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, settin
 
 @router.post("/reserve", response_model=HoldOut, status_code=status.HTTP_201_CREATED,
              summary="Hold credits for a long operation",
-             responses={402: {"description": "insufficient_credits"}, **NOT_AUTHORIZED}, dependencies=SPENDING)
+             responses=responses(InsufficientCredits, *_OPERATION, InvalidTtl), dependencies=SPENDING)
 async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, settings: SettingsDep) -> HoldOut:
     held = await apps.hold(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
@@ -67,23 +80,23 @@ async def reserve(body: ReserveRequest, app: AppDep, session: SessionDep, settin
     return present_hold(held)
 
 
-SETTLED: Responses = {409: {"description": "hold_already_settled (the body's status says how), hold_expired"}}
+SETTLED = responses(AppNotAuthorized, HoldNotFound, HoldAlreadySettled, HoldExpired, InvalidAmount)
 
 
 @router.post("/capture", response_model=HoldOut, summary="Charge a hold (all or part of it)", dependencies=SPENDING,
-             responses={**NOT_AUTHORIZED, **SETTLED})
+             responses=SETTLED)
 async def capture(body: CaptureRequest, app: AppDep, session: SessionDep) -> HoldOut:
     return present_hold(await apps.capture(session, app, body.hold_id, amount=body.amount))
 
 
 @router.post("/release", response_model=HoldOut, summary="Give a hold back (again: a no-op)", dependencies=SPENDING,
-             responses={**NOT_AUTHORIZED, **SETTLED})
+             responses=SETTLED)
 async def release(body: ReleaseRequest, app: AppDep, session: SessionDep) -> HoldOut:
     return present_hold(await apps.release(session, app, body.hold_id))
 
 
 @router.get("/usage", response_model=UsagePage, summary="Credits spent per app and operation",
-            responses={**NOT_AUTHORIZED, 401: {"description": "missing_api_key, invalid_api_key, invalid_service_key"}})
+            responses=responses(AppNotAuthorized, MissingApiKey, InvalidApiKey, InvalidServiceKey))
 async def usage(
     session: SessionDep,
     credentials: BearerDep,
@@ -108,7 +121,7 @@ async def usage(
 
 
 @router.get("/team-balance", response_model=TeamBalanceOut, summary="A team's balance, for an app",
-            responses=NOT_AUTHORIZED)
+            responses=responses(*_TEAM))
 async def team_balance(
     app: AppDep, session: SessionDep, team_id: Annotated[uuid.UUID, Query(alias="teamId")]
 ) -> TeamBalanceOut:

@@ -28,6 +28,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts.errors import TeamNotFound
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import (
     AppExists,
@@ -41,7 +42,6 @@ from pixelmint.credits.errors import (
     InvalidCost,
     InvalidServiceKey,
     InvalidTtl,
-    TeamNotFound,
     UnknownOperation,
 )
 from pixelmint.credits.pricing import to_credits

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import Depends
 
 from pixelmint.credits import apps
+from pixelmint.credits.errors import InvalidServiceKey
 from pixelmint.kit import http
 from pixelmint.kit.errors import error_responses
 
 
-@error_responses({401: "invalid_service_key"})
+@error_responses(InvalidServiceKey)
 async def get_app(session: http.SessionDep, credentials: http.BearerDep) -> apps.AppPrincipal:
     return await apps.authenticate_app(session, credentials.credentials if credentials else None)
 

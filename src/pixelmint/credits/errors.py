@@ -75,7 +75,8 @@ class HoldNotFound(NotFound):
 
 
 class InvalidAmount(InvalidRequest):
-    """422: an amount is out of its range (not > 0, 0 for an adjustment, or above the held amount)."""
+    """422: an amount is out of its range (not > 0, 0 for an adjustment, above the held amount; a purchase or
+    grant not > 0)."""
 
     code = "invalid_amount"
 
@@ -133,11 +134,6 @@ class ResolutionNotPriced(InvalidRequest):
 
     code = "resolution_not_priced"
 
-
-class TeamNotFound(NotFound):
-    """404: the team does not exist or has no credit balance."""
-
-    code = "team_not_found"
 
 
 class TransactionNotFound(NotFound):

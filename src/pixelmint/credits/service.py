@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pixelmint.accounts.errors import TeamNotFound
 from pixelmint.credits import ledger
 from pixelmint.credits.errors import (
     AlreadyVoided,
@@ -35,7 +36,6 @@ from pixelmint.credits.errors import (
     InvalidBucket,
     NotVoidable,
     ReasonRequired,
-    TeamNotFound,
     TransactionNotFound,
 )
 from pixelmint.credits.tables import CreditBalance, CreditTransaction

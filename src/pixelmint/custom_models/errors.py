@@ -11,11 +11,6 @@ class ImageTooLarge(InvalidRequest):
     code = "image_too_large"
 
 
-class InvalidPrompt(InvalidRequest):
-    """422: a custom model's prompt is empty or longer than the configured maximum."""
-
-    code = "invalid_prompt"
-
 
 class InvalidTrainingImages(InvalidRequest):
     """422: too few or too many training images, or one is not an http(s) URL, too large, or not an image."""
@@ -34,11 +29,6 @@ class ModelDeleted(Conflict):
 
     code = "model_deleted"
 
-
-class ModelNotFound(NotFound):
-    """404: the team cannot read a custom model with that id."""
-
-    code = "model_not_found"
 
 
 class ModelNotReady(Conflict):

@@ -21,20 +21,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
 from pixelmint.catalog import service as catalog
+from pixelmint.catalog.errors import ModelNotFound
 from pixelmint.credits.pricing import Pricing
 from pixelmint.custom_models.errors import (
     ImageTooLarge,
-    InvalidPrompt,
     InvalidTrainingImages,
     InvalidTrainingSteps,
     ModelDeleted,
-    ModelNotFound,
     ModelNotReady,
     ModelVersionNotFound,
     PlanUpgradeRequired,
 )
 from pixelmint.custom_models.tables import CustomModel, CustomModelVersion
 from pixelmint.jobs import queue
+from pixelmint.jobs.errors import InvalidPrompt
 from pixelmint.jobs.service import queue_job
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.errors import InvalidRequest

@@ -9,15 +9,26 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from pixelmint.accounts.auth import IdempotencyDep, PrincipalDep, rate_limit
+from pixelmint.catalog.errors import ModelNotFound
+from pixelmint.credits.errors import InsufficientCredits, ResolutionNotPriced
 from pixelmint.credits.pricing import current_pricing
 from pixelmint.credits.schemas import EstimateOut, EstimateRequest
+from pixelmint.custom_models.errors import ModelDeleted, ModelNotReady, ModelVersionNotFound, PlanUpgradeRequired
 from pixelmint.flows import generation, pricing
 from pixelmint.jobs.deps import JobEventsDep
-from pixelmint.jobs.endpoints import ERRORS
+from pixelmint.jobs.errors import (
+    InvalidNumImages,
+    InvalidPrompt,
+    InvalidResolution,
+    InvalidSeed,
+    ModelRequired,
+    PromptTooLong,
+)
 from pixelmint.jobs.events import watch_job
 from pixelmint.jobs.presenters import present_job
-from pixelmint.jobs.queue import FINISHED_STATES
+from pixelmint.jobs.queue import FINISHED_STATES, QueueFull
 from pixelmint.jobs.schemas import GenerateRequest, JobEnvelope
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import DatabaseDep, SessionDep, SettingsDep
 from pixelmint.storage.deps import UrlSignerDep
 
@@ -28,10 +39,11 @@ generate_router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobEnvelope,
-    responses={
-        200: {"model": JobEnvelope, "description": "Finished (waitForResult)"}, **ERRORS,
-        429: {"description": "rate_limited (see Retry-After) or queue_full"},
-    },
+    responses=responses(
+        InsufficientCredits, PlanUpgradeRequired, ModelNotFound, ModelVersionNotFound, ModelNotReady, ModelDeleted,
+        InvalidPrompt, PromptTooLong, InvalidResolution, InvalidNumImages, InvalidSeed, ModelRequired,
+        ResolutionNotPriced, QueueFull, _200={"model": JobEnvelope, "description": "Finished (waitForResult)"},
+    ),
     summary="Generate images",
     dependencies=[rate_limit("generate")],
 )
@@ -68,7 +80,7 @@ estimate_router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])
 
 
 @estimate_router.post("/estimate", response_model=EstimateOut, summary="Price an operation before queueing it",
-                     responses={409: {"description": "model_not_ready"}})
+                     responses=responses(ModelNotFound, ModelNotReady, ResolutionNotPriced))
 async def estimate(body: EstimateRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> EstimateOut:
     cost = await pricing.estimate(
         session, principal, operation=body.operation, reference_model_id=body.reference_model_id,

@@ -17,7 +17,7 @@ from pixelmint.accounts.auth import PrincipalDep
 from pixelmint.accounts.service import Principal
 from pixelmint.jobs import callbacks, service
 from pixelmint.jobs.deps import JobEventsDep, ProvidersDep
-from pixelmint.jobs.errors import ProviderNotConfigured
+from pixelmint.jobs.errors import JobFinished, JobNotFound, WebhookNotConfigured
 from pixelmint.jobs.events import watch_job
 from pixelmint.jobs.presenters import present_job, present_jobs
 from pixelmint.jobs.queue import FINISHED_STATES
@@ -29,7 +29,7 @@ from pixelmint.jobs.schemas import (
     JobPage,
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
-from pixelmint.kit.errors import PixelmintError, Responses
+from pixelmint.kit.errors import PixelmintError, responses
 from pixelmint.kit.http import DatabaseDep, SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.kit.schemas import UtcDatetime
@@ -41,13 +41,7 @@ from pixelmint.storage.schemas import UrlSigner
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 
-ERRORS: Responses = {
-    401: {"description": "Missing or invalid API key"},
-    402: {"description": "insufficient_credits: nothing was reserved and no job was created"},
-    404: {"description": "Unknown model or job"},
-    409: {"description": "Model not ready, job already finished, or Idempotency-Key reused / in progress"},
-    422: {"description": "Invalid input (stable codes: invalid_resolution, invalid_prompt, ...)"},
-}
+ERRORS = responses(JobNotFound, JobFinished)
 
 
 @router.get("/history", response_model=JobPage, summary="Past generations with the credits each used")
@@ -201,7 +195,7 @@ async def provider_webhook(
     except PixelmintError:
         remote = None
     if remote is None or not remote.supports_webhooks:
-        raise ProviderNotConfigured(f"No webhook provider {provider!r} is configured.")
+        raise WebhookNotConfigured(f"No webhook provider {provider!r} is configured.")
     try:
         event = await remote.verify_webhook(request.headers, await request.body())
     except WebhookVerificationError as exc:
@@ -212,7 +206,8 @@ async def provider_webhook(
     return {"status": result.status, "jobId": result.job_id}
 
 
-WEBHOOK_RESPONSES: Responses = {401: {"description": "bad signature: nothing changed"}, 404: {"description": "not configured"}}
+WEBHOOK_RESPONSES = responses(WebhookVerificationError, WebhookNotConfigured, _401={
+    "description": "invalid_webhook: a missing or bad signature, or a stale timestamp; nothing changed"})
 
 
 @webhooks_router.post("/fal", responses=WEBHOOK_RESPONSES, summary="fal callbacks (Ed25519 signatures over the JWKS)")

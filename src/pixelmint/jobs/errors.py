@@ -12,7 +12,8 @@ class InvalidNumImages(InvalidRequest):
 
 
 class InvalidPrompt(InvalidRequest):
-    """422: the prompt is empty."""
+    """422: a prompt (a generation's, or a custom model's refinement) is empty or longer than the configured
+    maximum."""
 
     code = "invalid_prompt"
 
@@ -53,7 +54,8 @@ class PromptTooLong(InvalidRequest):
     code = "prompt_too_long"
 
 
-class ProviderNotConfigured(NotFound):
-    """404: a provider webhook arrives for a provider that is not configured or takes no webhooks."""
+class WebhookNotConfigured(NotFound):
+    """404: a provider webhook arrives for a provider that is not configured or takes no webhooks
+    (``providers.registry.ProviderNotConfigured``, 503, is a job's provider missing)."""
 
-    code = "provider_not_configured"
+    code = "webhook_not_configured"

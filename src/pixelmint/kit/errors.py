@@ -16,24 +16,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 Responses = dict[int | str, dict[str, Any]]
 
 
-def error_responses(responses: dict[int, str]) -> Callable[[F], F]:
-    """Mark a dependency with the error answers it may give (status → their codes); the OpenAPI
-    schema lists them on every operation that uses it (``api/errors.py``)."""
+def codes_by_status(*errors: type[PixelmintError]) -> dict[int, str]:
+    """Each status of ``errors`` → their codes, in order (``{404: "app_not_found, team_not_found"}``)."""
+    codes: dict[int, list[str]] = {}
+    for error in errors:
+        codes.setdefault(error.status_code, []).append(error.code)
+    return {status: ", ".join(names) for status, names in codes.items()}
+
+
+def error_responses(*errors: type[PixelmintError]) -> Callable[[F], F]:
+    """Mark a dependency with the errors it may raise; the OpenAPI schema lists them on every
+    operation that uses it (``api/errors.py``)."""
 
     def mark(dependency: F) -> F:
-        dependency.error_responses = responses  # type: ignore[attr-defined]
+        dependency.error_responses = codes_by_status(*errors)  # type: ignore[attr-defined]
         return dependency
 
     return mark
 
 
-def responses(*errors: type[PixelmintError]) -> Responses:
+def responses(*errors: type[PixelmintError], **extra: dict[str, Any]) -> Responses:
     """The ``responses=`` of a route that may raise these errors: each status → its codes, in order
-    (e.g. ``{404: {"description": "app_not_found, team_not_found"}}``)."""
-    codes: dict[int | str, list[str]] = {}
-    for error in errors:
-        codes.setdefault(error.status_code, []).append(error.code)
-    return {status: {"description": ", ".join(names)} for status, names in codes.items()}
+    (e.g. ``{404: {"description": "app_not_found, team_not_found"}}``). ``extra`` adds other
+    response objects by status (``_200={...}``: a second success shape or content type)."""
+    documented: Responses = {status: {"description": codes} for status, codes in codes_by_status(*errors).items()}
+    for status, response in extra.items():
+        documented[int(status.lstrip("_"))] = response
+    return documented
 
 
 class PixelmintError(Exception):
@@ -87,6 +96,13 @@ class InvalidText(InvalidRequest):
     """Text that PostgreSQL cannot store: a NUL character or a lone UTF-16 surrogate."""
 
     code = "invalid_text"
+
+
+class ValueOutOfRange(InvalidRequest):
+    """422: PostgreSQL refused a number as out of range (a balance or amount beyond numeric(14,2));
+    nothing was changed."""
+
+    code = "value_out_of_range"
 
 
 class InternalError(PixelmintError):

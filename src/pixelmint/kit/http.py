@@ -24,8 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelmint.kit import idempotency
 from pixelmint.kit.db import Database
 from pixelmint.kit.errors import Forbidden, Unauthorized, error_responses
-from pixelmint.kit.idempotency import Idempotency, Owner
-from pixelmint.kit.ratelimit import RateLimiter
+from pixelmint.kit.idempotency import (
+    Idempotency,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyKeyUnresolved,
+    InvalidIdempotencyKey,
+    Owner,
+)
+from pixelmint.kit.ratelimit import RateLimited, RateLimiter
 from pixelmint.settings import Settings
 
 
@@ -61,15 +68,27 @@ bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <apiKey
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-@error_responses({401: "invalid_admin_token", 403: "admin_disabled (PIXELMINT_ADMIN_TOKEN is unset)"})
+class AdminDisabled(Forbidden):
+    """403: the admin API is off because ``PIXELMINT_ADMIN_TOKEN`` is unset."""
+
+    code = "admin_disabled"
+
+
+class InvalidAdminToken(Unauthorized):
+    """401: the bearer token is not ``PIXELMINT_ADMIN_TOKEN``."""
+
+    code = "invalid_admin_token"
+
+
+@error_responses(InvalidAdminToken, AdminDisabled)
 async def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
     """Admin endpoints take ``Authorization: Bearer <PIXELMINT_ADMIN_TOKEN>``; without that setting
     they are disabled (403)."""
     token = settings.admin_token
     if not token:
-        raise Forbidden("Admin API is disabled: set PIXELMINT_ADMIN_TOKEN.", code="admin_disabled")
+        raise AdminDisabled("Admin API is disabled: set PIXELMINT_ADMIN_TOKEN.")
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-        raise Unauthorized("Invalid admin token.", code="invalid_admin_token")
+        raise InvalidAdminToken("Invalid admin token.")
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
@@ -105,7 +124,7 @@ def idempotent(caller: Callable[..., Any]) -> Any:
     """
     if caller not in _idempotent:
 
-        @error_responses({409: "idempotency_key_reused, idempotency_key_in_progress, idempotency_key_unresolved"})
+        @error_responses(IdempotencyKeyReused, IdempotencyKeyInProgress, IdempotencyKeyUnresolved, InvalidIdempotencyKey)
         async def dependency(
             request: Request,
             session: SessionDep,
@@ -156,7 +175,7 @@ def rate_limit(scope: str, caller: Callable[..., Any]) -> Any:
     """
     if (scope, caller) not in _rate_limits:
 
-        @error_responses({429: "rate_limited (see Retry-After)"})
+        @error_responses(RateLimited)
         async def dependency(request: Request, limiter: RateLimiterDep, who: Any = Depends(caller)) -> None:
             team = getattr(who, "team_id", None) or await _team_in_body(request)
             key = getattr(who, "api_key_id", None) or getattr(who, "app_id", None)

@@ -108,6 +108,12 @@ class IdempotencyKeyUnresolved(Conflict):
     code = "idempotency_key_unresolved"
 
 
+class InvalidIdempotencyKey(InvalidRequest):
+    """422: the Idempotency-Key header is empty, too long, or not printable ASCII without spaces."""
+
+    code = "invalid_idempotency_key"
+
+
 @dataclass(frozen=True)
 class Owner:
     """Whose keys: a team's (requests with an API key) or an app's (requests with a service key)."""
@@ -407,16 +413,15 @@ async def guard(
     handle while the endpoint runs, then store or release as the module docstring says.
 
     Raises ``Replay`` (answer with the stored answer), ``IdempotencyKeyReused``,
-    ``IdempotencyKeyInProgress``, ``IdempotencyKeyUnresolved`` or ``InvalidRequest``
-    (``invalid_idempotency_key``) before the endpoint runs. ``stale_after``: seconds after which a
+    ``IdempotencyKeyInProgress``, ``IdempotencyKeyUnresolved`` or ``InvalidIdempotencyKey`` before the endpoint runs. ``stale_after``: seconds after which a
     first request that has not answered is presumed dead (longer than any request may take).
     """
     if key is None:
         yield Idempotency()
         return
     if not (0 < len(key) <= MAX_KEY_LENGTH and _KEY_CHARS.match(key)):
-        raise InvalidRequest(f"{HEADER} must be 1..{MAX_KEY_LENGTH} printable ASCII characters without spaces.",
-                             code="invalid_idempotency_key", field=HEADER)
+        raise InvalidIdempotencyKey(
+            f"{HEADER} must be 1..{MAX_KEY_LENGTH} printable ASCII characters without spaces.", field=HEADER)
     handle = Idempotency(key=key, owner=owner, fingerprint=await Fingerprint.of(request), session=session, db=db)
     await handle._claim(stale_after=stale_after)
     setattr(request.state, STATE_ATTR, handle)

@@ -12,6 +12,12 @@ from pixelmint.kit.errors import InvalidRequest
 from pixelmint.kit.schemas import utc
 
 
+class InvalidCursor(InvalidRequest):
+    """422: a pagination cursor that ``encode_cursor`` did not make (mangled, or from another list)."""
+
+    code = "invalid_cursor"
+
+
 def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
 
@@ -19,7 +25,7 @@ def encode_cursor(*values: Any) -> str:
 def decode_cursor(cursor: str, *types: Callable[[Any], Any]) -> list[Any]:
     """The values of a cursor made by ``encode_cursor``, each passed through its converter in
     ``types`` (e.g. ``datetime.fromisoformat, uuid.UUID``). Raises ``InvalidRequest``
-    (invalid_cursor, 422) for anything else: a client's mangled cursor is never a 500."""
+    (``InvalidCursor``, 422) for anything else: a client's mangled cursor is never a 500."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded))
@@ -27,7 +33,7 @@ def decode_cursor(cursor: str, *types: Callable[[Any], Any]) -> list[Any]:
             raise ValueError
         return [convert(value) for convert, value in zip(types, values, strict=True)]
     except (ValueError, TypeError, AttributeError, OverflowError):
-        raise InvalidRequest("The cursor is not valid; use nextCursor from the previous page.", code="invalid_cursor") from None
+        raise InvalidCursor("The cursor is not valid; use nextCursor from the previous page.") from None
 
 
 def timestamp(value: Any) -> dt.datetime:

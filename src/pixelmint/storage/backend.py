@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-from pixelmint.kit.errors import NotFound, PixelmintError
+from pixelmint.kit.errors import NotFound
 from pixelmint.settings import Settings
-from pixelmint.storage.errors import FileNotFound
+from pixelmint.storage.errors import FileNotFound, InvalidSignature, UrlExpired
 
 
 class StorageError(Exception):
@@ -39,11 +39,6 @@ class Storage(Protocol):
     async def delete_many(self, keys: Sequence[str]) -> None: ...
 
     def url(self, key: str, *, base_url: str, ttl_seconds: int) -> str: ...
-
-
-class InvalidSignature(PixelmintError):
-    status_code = 403
-    code = "invalid_signature"
 
 
 class LocalStorage:
@@ -131,7 +126,7 @@ class LocalStorage:
         """The file for a signed URL. Raises ``InvalidSignature`` (403) for a bad or expired
         signature and ``NotFound`` for a missing file."""
         if expires < time.time():
-            raise InvalidSignature("This link has expired.", code="url_expired")
+            raise UrlExpired("This link has expired.")
         if not hmac.compare_digest(self.sign(key, expires), signature):
             raise InvalidSignature("The link's signature does not match.")
         path = self._path(key)

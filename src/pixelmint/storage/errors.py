@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixelmint.kit.errors import NotFound
+from pixelmint.kit.errors import NotFound, PixelmintError
 
 
 class FileNotFound(NotFound):
@@ -15,3 +15,16 @@ class ImageNotFound(NotFound):
     """404: the team has no image with that id."""
 
     code = "image_not_found"
+
+
+class InvalidSignature(PixelmintError):
+    """403: a signed file URL whose signature does not match."""
+
+    status_code = 403
+    code = "invalid_signature"
+
+
+class UrlExpired(InvalidSignature):
+    """403: a signed file URL past its expiry."""
+
+    code = "url_expired"
