@@ -12,16 +12,20 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from pixelmint.bootstrap import DatabaseHandle
+    from pixelmint.kit.db import Database
     from pixelmint.settings import Settings
     from pixelmint.storage.backend import Storage
+
+T = TypeVar("T")
 
 
 def get_settings() -> Settings:
@@ -222,6 +226,29 @@ def check_ledger(
         sys.exit(1)
 
 
+def _with_storage(what: str, action: Callable[[Database, Storage], Awaitable[T]]) -> T:
+    """``await action(db, storage)`` on the configured database and storage; a storage error
+    prints "<what> failed: …" and exits 1."""
+    from pixelmint.kit.db import Database
+    from pixelmint.storage.backend import StorageError
+
+    settings = get_settings()
+    handle = resolve_database(settings)
+
+    async def main() -> T:
+        db = Database.connect(handle.url, pool_size=1)
+        try:
+            return await action(db, storage_from_settings(settings))
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except StorageError as exc:
+        typer.echo(f"{what} failed: {exc}", err=True)
+        sys.exit(1)
+
+
 @storage_app.command("cleanup")
 def storage_cleanup(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be deleted; change nothing.")] = False,
@@ -231,25 +258,9 @@ def storage_cleanup(
     """Delete expired images now (objects, then rows; their jobs become 'expired'). Workers also
     do this every PIXELMINT_RETENTION_INTERVAL_SECONDS. Exits 1 on a storage error."""
     from pixelmint.flows.retention import cleanup_expired
-    from pixelmint.kit.db import Database
-    from pixelmint.storage.backend import StorageError
 
-    settings = get_settings()
-    handle = resolve_database(settings)
-
-    async def main():
-        storage = storage_from_settings(settings)
-        db = Database.connect(handle.url, pool_size=1)
-        try:
-            return await cleanup_expired(db, storage, batch_size=batch_size, dry_run=dry_run)
-        finally:
-            await db.dispose()
-
-    try:
-        report = asyncio.run(main())
-    except StorageError as exc:
-        typer.echo(f"cleanup failed: {exc}", err=True)
-        sys.exit(1)
+    report = _with_storage("cleanup", lambda db, storage: cleanup_expired(
+        db, storage, batch_size=batch_size, dry_run=dry_run))
     typer.echo(json.dumps(report.as_dict()) if as_json else report.summary())
 
 
@@ -281,26 +292,9 @@ def check_storage_command(
 ) -> None:
     """Verify that every image row (not deleted) has its object in storage; lists those that do
     not. Exits 1 if any object is missing or the storage cannot be read."""
-    from pixelmint.kit.db import Database
-    from pixelmint.storage.backend import StorageError
-    from pixelmint.storage.backend import from_settings as storage_backend
     from pixelmint.storage.check import check_storage
 
-    settings = get_settings()
-    handle = resolve_database(settings)
-
-    async def main():
-        db = Database.connect(handle.url, pool_size=1)
-        try:
-            return await check_storage(db, storage_backend(settings))
-        finally:
-            await db.dispose()
-
-    try:
-        report = asyncio.run(main())
-    except StorageError as exc:
-        typer.echo(f"storage check failed: {exc}", err=True)
-        sys.exit(1)
+    report = _with_storage("storage check", check_storage)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:

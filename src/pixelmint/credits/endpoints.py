@@ -18,6 +18,7 @@ from pixelmint.credits.schemas import (
     AppGrantOut,
     AppGrantPage,
     BalanceOut,
+    BucketsOut,
     TransactionOut,
     TransactionPage,
     present_grant,
@@ -35,15 +36,7 @@ router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 async def balance(principal: PrincipalDep, session: SessionDep) -> BalanceOut:
     b = await service.get_balance(session, principal.team_id)
     user = await get_user(session, principal.user_id)
-    return BalanceOut(
-        available_credits=b.allocation_credits + b.bonus_credits,
-        allocation_credits=b.allocation_credits,
-        bonus_credits=b.bonus_credits,
-        reserved_credits=b.reserved_credits,
-        total_allocated=b.total_allocated,
-        next_replenishment_at=b.next_replenishment_at,
-        free_generations_remaining=user.free_generations_remaining,
-    )
+    return BalanceOut(**BucketsOut.fields_of(b), free_generations_remaining=user.free_generations_remaining)
 
 
 def ledger_filter(

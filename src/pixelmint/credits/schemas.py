@@ -22,13 +22,29 @@ from pixelmint.kit.schemas import (
 )
 
 
-class BalanceOut(CamelModel):
+class BucketsOut(CamelModel):
+    """A balance's buckets (credits): available = allocation (expires at the next replenishment) +
+    bonus (kept until used); reserved is held by unfinished jobs and holds."""
+
     available_credits: Credits
     allocation_credits: Credits
     bonus_credits: Credits
     reserved_credits: Credits
     total_allocated: Credits
     next_replenishment_at: dt.datetime | None
+
+    @staticmethod
+    def fields_of(b: CreditBalance) -> dict[str, Any]:
+        return {
+            "available_credits": b.allocation_credits + b.bonus_credits, "allocation_credits": b.allocation_credits,
+            "bonus_credits": b.bonus_credits, "reserved_credits": b.reserved_credits,
+            "total_allocated": b.total_allocated, "next_replenishment_at": b.next_replenishment_at,
+        }
+
+
+class BalanceOut(BucketsOut):
+    """The calling team's balance and the calling user's free generations."""
+
     free_generations_remaining: int
 
 
@@ -55,26 +71,18 @@ class TransactionPage(CamelModel):
     next_cursor: str | None
 
 
-class TeamBalanceOut(CamelModel):
+class TeamBalanceOut(BucketsOut):
     """A team's balance, as apps (``/credits/team-balance``) and admins see it."""
 
     team_id: uuid.UUID
-    available_credits: Credits
-    allocation_credits: Credits
-    bonus_credits: Credits
-    reserved_credits: Credits
-    total_allocated: Credits
-    next_replenishment_at: dt.datetime | None
     allocation_period: int
     allocation_period_started_at: dt.datetime
 
 
 def present_balance(b: CreditBalance) -> TeamBalanceOut:
     return TeamBalanceOut(
-        team_id=b.team_id, available_credits=b.allocation_credits + b.bonus_credits,
-        allocation_credits=b.allocation_credits, bonus_credits=b.bonus_credits, reserved_credits=b.reserved_credits,
-        total_allocated=b.total_allocated, next_replenishment_at=b.next_replenishment_at,
-        allocation_period=b.allocation_period, allocation_period_started_at=b.allocation_period_started_at,
+        **BucketsOut.fields_of(b), team_id=b.team_id, allocation_period=b.allocation_period,
+        allocation_period_started_at=b.allocation_period_started_at,
     )
 
 
