@@ -247,3 +247,64 @@ async def test_a_generation_that_outlasts_the_wait_is_canceled_and_released(serv
         assert (await balance(http, team))["availableCredits"] == 100
         assert [kind for kind, _ in await ledger(http, team)] == ["grant", "reserve", "release"]
     await assert_ledger_ok(db)
+
+
+async def test_idempotency_key_replays_the_answer_and_a_stored_error_in_the_envelope(live_service, db) -> None:
+    team = await make_team(db, plan="basic", credits="20")
+    client = sdk(live_service, team.api_key)
+    first = await call(client.images.generate, prompt="a red kite", size="512x512", extra_headers={"Idempotency-Key": "k-1"})
+    again = await call(client.images.with_raw_response.generate, prompt="a red kite", size="512x512",
+                       extra_headers={"Idempotency-Key": "k-1"})
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.parse().model_extra["pixelmint"]["job_id"] == first.model_extra["pixelmint"]["job_id"]
+    for _ in range(2):  # 18 credits: more than the 14 left; the stored 402 is replayed as OpenAI's 429
+        with pytest.raises(openai.RateLimitError) as broke:
+            await call(client.images.generate, prompt="a red kite", size="1024x1536", quality="hd",
+                       extra_headers={"Idempotency-Key": "k-2"})
+        assert broke.value.code == "insufficient_quota" and broke.value.response.headers["x-should-retry"] == "false"
+    assert broke.value.response.headers["idempotent-replayed"] == "true"
+    with pytest.raises(openai.ConflictError) as reused:  # the same key for another request
+        await call(client.images.generate, prompt="a blue kite", size="512x512", extra_headers={"Idempotency-Key": "k-1"})
+    assert reused.value.code == "idempotency_key_reused"
+    async with httpx.AsyncClient(base_url=live_service) as http:
+        assert [kind for kind, _ in await ledger(http, team)] == ["grant", "reserve", "capture"]
+    await assert_ledger_ok(db)
+
+
+async def test_unexpected_failures_are_server_errors_in_the_envelope_after_the_dependencies_saw_them() -> None:
+    """The route class renders what nothing else did, a bug (500) and an unreachable database
+    (503), once the dependencies have exited through the error (the session rolls back)."""
+    import asyncpg
+    from fastapi import APIRouter, Depends, FastAPI
+
+    from pixelmint.compat.openai_images.errors import OpenAIRoute
+
+    seen: list[str] = []
+
+    async def session_like() -> Any:
+        try:
+            yield
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    router = APIRouter(route_class=OpenAIRoute, dependencies=[Depends(session_like, scope="function")])
+
+    @router.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError("a bug")
+
+    @router.get("/database-down")
+    async def database_down() -> None:
+        raise asyncpg.PostgresConnectionError("connection refused")
+
+    app = FastAPI()
+    app.include_router(router)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        bug_answer, down = await client.get("/bug"), await client.get("/database-down")
+    assert bug_answer.status_code == 500
+    assert bug_answer.json()["error"] | {"message": ""} == {"message": "", "type": "server_error", "param": None,
+                                                            "code": "internal_error"}
+    assert down.status_code == 503 and down.headers["retry-after"] == "5"
+    assert (down.json()["error"]["type"], down.json()["error"]["code"]) == ("server_error", "database_unavailable")
+    assert seen == ["RuntimeError", "PostgresConnectionError"]

@@ -41,6 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from pixelmint.kit.db import database_unreachable
 from pixelmint.kit.errors import InvalidRequest, NotFound, PixelmintError
@@ -166,39 +167,60 @@ def _replay(answer: Answer) -> Response:
     return answer.replay()
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug (500, logged with the request id), or the database unreachable (503)."""
+    where = {"method": request.method, "path": request.url.path}
+    if database_unreachable(exc):
+        log.error("database_unavailable", **where, error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse(error_body("The database cannot be reached right now; retry in a few seconds.",
+                                       type="server_error", code="database_unavailable"),
+                            status_code=503, headers={"Retry-After": "5"})
+    log.error("internal_error", **where, exc_info=exc)
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return JSONResponse(error_body(f"Something went wrong on our side; it has been logged (request id {request_id}).",
+                                   type="server_error", code="internal_error"), status_code=500)
+
+
+async def _body_unreadable(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # FastAPI could not read the body (not UTF-8, ...)
+    return JSONResponse(error_body(str(exc.detail), type="invalid_request_error"),
+                        status_code=400 if exc.status_code < 500 else exc.status_code)
+
+
+async def _domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PixelmintError)
+    return render(exc)
+
+
+async def _invalid_request(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return render_validation(exc)
+
+
+async def _replayed(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Replay)
+    return _replay(exc.answer)
+
+
+_HANDLERS: dict[Any, Callable[[Request, Exception], Coroutine[Any, Any, Response]]] = {
+    PixelmintError: _domain_error,
+    RequestValidationError: _invalid_request,
+    Replay: _replayed,
+    StarletteHTTPException: _body_unreadable,
+    Exception: _unexpected,
+}
+
+
 class OpenAIRoute(APIRoute):
-    """The route class of ``/openai/v1``: renders everything its endpoint and dependencies raise in
-    OpenAI's envelope (a FastAPI custom route class: the router stays in the main app, where
-    ``kit/http.from_runtime`` finds the runtime)."""
+    """The route class of ``/openai/v1`` (a FastAPI custom route class: the router stays in the
+    main app, where ``kit/http.from_runtime`` finds the runtime). Its routes have their own
+    exception handlers: whatever the endpoint or a dependency raises is rendered in OpenAI's
+    envelope by ``_HANDLERS``, in place of the app's handlers (``api/errors.py``).
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    They are Starlette's per-request handlers (``scope["starlette.exception_handlers"]``), which
+    run after the dependencies have exited, as the app's do: the session rolls back and the
+    ``Idempotency-Key`` guard sees the error. Catching around ``get_route_handler`` would not do:
+    FastAPI exits the dependencies after it, so they would take the rendered error for success."""
 
-        async def openai_route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except PixelmintError as exc:
-                return render(exc)
-            except RequestValidationError as exc:
-                return render_validation(exc)
-            except Replay as exc:
-                return _replay(exc.answer)
-            except StarletteHTTPException as exc:  # FastAPI could not read the body
-                return JSONResponse(error_body(str(exc.detail), type="invalid_request_error"),
-                                    status_code=400 if exc.status_code < 500 else exc.status_code)
-            except Exception as exc:
-                request_id = structlog.contextvars.get_contextvars().get("request_id")
-                where = {"method": request.method, "path": request.url.path}
-                if database_unreachable(exc):
-                    log.error("database_unavailable", **where, error=f"{type(exc).__name__}: {exc}")
-                    return JSONResponse(
-                        error_body("The database cannot be reached right now; retry in a few seconds.",
-                                   type="server_error", code="database_unavailable"),
-                        status_code=503, headers={"Retry-After": "5"})
-                log.error("internal_error", **where, exc_info=exc)
-                return JSONResponse(
-                    error_body(f"Something went wrong on our side; it has been logged (request id {request_id}).",
-                               type="server_error", code="internal_error"),
-                    status_code=500)
-
-        return openai_route
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().handle({**scope, "starlette.exception_handlers": (_HANDLERS, {})}, receive, send)
