@@ -196,6 +196,11 @@ async def test_errors_in_openais_envelope(live_service, db) -> None:
         assert raw.status_code == 400
         assert raw.json() == {"error": {"message": "Missing required parameter: 'prompt'.", "type": "invalid_request_error",
                                         "param": "prompt", "code": "missing_required_parameter"}}
+        not_json = await http.post("/openai/v1/images/generations", headers={**auth(team), "content-type": "application/json"},
+                                   content=b'{"prompt": ')
+        assert not_json.status_code == 400
+        assert not_json.json()["error"] | {"message": ""} == {"message": "", "type": "invalid_request_error",
+                                                              "param": None, "code": "invalid_json"}
         unknown = await http.get("/openai/v1/images/variations", headers=auth(team))
         assert unknown.status_code == 404 and set(unknown.json()["error"]) == {"message", "type", "param", "code"}
         assert (await balance(http, team))["availableCredits"] == 100  # nothing was reserved

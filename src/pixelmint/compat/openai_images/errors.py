@@ -143,7 +143,7 @@ def render_validation(exc: RequestValidationError) -> JSONResponse:
     first: Mapping[str, Any] = exc.errors()[0] if exc.errors() else {}
     param, kind = _param(first), first.get("type", "")
     if kind == "json_invalid":
-        message, code = "We could not parse the JSON body of your request.", "invalid_json"
+        message, code, param = "We could not parse the JSON body of your request.", "invalid_json", None
     elif kind == "missing":
         message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
     elif kind == "invalid_text":
