@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     diffusers_steps: int = 25  # standard quality; hd uses 1.6×
     diffusers_guidance_scale: float = 7.0
 
+    # OpenAI-compatible API (/openai/v1, compat/openai_images): the model of a generation that names
+    # none, as a compat model name ("pixelmint/fashion-editorial"); unset: the most popular active
+    # catalog model.
+    openai_compat_default_model: str | None = None
+
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "images"

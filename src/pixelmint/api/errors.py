@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import asyncpg
-import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -34,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pixelmint.kit.db import database_unreachable, exception_chain
 from pixelmint.kit.errors import (
     DatabaseUnavailable,
     InternalError,
@@ -137,43 +137,6 @@ def _url_text_error(scope: Scope) -> InvalidText | None:
     return None
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _raised_in(exc: BaseException, package: str) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").startswith(package):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-_CONNECTION_ERRORS = (
-    asyncpg.PostgresConnectionError,  # the connection was lost, or could not be made
-    asyncpg.OperatorInterventionError,  # shutting down, starting up
-    asyncpg.TooManyConnectionsError,
-    sqlalchemy.exc.TimeoutError,  # no pool connection came free in time
-)
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from the database being unreachable (down, restarting, refusing
-    connections), rather than from a statement it refused."""
-    return any(
-        isinstance(cause, _CONNECTION_ERRORS)
-        or getattr(cause, "connection_invalidated", False)
-        or (isinstance(cause, OSError) and _raised_in(cause, "asyncpg"))  # refused, unreachable, timed out
-        for cause in _causes(exc)
-    )
-
-
 class EdgeMiddleware:
     """Pure ASGI, outermost. Gives every request an id — a sane incoming ``X-Request-ID``
     (1..128 printable ASCII characters), else a new one — bound to every log line of the request
@@ -212,7 +175,7 @@ class EdgeMiddleware:
                 if started:
                     log.error("response_failed_after_start", **where, exc_info=exc)
                     raise
-                if any(isinstance(cause, asyncpg.NumericValueOutOfRangeError) for cause in _causes(exc)):
+                if any(isinstance(cause, asyncpg.NumericValueOutOfRangeError) for cause in exception_chain(exc)):
                     log.warning("value_out_of_range", **where, error=str(exc.__cause__ or exc))
                     error: PixelmintError = ValueOutOfRange(
                         "A number is beyond what the service stores (a balance or amount over 999,999,999,999.99 "

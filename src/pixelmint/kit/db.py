@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
+import sqlalchemy.exc
 from sqlalchemy import MetaData, func
 from sqlalchemy.dialects.postgresql import TIMESTAMP, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -129,6 +131,48 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Failures: the database unreachable, as opposed to a statement it refused
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then its cause (or context), and so on, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith(package):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,  # the connection was lost, or could not be made
+    asyncpg.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.TooManyConnectionsError,
+    sqlalchemy.exc.TimeoutError,  # no pool connection came free in time
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the database being unreachable (down, restarting, refusing
+    connections), rather than from a statement it refused."""
+    return any(
+        isinstance(cause, _CONNECTION_ERRORS)
+        or getattr(cause, "connection_invalidated", False)
+        or (isinstance(cause, OSError) and _raised_in(cause, "asyncpg"))  # refused, unreachable, timed out
+        for cause in exception_chain(exc)
+    )
 
 
 # --------------------------------------------------------------------------------------------
