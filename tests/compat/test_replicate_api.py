@@ -19,12 +19,17 @@ from replicate.pagination import paginate
 from sqlalchemy import text
 
 from pixelmint.accounts.service import CreatedTeam
+from pixelmint.api.app import create_app
 from pixelmint.compat import names
+from pixelmint.compat.replicate.service import prediction_event_for
 from pixelmint.jobs.events import JobEvents
+from pixelmint.jobs.tables import Job
 from pixelmint.kit.db import Database
 from pixelmint.settings import Settings
+from pixelmint.storage.schemas import UrlSigner
 from tests.builders import assert_ledger_ok, auth, make_team
 from tests.helpers import NOOP_PARAMS, wait_for_state
+from tests.providers.localserver import LocalServer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "pixelmint/business-headshot"
@@ -314,4 +319,117 @@ async def test_training_makes_a_version_that_runs_and_refining_makes_the_next(li
     assert canceled.status == "canceled" and canceled.output is None
     assert balance(live_service, team)["reservedCredits"] == 0
     assert Decimal(str(balance(live_service, team)["availableCredits"])) == Decimal("1000") - spent
+    await assert_ledger_ok(db)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: Replicate's problem details, one of each kind
+
+
+def problem_of(answer: httpx.Response) -> dict[str, Any]:
+    assert answer.headers["content-type"] == "application/problem+json", answer.headers
+    body = answer.json()
+    assert body["status"] == answer.status_code and body["title"] and body["detail"]
+    return body
+
+
+async def test_errors_are_problem_details_the_sdk_reads(live_service, db) -> None:
+    team = await make_team(db, plan="basic", credits="0")
+    client = sdk(live_service, team)
+    raw = httpx.Client(base_url=f"{live_service}/replicate", headers=auth(team))
+
+    with pytest.raises(ReplicateError) as caught:  # 401
+        await asyncio.to_thread(replicate.Client(api_token="pm_nope", base_url=f"{live_service}/replicate").models.list)
+    assert caught.value.status == 401 and caught.value.detail
+    assert problem_of(httpx.get(f"{live_service}/replicate/v1/predictions"))["code"] == "missing_api_key"
+
+    with pytest.raises(ReplicateError) as caught:  # 402, with our fields; nothing reserved, no job
+        await asyncio.to_thread(client.run, MODEL, input=INPUT)
+    assert caught.value.status == 402 and caught.value.title == "Insufficient credits"
+    body = problem_of(raw.post("/v1/predictions", json={"version": MODEL, "input": INPUT}))
+    assert body["code"] == "insufficient_credits" and body["availableCredits"] == 0
+    assert body["requiredCredits"] > 0 and body["operation"] == "image_generation"
+    assert len(await asyncio.to_thread(client.predictions.list)) == 0
+
+    with pytest.raises(ReplicateError) as caught:  # 404s
+        await asyncio.to_thread(client.run, "pixelmint/no-such-model", input=INPUT)
+    assert caught.value.status == 404
+    for path in (f"/v1/predictions/{uuid.uuid4()}", "/v1/predictions/not-an-id", f"/v1/trainings/{uuid.uuid4()}",
+                 f"/v1/models/{uuid.uuid4()}/{uuid.uuid4()}", "/v1/models/pixelmint/business-headshot/versions/9",
+                 "/v1/no-such-endpoint"):
+        assert problem_of(raw.get(path))["status"] == 404, path
+    assert raw.delete("/v1/predictions").headers["allow"] == "GET, POST"
+
+    with pytest.raises(ReplicateError) as caught:  # 422: our limits, with the input's own field names
+        await asyncio.to_thread(client.run, MODEL, input={**INPUT, "width": 100})
+    assert caught.value.status == 422 and "resolution" in caught.value.detail
+    body = problem_of(raw.post("/v1/predictions", json={"version": MODEL, "input": {"width": 256}}))
+    assert body["invalid_fields"][0]["field"] == "input.prompt"
+    body = problem_of(raw.post("/v1/predictions", json={"version": MODEL, "input": INPUT, "webhok": "x"}))
+    assert body["invalid_fields"][0]["field"] == "webhok"
+    body = problem_of(raw.post("/v1/predictions", json={"version": MODEL, "input": INPUT, "webhook": "ftp://x/y"}))
+    assert body["code"] == "invalid_webhook" and body["field"] == "webhook"
+    body = problem_of(raw.post("/v1/predictions", json={"version": MODEL, "input": INPUT, "webhook": "https://x.example/",
+                                                          "webhook_events_filter": ["finished"]}))
+    assert body["invalid_fields"][0]["field"] == "webhook_events_filter.0"
+    await assert_ledger_ok(db)
+
+
+async def test_rate_limit_is_429_with_retry_after(settings, database_url, db) -> None:
+    limited = settings.model_copy(update={"rate_limit_generate": "1/minute"})
+    team = await make_team(db, plan="basic", credits="100")
+    with LocalServer(create_app(limited, database_url), lifespan="on", start_timeout=30) as server:
+        client = sdk(server.url, team)
+        await asyncio.to_thread(client.predictions.create, version=MODEL, input=INPUT)
+        with pytest.raises(ReplicateError) as caught:
+            await asyncio.to_thread(client.predictions.create, version=MODEL, input=INPUT)
+        assert caught.value.status == 429
+        answer = httpx.post(f"{server.url}/replicate/v1/predictions", headers=auth(team),
+                            json={"version": MODEL, "input": INPUT})
+        assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0
+        assert problem_of(answer)["code"] == "rate_limited"
+    await assert_ledger_ok(db)
+
+
+# --------------------------------------------------------------------------------------------
+# Webhooks: kept with the prediction; what a delivery would send
+
+
+@pytest.fixture
+def live_app(settings: Settings, database_url: str) -> Any:
+    app = create_app(settings, database_url)
+    with LocalServer(app, lifespan="on", start_timeout=30) as server:
+        yield server.url, app
+
+
+async def test_webhook_is_kept_and_its_payload_is_the_prediction(live_app, db) -> None:
+    base, app = live_app
+    team = await make_team(db, plan="basic", credits="100")
+    client = sdk(base, team)
+    prediction = await asyncio.to_thread(
+        client.predictions.create, version=MODEL, input=INPUT, webhook="https://hooks.example/replicate",
+        webhook_events_filter=["start", "completed"], wait=True)
+    assert prediction.status == "succeeded"
+    plain = await asyncio.to_thread(client.predictions.create, version=MODEL, input=INPUT, wait=True)
+
+    urls = UrlSigner(app.state.runtime.storage, f"{base}/", 3600)
+    async with db.transaction() as session:
+        job = await session.get(Job, uuid.UUID(prediction.id))
+        assert job is not None and job.params["replicate"] == {
+            "webhook": "https://hooks.example/replicate", "webhookEventsFilter": ["start", "completed"]}
+        event = await prediction_event_for(session, job, urls)
+        assert event is not None and event.url == "https://hooks.example/replicate" and event.event == "completed"
+        payload = event.payload
+        assert await prediction_event_for(session, await session.get(Job, uuid.UUID(plain.id)), urls) is None
+        job.state = "running"  # (not flushed) the start event
+        started = await prediction_event_for(session, job, urls)
+        assert started is not None and started.event == "start"
+        await session.rollback()
+    # The payload is the prediction as GET answers it (signed URLs aside), and the SDK reads it.
+    got = await asyncio.to_thread(client.predictions.get, prediction.id)
+    assert {k: v for k, v in payload.items() if k != "output"} == {
+        k: v for k, v in got.dict().items() if k not in ("output", "data_removed", "source")} | {
+        "data_removed": False, "source": "api"}
+    assert [u.split("?")[0] for u in payload["output"]] == [u.split("?")[0] for u in got.output]
+    assert replicate.prediction.Prediction(**payload).status == "succeeded"
     await assert_ledger_ok(db)
