@@ -433,3 +433,17 @@ async def test_webhook_is_kept_and_its_payload_is_the_prediction(live_app, db) -
     assert [u.split("?")[0] for u in payload["output"]] == [u.split("?")[0] for u in got.output]
     assert replicate.prediction.Prediction(**payload).status == "succeeded"
     await assert_ledger_ok(db)
+
+
+def test_version_ids_name_their_model() -> None:
+    team, model = uuid.uuid4(), uuid.uuid4()
+    custom = names.version_id(model, 3)
+    assert len(custom) == 64 and names.parse_version_id(custom) == (model, 3)
+    assert names.parse_model_name(f"{team}/{model}:{custom}", team) == names.ModelName(custom_model_id=model, version=3)
+    catalog = names.version_id(names.catalog_key("fashion-editorial"), 1)
+    assert names.parse_model_name(f"pixelmint/fashion-editorial:{catalog}", team) == names.ModelName(
+        reference_model_id="fashion-editorial")
+    # Another model's version id, or a number, is no version of this one.
+    assert names.parse_model_name(f"pixelmint/business-headshot:{catalog}", team) is None
+    assert names.parse_model_name(f"{team}/{uuid.uuid4()}:{custom}", team) is None
+    assert names.parse_version_id("1") is None and names.parse_version_id(model.hex + "0" * 32) is None
