@@ -15,6 +15,7 @@ from pixelmint.billing import admin_endpoints as billing_admin
 from pixelmint.billing import endpoints as billing
 from pixelmint.catalog import endpoints as catalog
 from pixelmint.compat.openai_images import endpoints as openai_images
+from pixelmint.compat.replicate import endpoints as replicate
 from pixelmint.credits import admin_endpoints as credits_admin
 from pixelmint.credits import app_endpoints as credit_api
 from pixelmint.credits import endpoints as credits
@@ -76,6 +77,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         billing.router,
         health.router,
         openai_images.router,  # /openai/v1: OpenAI's Images API, errors in its envelope
+        replicate.router,  # /replicate/v1: Replicate's API (its own errors; not in /openapi.json)
     ):
         app.include_router(router)
 

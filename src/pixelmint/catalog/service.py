@@ -144,6 +144,13 @@ async def get_model(session: AsyncSession, model_id: str, *, include_inactive: b
     return model
 
 
+async def model_ids(session: AsyncSession, *, include_inactive: bool = False) -> list[str]:
+    """Every reference model's id (active only, unless asked)."""
+    query = select(ReferenceModel.id)
+    if not include_inactive:
+        query = query.where(ReferenceModel.is_active)
+    return list((await session.scalars(query)).all())
+
 
 @dataclass(frozen=True)
 class ModelPricingInfo:

@@ -292,6 +292,11 @@ async def start_training(session: AsyncSession, model_id: uuid.UUID | None) -> C
     return model
 
 
+async def version_made_by(session: AsyncSession, job_id: uuid.UUID) -> int | None:
+    """The version number a creation or refinement job made (``None``: none, yet)."""
+    return await session.scalar(select(CustomModelVersion.version).where(CustomModelVersion.job_id == job_id))
+
+
 async def version_artifact(session: AsyncSession, model_id: uuid.UUID, version: int) -> dict[str, Any]:
     artifact = await session.scalar(
         select(CustomModelVersion.artifact).where(

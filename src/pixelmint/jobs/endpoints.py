@@ -8,7 +8,6 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
-import structlog
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
@@ -38,7 +37,6 @@ from pixelmint.providers.registry import Providers
 from pixelmint.storage.deps import UrlSignerDep
 from pixelmint.storage.schemas import UrlSigner
 
-log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 
 ERRORS = responses(JobNotFound, JobFinished)
@@ -78,14 +76,7 @@ async def _cancel(session: AsyncSession, principal: Principal, providers: Provid
     provider, best effort (a running job's worker does this itself when its task is cancelled)."""
     job = await service.cancel_job(session, principal, job_id)
     await session.commit()  # canceled and released before the provider hears of it
-    if job.state != "canceled" or not job.provider_handle:
-        return job
-    remote = providers.remote(job.provider)
-    if remote is not None:
-        try:
-            await remote.cancel(job.provider_handle)
-        except Exception as exc:  # noqa: BLE001 - the job is canceled and refunded either way
-            log.warning("provider_cancel_failed", job=str(job.id), provider=job.provider, error=str(exc))
+    await service.cancel_at_provider(job, providers)
     return job
 
 

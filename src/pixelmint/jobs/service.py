@@ -11,6 +11,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +31,10 @@ from pixelmint.jobs.errors import (
 )
 from pixelmint.jobs.schemas import GenerateRequest
 from pixelmint.jobs.tables import Job, JobLog
+from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # ASCII digits without leading zeros, as the schema's pattern (jobs/schemas.RESOLUTION_PATTERN).
 RESOLUTION = re.compile(r"^ *([1-9][0-9]{1,4}) *[xX×] *([1-9][0-9]{1,4}) *$")
@@ -134,6 +138,28 @@ async def cancel_job(session: AsyncSession, principal: Principal, job_id: uuid.U
     if job.state in queue.FINISHED_STATES and job.error_code != "canceled":
         raise JobFinished(f"Job {job_id} already finished ({job.state}).")
     return job
+
+
+async def cancel_at_provider(job: Job, providers: Providers) -> None:
+    """After a job was canceled (and committed): if its provider held it (awaiting a callback),
+    tell the provider, best effort (a running job's worker does this itself when its task is
+    cancelled); the job is canceled and refunded either way."""
+    if job.state != "canceled" or not job.provider_handle:
+        return
+    remote = providers.remote(job.provider)
+    if remote is not None:
+        try:
+            await remote.cancel(job.provider_handle)
+        except Exception as exc:  # noqa: BLE001 - the job is canceled and refunded either way
+            log.warning("provider_cancel_failed", job=str(job.id), provider=job.provider, error=str(exc))
+
+
+async def annotate(session: AsyncSession, job: Job, key: str, value: Any) -> None:
+    """Add ``key: value`` (JSON) to a job's params, in the caller's transaction: what a surface
+    above the jobs needs to keep with a job it queued (the Replicate API: the prediction's
+    webhook)."""
+    job.params = {**job.params, key: value}
+    await session.flush()
 
 
 async def list_jobs(
