@@ -7,6 +7,7 @@ modules are imported when a command runs, through the wrappers below and imports
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import signal
@@ -87,7 +88,7 @@ def serve(
     from pixelmint.api.app import create_app
 
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.json_logs)
     handle = _ready_database(settings)
     typer.echo(f"Pixelmint on http://{host}:{port}  (data: {settings.data_dir})", err=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
@@ -95,6 +96,13 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if processes > 1:
         os.environ["DATABASE_URL"] = handle.url
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds the processes up (kit/metrics.py)
+            import shutil
+            import tempfile
+
+            metrics_dir = tempfile.mkdtemp(prefix="pixelmint-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         os.environ["PIXELMINT_SERVE_WORKER"] = "1" if worker else "0"
         uvicorn.run(
             "pixelmint.api.app:create_app_from_environment", factory=True, workers=processes,
@@ -112,7 +120,7 @@ def worker(
     from pixelmint.api.runtime import Runtime
 
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.json_logs)
     handle = resolve_database(settings)
 
     async def main() -> None:

@@ -39,7 +39,12 @@ class Settings(BaseSettings):
     # Bearer token for /api/v1/admin/*; the admin API is disabled while unset.
     admin_token: str | None = None
     log_level: str = "info"
+    # "json": one JSON object per log line (structlog), with the request id of the request that
+    # logged it (kit/logging.py). PIXELMINT_LOG_JSON=1 is the older spelling of the same.
+    log_format: Literal["console", "json"] = "console"
     log_json: bool = False
+    # Bearer token for GET /metrics (Prometheus); open to anyone who can reach it while unset.
+    metrics_token: SecretStr | None = None
 
     # Images
     signed_url_ttl_seconds: int = 3600
@@ -162,6 +167,10 @@ class Settings(BaseSettings):
     # none, as a compat model name ("pixelmint/fashion-editorial"); unset: the most popular active
     # catalog model.
     openai_compat_default_model: str | None = None
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" or self.log_json
 
     @property
     def storage_dir(self) -> Path:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from pixelmint.api import health
+from pixelmint.api import metrics as prometheus
 from pixelmint.api.docs import install_docs
 from pixelmint.api.errors import EdgeMiddleware, install_error_handlers
 from pixelmint.api.runtime import Runtime
@@ -25,6 +26,7 @@ from pixelmint.flows import endpoints as flows
 from pixelmint.jobs import endpoints as jobs
 from pixelmint.kit import idempotency
 from pixelmint.kit.limits import BodyLimit
+from pixelmint.kit.logging import configure_logging
 from pixelmint.settings import Settings
 from pixelmint.storage import endpoints as storage
 
@@ -78,11 +80,14 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         health.router,
         openai_images.router,  # /openai/v1: OpenAI's Images API, errors in its envelope
         replicate.router,  # /replicate/v1: Replicate's API (its own errors; not in /openapi.json)
+        prometheus.router,
     ):
         app.include_router(router)
 
-    # Added last, so outermost: request ids, NUL in URLs, and JSON for every unexpected error.
+    # Added last, so outermost: request ids, NUL in URLs, and JSON for every unexpected error;
+    # around it, the HTTP metrics (which count the statuses the edge answers too).
     app.add_middleware(EdgeMiddleware)
+    app.add_middleware(prometheus.HttpMetrics)
 
     return app
 
@@ -94,6 +99,7 @@ def create_app_from_environment() -> FastAPI:
     import os
 
     settings = Settings()
+    configure_logging(settings.log_level, json=settings.json_logs)  # a new process: its parent's setup is not inherited
     if not settings.database_url:
         raise RuntimeError("create_app_from_environment needs DATABASE_URL")
     return create_app(settings, settings.database_url, run_worker=os.environ.get("PIXELMINT_SERVE_WORKER", "1") == "1")

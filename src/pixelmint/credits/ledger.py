@@ -31,7 +31,8 @@ from failing spuriously when the statement waited for the lock: PostgreSQL first
 UPDATE against the row version of the statement's snapshot, then re-evaluates it against the
 newest one (EvalPlanQual); ``d`` already holds the newest values either way.
 
-Callers own the transaction; nothing here commits.
+Callers own the transaction; nothing here commits. The credit counters of ``kit/metrics.py``
+(reserved, captured, released, consumed, by operation) are counted here, when the transaction commits.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Row, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits.tables import CreditTransaction
+from pixelmint.kit import metrics
 
 # The ledger row's descriptive fields, from parameters (the ``d`` CTEs of reserve, consume, move).
 _ROW_FIELDS = """
@@ -152,7 +155,8 @@ WITH r AS (
       FROM r, bal, back
 ),""" + _APPLY + """
 SELECT (SELECT captured_amount FROM r) AS captured,
-       (SELECT amount FROM credit_reservations WHERE id = :reservation_id AND status = 'held') AS held
+       (SELECT amount FROM credit_reservations WHERE id = :reservation_id AND status = 'held') AS held,
+       (SELECT amount FROM r) AS settled_amount, (SELECT operation FROM r) AS operation
 """)
 
 # Add signed deltas to the buckets (grant, adjust, void, fail-open cover) unless one would go
@@ -225,6 +229,12 @@ def _row_fields(
             "user_id": user_id, "description": description, "metadata": json.dumps(metadata or {})}
 
 
+def _count(session: AsyncSession, counter: Any, operation: str | None, amount: Decimal) -> None:
+    """Add ``amount`` credits to ``counter`` (``kit/metrics.py``) when the transaction commits."""
+    if amount:
+        metrics.after_commit(session, partial(counter.labels(operation=operation or "none").inc, float(amount)))
+
+
 @dataclass(frozen=True)
 class Spent:
     """What ``reserve`` / ``consume`` did. ``available``: allocation + bonus before (always set
@@ -248,6 +258,8 @@ async def reserve(
         "team_id": team_id, "amount": amount, "reserved_delta": amount, "type": "reserve", "expires_at": expires_at,
         **_row_fields(reservation_id=reservation_id, **fields),
     })).one_or_none()
+    if row is not None and row.from_allocation is not None:
+        _count(session, metrics.credits_reserved, fields.get("operation"), amount)
     return None if row is None else Spent(row.available, row.from_allocation, row.from_bonus)
 
 
@@ -257,6 +269,8 @@ async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal,
     row = (await session.execute(CONSUME, {
         "team_id": team_id, "amount": amount, "reserved_delta": 0, "type": "consume", **_row_fields(**fields),
     })).one_or_none()
+    if row is not None and row.transaction_id is not None:
+        _count(session, metrics.credits_consumed, fields.get("operation"), amount)
     return None if row is None else Spent(row.available, transaction_id=row.transaction_id, available_after=row.after)
 
 
@@ -280,6 +294,9 @@ async def settle(
         "reservation_id": reservation_id, "captured": Decimal(0) if release else captured, "description": description,
         "status": "released" if release else "captured", "ledger_type": "release" if release else "capture",
     })).one()
+    if row.captured is not None:  # settled now: count the charge and what went back
+        _count(session, metrics.credits_captured, row.operation, row.captured)
+        _count(session, metrics.credits_released, row.operation, row.settled_amount - row.captured)
     return Settled(row.captured, row.held)
 
 

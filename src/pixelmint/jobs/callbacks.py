@@ -24,6 +24,7 @@ from sqlalchemy import select, text
 from pixelmint.jobs import queue
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
+from pixelmint.kit import metrics
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderState, WebhookEvent
 
@@ -70,8 +71,10 @@ async def handle(*, db: Database, provider: str, event: WebhookEvent) -> Callbac
         if event.state is ProviderState.SUCCEEDED:
             await queue.resume_by_polling(session, fence, job)
             return CallbackResult("queued", str(job.id))
+        code = "provider_job_failed" if event.state is ProviderState.FAILED else "provider_canceled"
+        metrics.after_commit(session, metrics.provider_errors.labels(provider=provider, code=code).inc)
         await queue.mark_failed(
-            session, fence, code="provider_job_failed" if event.state is ProviderState.FAILED else "provider_canceled",
+            session, fence, code=code,
             message=f"{provider}: {event.error or event.state.value}", retry_in=None,
         )
         return CallbackResult("finished", str(job.id))

@@ -26,6 +26,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, TextClause, case, literal, select, text, true, update
@@ -38,6 +39,7 @@ from pixelmint.credits import service as credits
 from pixelmint.credits.tables import CREDITS
 from pixelmint.jobs.registry import registry
 from pixelmint.jobs.tables import Job, TeamDispatch
+from pixelmint.kit import metrics
 from pixelmint.kit.errors import TooManyRequests
 
 JOBS_CHANNEL = "pixelmint_jobs"  # payload-free wake-up: work may be available
@@ -127,16 +129,37 @@ async def enqueue(session: AsyncSession, **values: Any) -> Job:
     ``values`` are the job's columns (``params`` as a JSON string). Holding the team_dispatch row
     lock until commit is what makes the claim's flag-clearing step safe (queues.md §B.2).
     """
-    return (await _jobs(session, _ENQUEUE, values))[0]
+    job = (await _jobs(session, _ENQUEUE, values))[0]
+    metrics.after_commit(session, metrics.jobs_submitted.labels(type=job.type, provider=job.provider).inc)
+    return job
 
 
 async def claim(session: AsyncSession, *, worker_id: str, demand: int, lease_seconds: float) -> list[Job]:
     """Claim up to ``demand`` jobs for ``worker_id`` (state → running, attempt + 1, lease set)."""
-    return await _jobs(
+    jobs = await _jobs(
         session,
         text("SELECT * FROM pixelmint_claim_jobs(:worker, :demand, :lease)"),
         {"worker": worker_id, "demand": demand, "lease": lease_seconds},
     )
+    for job in jobs:  # queue wait: ready (run_at: enqueued, or the retry's time) → claimed
+        if job.started_at is not None:
+            waited = max(0.0, (job.started_at - job.run_at).total_seconds())
+            metrics.after_commit(session, partial(metrics.job_queue_wait_seconds.labels(type=job.type).observe, waited))
+    return jobs
+
+
+def _count(session: AsyncSession, job: Job, from_state: str) -> None:
+    """Count a transition of ``job`` out of ``from_state`` (``kit/metrics.py``) when the transaction
+    commits: a final state, a retry, and the run time of an attempt that ended (not one handed to
+    its provider's webhook)."""
+    labels = {"type": job.type, "provider": job.provider}
+    if job.state in FINISHED_STATES:
+        metrics.after_commit(session, metrics.jobs_finished.labels(state=job.state, **labels).inc)
+    elif job.state == "queued" and from_state == "running":
+        metrics.after_commit(session, metrics.job_retries.labels(**labels).inc)
+    if from_state in ("running", "awaiting_webhook") and job.state != "awaiting_webhook" and job.started_at:
+        ran = max(0.0, (dt.datetime.now(dt.UTC) - job.started_at).total_seconds())
+        metrics.after_commit(session, partial(metrics.job_run_seconds.labels(**labels).observe, ran))
 
 
 async def extend_leases(
@@ -238,7 +261,10 @@ async def _transition(
         .returning(*_JOBS.c)
     )
     jobs = await _jobs(session, statement)
-    return jobs[0] if jobs else None
+    if not jobs:
+        return None
+    _count(session, jobs[0], fence.from_state)
+    return jobs[0]
 
 
 async def mark_succeeded(
@@ -402,6 +428,7 @@ async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID
     )
     if canceled:
         job = canceled[0]
+        _count(session, job, "queued")  # an awaiting job's attempt is not timed: its provider ran it
         await _refund(session, job, reason="job canceled")
         await _notify(session, job.id, "canceled", slot_freed=True)  # an awaiting job held a slot
         return job
@@ -446,3 +473,33 @@ async def rescue_expired(
         if job is not None:
             rescued.append(job)
     return rescued
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Queued jobs of one queue priority (the team's plan's, ``team_dispatch.priority``, which
+    claims honour first): how many (``depth``, retries waiting for their time included) and how
+    long the oldest one ready to run has waited, in seconds (0 when none is)."""
+
+    priority: int
+    depth: int
+    oldest_ready_age: float
+
+
+# The queued jobs through the ix_jobs_ready partial index, joined to their teams' dispatch rows;
+# every plan's priority appears, with 0 when none of its jobs is queued.
+_QUEUE_DEPTHS = text("""
+SELECT priority, COALESCE(q.depth, 0) AS depth, COALESCE(q.oldest_ready_age, 0) AS oldest_ready_age
+  FROM (SELECT DISTINCT queue_priority AS priority FROM plans) p
+  FULL JOIN (SELECT d.priority, count(*) AS depth,
+                    EXTRACT(EPOCH FROM now() - min(j.run_at) FILTER (WHERE j.run_at <= now())) AS oldest_ready_age
+               FROM jobs j JOIN team_dispatch d ON d.team_id = j.team_id
+              WHERE j.state = 'queued' GROUP BY d.priority) q USING (priority)
+ ORDER BY priority
+""")
+
+
+async def queue_depths(session: AsyncSession) -> list[QueueDepth]:
+    """The queue per priority, for ``/metrics`` (read at scrape time)."""
+    rows = await session.execute(_QUEUE_DEPTHS)
+    return [QueueDepth(row.priority, row.depth, max(0.0, float(row.oldest_ready_age))) for row in rows]

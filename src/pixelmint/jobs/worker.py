@@ -23,6 +23,7 @@ from pixelmint.jobs.events import JobEvents
 from pixelmint.jobs.queue import Fence
 from pixelmint.jobs.tables import Job
 from pixelmint.jobs.tasks import AwaitingWebhook, Handler, TaskContext, TaskOutcome
+from pixelmint.kit import metrics
 from pixelmint.kit.db import Database
 from pixelmint.providers.base import ProviderError
 from pixelmint.providers.registry import Providers
@@ -203,6 +204,8 @@ class Worker:
             await self._discard(fence, outcome)
         except Exception as exc:  # noqa: BLE001 - every failure must end the job and settle credits
             code, message, retryable = _describe_failure(exc)
+            if isinstance(exc, ProviderError):
+                metrics.provider_errors.labels(provider=job.provider, code=code).inc()
             retry_in = (
                 queue.backoff_seconds(job.attempt, base=self.settings.retry_base_seconds, cap=self.settings.retry_max_seconds)
                 if retryable

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 
 from pixelmint.accounts.auth import PrincipalDep
+from pixelmint.kit.errors import responses
 from pixelmint.kit.http import SessionDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.storage import service
 from pixelmint.storage.backend import LocalStorage
 from pixelmint.storage.deps import StorageDep, UrlSignerDep
-from pixelmint.storage.errors import FileNotFound
+from pixelmint.storage.errors import FileNotFound, ImageNotFound
 from pixelmint.storage.schemas import ImageOut, ImagePage, present_image
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
@@ -29,11 +30,14 @@ async def list_images(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
     job_id: Annotated[uuid.UUID | None, Query(alias="jobId")] = None,
+    favorite: Annotated[bool | None, Query(description="true: only favourites; false: only the others")] = None,
 ) -> ImagePage:
     after = None
     if cursor:
         after = tuple(decode_cursor(cursor, timestamp, uuid.UUID))
-    rows = await service.list_images(session, principal.team_id, limit=limit + 1, after=after, job_id=job_id)
+    rows = await service.list_images(
+        session, principal.team_id, limit=limit + 1, after=after, job_id=job_id, favorite=favorite
+    )
     page = rows[:limit]
     return ImagePage(
         items=[present_image(i, urls) for i in page],
@@ -44,6 +48,18 @@ async def list_images(
 @router.get("/{image_id}", response_model=ImageOut, summary="One image with a fresh signed URL")
 async def get_image(image_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep) -> ImageOut:
     return present_image(await service.get_image(session, principal.team_id, image_id), urls)
+
+
+@router.post("/{image_id}/favorite", response_model=ImageOut, responses=responses(ImageNotFound),
+             summary="Star an image (idempotent)")
+async def favorite_image(image_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep) -> ImageOut:
+    return present_image(await service.set_favorite(session, principal.team_id, image_id, True), urls)
+
+
+@router.delete("/{image_id}/favorite", response_model=ImageOut, responses=responses(ImageNotFound),
+               summary="Unstar an image (idempotent)")
+async def unfavorite_image(image_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep) -> ImageOut:
+    return present_image(await service.set_favorite(session, principal.team_id, image_id, False), urls)
 
 
 @router.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an image")

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from pixelmint.kit.schemas import CamelModel
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.tables import Image
@@ -25,6 +27,7 @@ class ImageOut(CamelModel):
     params: dict[str, Any]
     created_at: dt.datetime
     expires_at: dt.datetime
+    favorite: bool = Field(description="Starred by a member of the team (POST/DELETE /api/v1/images/{id}/favorite)")
 
 
 class ImagePage(CamelModel):
@@ -53,5 +56,5 @@ def present_image(image: Image, urls: UrlSigner) -> ImageOut:
         id=image.id, job_id=image.job_id, url=urls.url(image.storage_key, ttl_seconds=ttl),
         url_expires_at=now + dt.timedelta(seconds=ttl), content_type=image.content_type, width=image.width,
         height=image.height, size_bytes=image.size_bytes, seed=image.seed, params=image.params,
-        created_at=image.created_at, expires_at=image.expires_at,
+        created_at=image.created_at, expires_at=image.expires_at, favorite=image.favorited_at is not None,
     )

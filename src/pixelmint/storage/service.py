@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Row, select, text, tuple_
+from sqlalchemy import Row, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.storage.errors import ImageNotFound
@@ -70,11 +70,16 @@ async def list_images(
     limit: int,
     after: tuple[dt.datetime, uuid.UUID] | None,
     job_id: uuid.UUID | None = None,
+    favorite: bool | None = None,
 ) -> list[Image]:
-    """Newest first; ``after`` is the (created_at, id) of the last image of the previous page."""
+    """Newest first; ``after`` is the (created_at, id) of the last image of the previous page.
+    ``job_id``: that job's only; ``favorite``: only the favourites (``True``) or only the others
+    (``False``)."""
     query = readable(team_id)
     if job_id is not None:
         query = query.where(Image.job_id == job_id)
+    if favorite is not None:
+        query = query.where(Image.favorited_at.is_not(None) if favorite else Image.favorited_at.is_(None))
     if after is not None:
         query = query.where(tuple_(Image.created_at, Image.id) < tuple_(*after))
     query = query.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)
@@ -97,6 +102,23 @@ async def referenced_keys(session: AsyncSession, job_id: uuid.UUID, keys: Collec
         select(Image.storage_key).where(Image.job_id == job_id, Image.storage_key.in_(list(keys)))
     )
     return set(found)
+
+
+async def set_favorite(session: AsyncSession, team_id: uuid.UUID, image_id: uuid.UUID, favorite: bool) -> Image:
+    """Star (``favorite``) or unstar one of the team's images; idempotent (starring a favourite
+    keeps the time it was first starred). Raises ``ImageNotFound`` (404) for an image the team
+    cannot see (unknown, another team's, deleted)."""
+    starred = func.coalesce(Image.favorited_at, func.now()) if favorite else None
+    image = await session.scalar(
+        update(Image)
+        .where(Image.team_id == team_id, Image.id == image_id, Image.deleted_at.is_(None))
+        .values(favorited_at=starred)
+        .returning(Image)
+        .execution_options(populate_existing=True)
+    )
+    if image is None:
+        raise ImageNotFound("No such image.")
+    return image
 
 
 async def mark_deleted(session: AsyncSession, image: Image) -> None:

@@ -18,6 +18,9 @@ class Image(Base):
     __table_args__ = (
         Index("ix_images_team_created", "team_id", text("created_at DESC"), text("id DESC")),
         Index("ix_images_expires", "expires_at", postgresql_where=text("deleted_at IS NULL")),
+        # GET /api/v1/images?favorite=true (migration 0005_image_favorites builds it concurrently)
+        Index("ix_images_team_favorites", "team_id", text("created_at DESC"), text("id DESC"),
+              postgresql_where=text("favorited_at IS NOT NULL AND deleted_at IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -34,3 +37,5 @@ class Image(Base):
     created_at: Mapped[dt.datetime] = created_at_column()
     expires_at: Mapped[dt.datetime]
     deleted_at: Mapped[dt.datetime | None]
+    # When a member of the team starred it (favourites are the team's); NULL: not a favourite.
+    favorited_at: Mapped[dt.datetime | None]
