@@ -57,7 +57,8 @@ _ROW_FIELDS = """
 
 _LOCK = """
 WITH bal AS (
-    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period,
+           low_balance_threshold
       FROM credit_balances WHERE team_id = :team_id FOR UPDATE
 ),"""
 
@@ -102,13 +103,13 @@ RESERVE = text(_LOCK + _SPLIT + _APPLY + """, res AS (
       FROM d
 )
 SELECT bal.allocation_credits + bal.bonus_credits AS available, -d.allocation_delta AS from_allocation,
-       -d.bonus_delta AS from_bonus
+       -d.bonus_delta AS from_bonus, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN d ON true
 """)
 
 CONSUME = text(_LOCK + _SPLIT + _APPLY + """
 SELECT bal.allocation_credits + bal.bonus_credits AS available, led.id AS transaction_id,
-       led.allocation_after + led.bonus_after AS after
+       led.allocation_after + led.bonus_after AS after, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN led ON true
 """)
 
@@ -228,13 +229,15 @@ def _row_fields(
 @dataclass(frozen=True)
 class Spent:
     """What ``reserve`` / ``consume`` did. ``available``: allocation + bonus before (always set
-    when the team has a balance); the rest is ``None`` when the team could not afford it."""
+    when the team has a balance); the rest is ``None`` when the team could not afford it.
+    ``threshold``: the team's ``low_balance_threshold`` (``credits.low_balance`` webhooks)."""
 
     available: Decimal
     from_allocation: Decimal | None = None
     from_bonus: Decimal | None = None
     transaction_id: int | None = None
     available_after: Decimal | None = None
+    threshold: Decimal | None = None
 
 
 async def reserve(
@@ -248,7 +251,7 @@ async def reserve(
         "team_id": team_id, "amount": amount, "reserved_delta": amount, "type": "reserve", "expires_at": expires_at,
         **_row_fields(reservation_id=reservation_id, **fields),
     })).one_or_none()
-    return None if row is None else Spent(row.available, row.from_allocation, row.from_bonus)
+    return None if row is None else Spent(row.available, row.from_allocation, row.from_bonus, threshold=row.threshold)
 
 
 async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal, **fields: Any) -> Spent | None:
@@ -257,7 +260,9 @@ async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal,
     row = (await session.execute(CONSUME, {
         "team_id": team_id, "amount": amount, "reserved_delta": 0, "type": "consume", **_row_fields(**fields),
     })).one_or_none()
-    return None if row is None else Spent(row.available, transaction_id=row.transaction_id, available_after=row.after)
+    return None if row is None else Spent(
+        row.available, transaction_id=row.transaction_id, available_after=row.after, threshold=row.threshold
+    )
 
 
 @dataclass(frozen=True)
