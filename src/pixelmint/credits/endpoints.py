@@ -18,6 +18,8 @@ from pixelmint.credits.schemas import (
     AppGrantOut,
     AppGrantPage,
     BalanceOut,
+    LowBalanceThresholdIn,
+    LowBalanceThresholdOut,
     TransactionOut,
     TransactionPage,
     present_grant,
@@ -43,7 +45,18 @@ async def balance(principal: PrincipalDep, session: SessionDep) -> BalanceOut:
         total_allocated=b.total_allocated,
         next_replenishment_at=b.next_replenishment_at,
         free_generations_remaining=user.free_generations_remaining,
+        low_balance_threshold=b.low_balance_threshold,
     )
+
+
+@router.put("/low-balance-threshold", response_model=LowBalanceThresholdOut, summary="Set the low-balance alert")
+async def set_low_balance_threshold(
+    body: LowBalanceThresholdIn, principal: PrincipalDep, session: SessionDep
+) -> LowBalanceThresholdOut:
+    """The team's ``credits.low_balance`` webhook (``/api/v1/webhook-endpoints``) is sent whenever
+    its available credits fall from at least ``threshold`` to below it; ``null`` turns it off."""
+    await service.set_low_balance_threshold(session, principal.team_id, body.threshold)
+    return LowBalanceThresholdOut(threshold=body.threshold)
 
 
 def ledger_filter(
