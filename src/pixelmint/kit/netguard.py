@@ -50,16 +50,18 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos]
 
 
-async def refused_address(url: str, *, allow_private: bool) -> IPAddress | None:
+async def refused_address(url: str, *, allow_private: bool, timeout: float = 3.0) -> IPAddress | None:
     """A check ahead of time (e.g. when a webhook endpoint is created): the first address of
     ``url``'s host that is not global, or ``None`` when all are (or private ones are allowed, or
-    the name does not resolve now: the check at connection time still applies)."""
+    the name does not resolve within ``timeout`` seconds now: the check at connection time still
+    applies)."""
     if allow_private:
         return None
-    parsed = httpx.URL(url)
     try:
-        addresses = await resolve(parsed.raw_host.decode("ascii"), parsed.port or (443 if parsed.scheme == "https" else 80))
-    except (OSError, ValueError, UnicodeError):
+        parsed = httpx.URL(url)
+        host, port = parsed.raw_host.decode("ascii"), parsed.port or (443 if parsed.scheme == "https" else 80)
+        addresses = await asyncio.wait_for(resolve(host, port), timeout)
+    except (OSError, ValueError, UnicodeError, httpx.InvalidURL, TimeoutError):
         return None
     return next((a for a in addresses if not is_global(a)), None)
 

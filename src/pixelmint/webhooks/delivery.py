@@ -208,7 +208,7 @@ async def attempt(client: httpx.AsyncClient, claimed: Claimed, *, timeout: float
         outcome = Outcome(False, error=f"no answer within {timeout:g} s")
     except AddressNotAllowed as exc:
         outcome = Outcome(False, error=f"refused: {exc}")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
     outcome.duration_ms = int((time.monotonic() - started) * 1000)
     return outcome
