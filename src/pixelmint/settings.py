@@ -84,8 +84,13 @@ class Settings(BaseSettings):
     max_image_side: int = 2048
     min_image_side: int = 64
     free_generations_per_user: int = 3
-    # Training images given by URL may come from private/loopback addresses (single-user setups).
-    allow_private_image_urls: bool = False
+    # URLs users give (training images, outbound webhook targets) may reach private/loopback
+    # addresses (single-user setups, tests); kit/netguard.py. The old name is kept as an alias.
+    allow_private_urls: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("PIXELMINT_ALLOW_PRIVATE_URLS", "PIXELMINT_ALLOW_PRIVATE_IMAGE_URLS",
+                                      "allow_private_urls", "allow_private_image_urls"),
+    )
     # Request bodies, refused with 413 payload_too_large before they are parsed (kit/limits.py):
     # every body but training-image uploads, and multipart uploads to POST /api/v1/models
     # (unset: room for the most training images of the largest size, custom_models/service.py).
@@ -121,6 +126,19 @@ class Settings(BaseSettings):
     # API process every idempotency_prune_interval_seconds (0 = never).
     idempotency_retention_hours: float = Field(24.0, ge=24)
     idempotency_prune_interval_seconds: float = 3600.0
+
+    # Outbound webhooks (webhooks/): delivery loop in worker processes. Seconds before each
+    # attempt after the first failure schedule (Svix's: 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+    # 10 h; ±10 % jitter), the timeout of one attempt, how long an endpoint may keep failing
+    # before it is disabled, the rotated-out secret's overlap, parallel sends per process.
+    webhook_retry_schedule_seconds: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    webhook_timeout_seconds: float = 15.0
+    webhook_disable_after_seconds: float = 5 * 86400
+    webhook_secret_overlap_seconds: float = 86400
+    webhook_concurrency: int = 10
+    webhook_poll_interval_seconds: float = 5.0
+    rate_limit_webhooks: str = "30/minute"
+    rate_limit_webhooks_team: str = "60/minute"
 
     # Providers
     default_provider: str = "procedural"
@@ -171,6 +189,15 @@ class Settings(BaseSettings):
     @property
     def json_logs(self) -> bool:
         return self.log_format == "json" or self.log_json
+
+    @property
+    def allow_private_image_urls(self) -> bool:
+        """The old name of ``allow_private_urls``."""
+        return self.allow_private_urls
+
+    @allow_private_image_urls.setter
+    def allow_private_image_urls(self, value: bool) -> None:
+        self.allow_private_urls = value
 
     @property
     def storage_dir(self) -> Path:

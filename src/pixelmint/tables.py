@@ -16,6 +16,13 @@ from pixelmint.jobs.tables import Job, JobAttempt, JobLog, ProviderWebhookEvent,
 from pixelmint.kit.db import Base
 from pixelmint.kit.tables import IdempotencyKey
 from pixelmint.storage.tables import Image
+from pixelmint.webhooks.tables import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookMessage,
+    WebhookSigningSecret,
+)
 
 metadata = Base.metadata
 
@@ -41,5 +48,10 @@ __all__ = [
     "Team",
     "TeamDispatch",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookSigningSecret",
     "metadata",
 ]

@@ -29,6 +29,7 @@ from pixelmint.kit.limits import BodyLimit
 from pixelmint.kit.logging import configure_logging
 from pixelmint.settings import Settings
 from pixelmint.storage import endpoints as storage
+from pixelmint.webhooks import endpoints as webhooks
 
 
 def create_app(settings: Settings, database_url: str, *, run_worker: bool = True) -> FastAPI:
@@ -72,6 +73,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
         storage.router,
         storage.files_router,
         jobs.webhooks_router,
+        webhooks.router,
         catalog.admin_router,
         credits_admin.admin_router,
         credits_admin.pricing_admin_router,

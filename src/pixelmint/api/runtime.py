@@ -21,6 +21,7 @@ from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.backend import from_settings as storage_from_settings
+from pixelmint.webhooks.delivery import Deliverer
 
 
 def register_job_types(registry: Registry = job_types) -> Registry:
@@ -46,6 +47,8 @@ class Runtime:
     _replenish_task: asyncio.Task[None] | None = field(default=None, repr=False)
     idempotency_pruner: Pruner | None = None
     _prune_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    webhooks: Deliverer | None = None
+    _webhooks_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def start(cls, settings: Settings, database_url: str, *, run_worker: bool) -> Runtime:
@@ -85,9 +88,15 @@ class Runtime:
                     db, interval_seconds=settings.replenish_interval_seconds, batch_size=settings.replenish_batch_size
                 )
                 runtime._replenish_task = asyncio.create_task(runtime.replenisher.run())
+            # Outbound webhooks: webhooks/delivery.py (its own queue, not the jobs table).
+            runtime.webhooks = Deliverer(db, settings, database_url=database_url)
+            runtime._webhooks_task = asyncio.create_task(runtime.webhooks.run())
         return runtime
 
     async def stop(self) -> None:
+        if self.webhooks is not None and self._webhooks_task is not None:
+            self.webhooks.stop()
+            await asyncio.gather(self._webhooks_task, return_exceptions=True)
         if self.worker is not None and self._worker_task is not None:
             self.worker.stop()
             await asyncio.gather(self._worker_task, return_exceptions=True)

@@ -19,6 +19,8 @@ from pixelmint.credits.schemas import (
     AppGrantPage,
     BalanceOut,
     BucketsOut,
+    LowBalanceThresholdIn,
+    LowBalanceThresholdOut,
     TransactionOut,
     TransactionPage,
     present_grant,
@@ -36,7 +38,18 @@ router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 async def balance(principal: PrincipalDep, session: SessionDep) -> BalanceOut:
     b = await service.get_balance(session, principal.team_id)
     user = await get_user(session, principal.user_id)
-    return BalanceOut(**BucketsOut.fields_of(b), free_generations_remaining=user.free_generations_remaining)
+    return BalanceOut(**BucketsOut.fields_of(b), free_generations_remaining=user.free_generations_remaining,
+                      low_balance_threshold=b.low_balance_threshold)
+
+
+@router.put("/low-balance-threshold", response_model=LowBalanceThresholdOut, summary="Set the low-balance alert")
+async def set_low_balance_threshold(
+    body: LowBalanceThresholdIn, principal: PrincipalDep, session: SessionDep
+) -> LowBalanceThresholdOut:
+    """The team's ``credits.low_balance`` webhook (``/api/v1/webhook-endpoints``) is sent whenever
+    its available credits fall from at least ``threshold`` to below it; ``null`` turns it off."""
+    await service.set_low_balance_threshold(session, principal.team_id, body.threshold)
+    return LowBalanceThresholdOut(threshold=body.threshold)
 
 
 def ledger_filter(

@@ -60,7 +60,8 @@ _ROW_FIELDS = """
 
 _LOCK = """
 WITH bal AS (
-    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period,
+           low_balance_threshold
       FROM credit_balances WHERE team_id = :team_id FOR UPDATE
 ),"""
 
@@ -105,13 +106,13 @@ RESERVE = text(_LOCK + _SPLIT + _APPLY + """, res AS (
       FROM d
 )
 SELECT bal.allocation_credits + bal.bonus_credits AS available, -d.allocation_delta AS from_allocation,
-       -d.bonus_delta AS from_bonus
+       -d.bonus_delta AS from_bonus, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN d ON true
 """)
 
 CONSUME = text(_LOCK + _SPLIT + _APPLY + """
 SELECT bal.allocation_credits + bal.bonus_credits AS available, led.id AS transaction_id,
-       led.allocation_after + led.bonus_after AS after
+       led.allocation_after + led.bonus_after AS after, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN led ON true
 """)
 
@@ -238,13 +239,15 @@ def _count(session: AsyncSession, counter: Any, operation: str | None, amount: D
 @dataclass(frozen=True)
 class Spent:
     """What ``reserve`` / ``consume`` did. ``available``: allocation + bonus before (always set
-    when the team has a balance); the rest is ``None`` when the team could not afford it."""
+    when the team has a balance); the rest is ``None`` when the team could not afford it.
+    ``threshold``: the team's ``low_balance_threshold`` (``credits.low_balance`` webhooks)."""
 
     available: Decimal
     from_allocation: Decimal | None = None
     from_bonus: Decimal | None = None
     transaction_id: int | None = None
     available_after: Decimal | None = None
+    threshold: Decimal | None = None
 
 
 async def reserve(
@@ -260,7 +263,7 @@ async def reserve(
     })).one_or_none()
     if row is not None and row.from_allocation is not None:
         _count(session, metrics.credits_reserved, fields.get("operation"), amount)
-    return None if row is None else Spent(row.available, row.from_allocation, row.from_bonus)
+    return None if row is None else Spent(row.available, row.from_allocation, row.from_bonus, threshold=row.threshold)
 
 
 async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal, **fields: Any) -> Spent | None:
@@ -271,7 +274,9 @@ async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal,
     })).one_or_none()
     if row is not None and row.transaction_id is not None:
         _count(session, metrics.credits_consumed, fields.get("operation"), amount)
-    return None if row is None else Spent(row.available, transaction_id=row.transaction_id, available_after=row.after)
+    return None if row is None else Spent(
+        row.available, transaction_id=row.transaction_id, available_after=row.after, threshold=row.threshold
+    )
 
 
 @dataclass(frozen=True)

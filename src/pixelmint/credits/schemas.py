@@ -46,6 +46,16 @@ class BalanceOut(BucketsOut):
     """The calling team's balance and the calling user's free generations."""
 
     free_generations_remaining: int
+    low_balance_threshold: Credits | None = Field(
+        None, description="A credits.low_balance webhook is sent when available credits fall below it.")
+
+
+class LowBalanceThresholdIn(RequestModel):
+    threshold: NonNegativeCredits | None = Field(description="Credits; null: no credits.low_balance webhooks.")
+
+
+class LowBalanceThresholdOut(CamelModel):
+    threshold: Credits | None
 
 
 class TransactionOut(CamelModel):

@@ -40,6 +40,7 @@ from pixelmint.credits.errors import (
 )
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
 from pixelmint.kit.errors import Conflict, NotFound
+from pixelmint.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,9 @@ async def reserve(
         spent = await ledger.reserve(session, **fields)
         assert spent is not None and spent.from_allocation is not None
     assert spent.from_bonus is not None
+    if spent.threshold is not None:  # no statement unless the team set a threshold and crossed it
+        await _low_balance(session, team_id, before=spent.available, after=spent.available - amount,
+                           threshold=spent.threshold, operation=operation)
     return Reservation(reservation_id, team_id, amount, spent.from_allocation, spent.from_bonus)
 
 
@@ -155,7 +159,53 @@ async def consume(
         spent = await ledger.consume(session, **fields)
         assert spent is not None and spent.transaction_id is not None
     assert spent.available_after is not None
+    if spent.threshold is not None:
+        await _low_balance(session, team_id, before=spent.available, after=spent.available_after,
+                           threshold=spent.threshold, operation=operation)
     return Consumption(spent.transaction_id, amount, spent.available_after)
+
+
+async def _low_balance(
+    session: AsyncSession, team_id: uuid.UUID, *, before: Decimal, after: Decimal, threshold: Decimal | None,
+    operation: str | None,
+) -> None:
+    """The ``credits.low_balance`` webhook when available credits (allocation + bonus) went from
+    at least the team's threshold to below it, in the caller's transaction. ``threshold`` as read
+    with the balance (``None``: the team has none)."""
+    if threshold is None or not after < threshold <= before:
+        return
+    await webhooks.emit(session, team_id, "credits.low_balance", {
+        "teamId": str(team_id), "availableCredits": float(after), "previousAvailableCredits": float(before),
+        "threshold": float(threshold), "operation": operation, "links": {"balance": "/api/v1/credits/balance"},
+    })
+
+
+async def _after_move(session: AsyncSession, entry: CreditTransaction) -> None:
+    """A grant, adjustment or void that lowered the balance may cross the low-balance threshold
+    (admin paths: one more statement to read the threshold, only when credits went down)."""
+    delta = entry.allocation_delta + entry.bonus_delta
+    if delta >= 0:
+        return
+    threshold = await session.scalar(
+        select(CreditBalance.low_balance_threshold).where(CreditBalance.team_id == entry.team_id)
+    )
+    after = entry.allocation_after + entry.bonus_after
+    await _low_balance(session, entry.team_id, before=after - delta, after=after, threshold=threshold,
+                       operation=entry.type)
+
+
+async def set_low_balance_threshold(session: AsyncSession, team_id: uuid.UUID, threshold: Decimal | None) -> None:
+    """Set (``None``: clear) the team's low-balance threshold: a ``credits.low_balance`` webhook is
+    sent whenever available credits fall from at least it to below it. Raises ``NotFound``
+    (team_not_found), ``ValueError`` for a negative threshold."""
+    if threshold is not None and threshold < 0:
+        raise ValueError("the low-balance threshold must be >= 0")
+    updated = await session.scalar(
+        text("UPDATE credit_balances SET low_balance_threshold = :threshold WHERE team_id = :team_id RETURNING true"),
+        {"team_id": team_id, "threshold": threshold},
+    )
+    if updated is None:
+        raise _no_balance()
 
 
 async def capture(
@@ -275,6 +325,12 @@ async def replenish(
     )
     if done is None:
         raise _no_balance()
+    await webhooks.emit(session, team_id, "credits.replenished", {
+        "teamId": str(team_id), "granted": float(amount), "expired": float(done.expired),
+        "allocationPeriod": done.allocation_period,
+        "nextReplenishmentAt": next_replenishment_at.isoformat() if next_replenishment_at else None,
+        "reason": reason, "links": {"balance": "/api/v1/credits/balance", "history": "/api/v1/credits/history"},
+    })
     return Replenishment(
         team_id=team_id, allocation_period=done.allocation_period, expired=done.expired,
         held_allocation=done.held_allocation, granted=amount, next_replenishment_at=next_replenishment_at,
@@ -326,6 +382,7 @@ async def adjust(
             bucket, current, amount,
             f"Adjusting the {bucket} bucket by {amount} would make it negative: it holds {current}.",
         )
+    await _after_move(session, entry)
     return entry
 
 
@@ -389,6 +446,7 @@ async def void_grant(
             f"Voiding grant {transaction_id} takes {amount} {bucket} credits but the bucket holds {current} "
             "(the rest was spent or is on hold); adjust the bucket instead.",
         )
+    await _after_move(session, entry)
     return entry
 
 

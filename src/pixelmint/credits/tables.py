@@ -46,6 +46,9 @@ class CreditBalance(Base):
     # (``CreditReservation.allocation_period``).
     allocation_period: Mapped[int] = mapped_column(server_default=text("0"))
     allocation_period_started_at: Mapped[dt.datetime] = created_at_column()
+    # ``credits.low_balance`` webhook: sent when available credits (allocation + bonus) fall from
+    # at least this to below it (NULL: never). Read by the ledger statements that spend.
+    low_balance_threshold: Mapped[Decimal | None] = mapped_column(CREDITS)
 
 
 class CreditReservation(Base):

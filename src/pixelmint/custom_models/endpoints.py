@@ -77,7 +77,7 @@ async def _parse_create(
         except ValidationError as exc:  # rendered as FastAPI's own (api/errors.py): invalid_request, invalid_text
             raise RequestValidationError(exc.errors(include_url=False)) from None
         await downloads.download(
-            body.training_image_urls, downloaded, allow_private=settings.allow_private_image_urls
+            body.training_image_urls, downloaded, allow_private=settings.allow_private_urls
         )
         yield body, files + downloaded
     finally:

@@ -40,6 +40,7 @@ from pixelmint.jobs.tables import Job
 from pixelmint.kit.errors import InvalidRequest
 from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
+from pixelmint.webhooks import service as webhooks
 
 MAX_TRAINING_IMAGES = 50
 MAX_TRAINING_IMAGE_BYTES = 10 * 1024 * 1024
@@ -329,7 +330,18 @@ async def record_version(
     )
     session.add(version)
     await session.flush()
+    await _announce(session, model, "model.ready", job)
     return version
+
+
+async def _announce(session: AsyncSession, model: CustomModel, event_type: str, job: Job) -> None:
+    """The team's ``model.ready`` / ``model.failed`` webhook, in this transaction."""
+    await webhooks.emit(session, model.team_id, event_type, {
+        "id": str(model.id), "name": model.name, "status": model.status, "version": model.version,
+        "referenceModelId": model.reference_model_id, "jobId": str(job.id),
+        "error": model.error_message if model.status == "failed" else None,
+        "links": {"model": f"/api/v1/models/{model.id}", "job": f"/api/v1/jobs/{job.id}"},
+    })
 
 
 async def on_job_failed(session: AsyncSession, job: Job) -> None:
@@ -342,3 +354,4 @@ async def on_job_failed(session: AsyncSession, job: Job) -> None:
         model.status = "failed"
         model.error_message = job.error_message or job.error_code
         await session.flush()
+        await _announce(session, model, "model.failed", job)

@@ -16,7 +16,9 @@ then jobs, both with ``SKIP LOCKED``, and never wait. So there is no lock cycle.
 
 Every finishing transition is fenced (``state = 'running' AND locked_by = worker AND attempt =
 n``, queues.md §6 pitfall 11): a worker that lost its lease cannot finish a job twice, and credit
-settlement happens in the same transaction as the fenced update.
+settlement happens in the same transaction as the fenced update. So does the team's outbound
+webhook (``job.succeeded`` / ``job.failed`` / ``job.canceled``, ``_announce``): every way a job
+finishes goes through ``mark_succeeded`` or ``_refund``, which call it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pixelmint.jobs.registry import registry
 from pixelmint.jobs.tables import Job, TeamDispatch
 from pixelmint.kit import metrics
 from pixelmint.kit.errors import TooManyRequests
+from pixelmint.webhooks import service as webhooks
 
 JOBS_CHANNEL = "pixelmint_jobs"  # payload-free wake-up: work may be available
 JOB_EVENTS_CHANNEL = "pixelmint_job_events"  # payload "<job id> <state>" on every state change
@@ -284,6 +287,7 @@ async def mark_succeeded(
         return None
     if job.reservation_id is not None:
         await credits.capture(session, job.reservation_id, amount=job.charged_credits, description="job succeeded")
+    await _announce(session, job)
     await _finish_attempt(session, fence, "succeeded", None, state="succeeded")
     return job
 
@@ -405,6 +409,32 @@ async def _refund(session: AsyncSession, job: Job, *, reason: str) -> None:
         await credits.release(session, job.reservation_id, description=reason)
     elif job.is_free and job.user_id is not None:
         await accounts.return_free_generation(session, job.user_id)
+    await _announce(session, job)
+
+
+def job_links(job: Job) -> dict[str, str]:
+    """API paths about a job (relative to the server's base URL)."""
+    links = {"job": f"/api/v1/jobs/{job.id}"}
+    if job.type == "image_generation":
+        links["generation"] = f"/api/v1/generate/{job.id}"
+        links["images"] = f"/api/v1/images?jobId={job.id}"
+    if job.custom_model_id is not None:
+        links["model"] = f"/api/v1/models/{job.custom_model_id}"
+    return links
+
+
+async def _announce(session: AsyncSession, job: Job) -> None:
+    """The job finished (succeeded, failed or canceled): the team's ``job.<state>`` webhook, in
+    this transaction (one statement; nothing written when no endpoint takes it)."""
+    error = None if job.state == "succeeded" else {"code": job.error_code, "message": job.error_message}
+    await webhooks.emit(session, job.team_id, f"job.{job.state}", {
+        "id": str(job.id), "type": job.type, "state": job.state, "referenceModelId": job.reference_model_id,
+        "customModelId": str(job.custom_model_id) if job.custom_model_id else None,
+        "customModelVersion": job.custom_model_version, "estimatedCredits": float(job.estimated_credits),
+        "chargedCredits": float(job.charged_credits) if job.charged_credits is not None else None,
+        "error": error, "createdAt": job.created_at.isoformat() if job.created_at else None,
+        "finishedAt": job.finished_at.isoformat() if job.finished_at else None, "links": job_links(job),
+    })
 
 
 async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:

@@ -18,7 +18,7 @@ class Image(Base):
     __table_args__ = (
         Index("ix_images_team_created", "team_id", text("created_at DESC"), text("id DESC")),
         Index("ix_images_expires", "expires_at", postgresql_where=text("deleted_at IS NULL")),
-        # GET /api/v1/images?favorite=true (migration 0005_image_favorites builds it concurrently)
+        # GET /api/v1/images?favorite=true (migration 0002_image_favorites builds it concurrently)
         Index("ix_images_team_favorites", "team_id", text("created_at DESC"), text("id DESC"),
               postgresql_where=text("favorited_at IS NOT NULL AND deleted_at IS NULL")),
     )

@@ -68,12 +68,6 @@ class InvalidVersion(InvalidRequest):
     code = "invalid_version"
 
 
-class InvalidWebhookUrl(InvalidRequest):
-    """``webhook`` is not an absolute http(s) URL, or a filter came without a webhook."""
-
-    code = "invalid_webhook_url"
-
-
 class InvalidDestination(InvalidRequest):
     """A training's ``destination`` is not ``<teamId>/<name>`` of the caller's team, or names a
     model that cannot take this training."""

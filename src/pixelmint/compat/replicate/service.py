@@ -42,7 +42,6 @@ from pixelmint.compat import names
 from pixelmint.compat.replicate.errors import (
     InvalidDestination,
     InvalidVersion,
-    InvalidWebhookUrl,
     PredictionNotFound,
     TrainingNotFound,
     VersionNotFound,
@@ -75,6 +74,7 @@ from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.schemas import UrlSigner, present_image
 from pixelmint.storage.service import images_for_jobs
+from pixelmint.webhooks.errors import InvalidWebhookUrl
 
 PREFIX = "/replicate"  # where api/app.py mounts this surface
 COG_VERSION = "0.14.0"  # ≥ 0.3.9: an array Output is a list, not an iterator (replicate/schema.py)

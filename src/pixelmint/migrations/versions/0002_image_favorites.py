@@ -1,6 +1,6 @@
 """image favourites: images.favorited_at and a partial index for the favourites filter
 
-Revision ID: 0005_image_favorites
+Revision ID: 0002_image_favorites
 Revises: 0001_schema
 Create Date: 2026-12-02
 
@@ -13,7 +13,7 @@ that writes to ``images`` go on while it is built.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_image_favorites"
+revision = "0002_image_favorites"
 down_revision = "0001_schema"
 branch_labels = None
 depends_on = None
