@@ -84,11 +84,11 @@ from harness import (
     use_wrk,
     warn_if_machine_busy,
 )
-from pixelmint.accounts.service import create_team
 from pixelmint.credits.apps import authorize_app, register_app
 from pixelmint.credits.ledger import CONSUME
 from pixelmint.credits.service import check_ledger
 from pixelmint.credits.tables import App, AppGrant, AppOperation
+from pixelmint.flows.teams import create_team
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 
 OPERATION = "deck"

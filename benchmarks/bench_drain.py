@@ -199,8 +199,8 @@ class Setup:
 
 async def build_template(admin_url: str, name: str, *, teams: int, jobs: int) -> Setup:
     """A migrated database with the teams and their queued jobs, for CREATE DATABASE … TEMPLATE."""
-    from pixelmint.accounts.service import create_team
     from pixelmint.bootstrap import prepare_database
+    from pixelmint.flows.teams import create_team
 
     await admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     url = with_database(admin_url, name)

@@ -68,11 +68,11 @@ from harness import (
     use_wrk,
     warn_if_machine_busy,
 )
-from pixelmint.accounts.service import _AUTHENTICATE, create_team
+from pixelmint.accounts.service import _AUTHENTICATE, _TAKE_FREE_GENERATION
 from pixelmint.credits.ledger import RESERVE
 from pixelmint.credits.pricing import DEFAULT_PRICING
+from pixelmint.flows.teams import create_team
 from pixelmint.jobs.queue import _ENQUEUE
-from pixelmint.jobs.service import _TAKE_FREE_GENERATION
 from pixelmint.kit.db import Database
 from pixelmint.settings import Settings
 
@@ -104,9 +104,9 @@ async def bare_transaction(conn: asyncpg.Connection, key_digest: str, model: asy
                                                 complexity=model["complexity_factor"], num_images=1)
         job_id, reservation_id = uuid.uuid4(), uuid.uuid4()
         reserved = await conn.fetchrow(RESERVE_SQL, *positional(RESERVE_ARGS, {
-            "team_id": auth["team_id"], "amount": cost, "operation": "image_generation", "job_id": job_id,
-            "reservation_id": reservation_id, "user_id": auth["user_id"], "description": None, "app_id": None,
-            "expires_at": None,
+            "team_id": auth["team_id"], "amount": cost, "reserved_delta": cost, "type": "reserve",
+            "operation": "image_generation", "job_id": job_id, "reservation_id": reservation_id,
+            "user_id": auth["user_id"], "description": None, "app_id": None, "metadata": "{}", "expires_at": None,
         }))
         if reserved is None or reserved["from_allocation"] is None:
             raise LoadError(f"reserve failed: {reserved}")
