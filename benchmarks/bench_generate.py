@@ -51,18 +51,18 @@ from harness import (
     CpuMeter,
     LoadError,
     Result,
-    api_load,
+    add_py_spy_option,
+    api_bare_ratio,
+    api_bench_parser,
     check_rendering,
     checkpoint,
     connections,
-    cpu_text,
-    fmt_result,
     load_loop,
     positional,
+    print_bare,
     print_summary_header,
     run_main,
-    start_profile,
-    summarize_profile,
+    session,
     summary_row,
     to_dollar_params,
     use_wrk,
@@ -73,12 +73,12 @@ from pixelmint.credits.ledger import RESERVE
 from pixelmint.credits.pricing import DEFAULT_PRICING
 from pixelmint.flows.teams import create_team
 from pixelmint.jobs.queue import _ENQUEUE
-from pixelmint.kit.db import Database
 from pixelmint.settings import Settings
 
 MODEL_ID = "business-headshot"
 BODY = {"referenceModelId": MODEL_ID, "prompt": "bench", "resolution": "512x512"}
 SPREAD_TEAMS = 32
+AIM = 0.6
 
 # The service's statements, with ``:name`` binds as asyncpg ``$n`` positional parameters.
 AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
@@ -136,14 +136,10 @@ async def bare_run(url: str, keys: list[str], *, clients: int, **load: Any) -> R
 
 
 async def create_keys(url: str, n: int) -> list[str]:
-    db = Database.connect(url, pool_size=1)
-    try:
-        async with db.transaction() as session:
-            return [(await create_team(session, name=f"bench-{i}", plan_code="enterprise",
-                                       credits_amount=Decimal("100000000"), free_generations=0)).api_key
-                    for i in range(n)]
-    finally:
-        await db.dispose()
+    async with session(url) as s:
+        return [(await create_team(s, name=f"bench-{i}", plan_code="enterprise",
+                                   credits_amount=Decimal("100000000"), free_generations=0)).api_key
+                for i in range(n)]
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -171,44 +167,28 @@ async def main(args: argparse.Namespace) -> int:
             if args.only and name != args.only:
                 continue
             print(f"\n{title}")
-            profile = Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None
-            profiler = (lambda p=profile: start_profile(bench.proc.pid, p, args.seconds)) if profile else None
             await checkpoint(bench.url)
-            api = await api_load(
-                wrk, bench.base_url, "/api/v1/generate", 202, BODY, team_keys, workdir=bench.workdir,
-                cpu_keys=("server", "postgres"), meter=CpuMeter(bench.proc.pid, bench.postmaster),
-                on_measure_start=profiler, **load)
-            if profile:
-                print(f"  server profile ({profile}):")
-                print(summarize_profile(profile))
+            api = await bench.api_run(wrk, "/api/v1/generate", 202, BODY, team_keys, cpu_keys=("server", "postgres"),
+                                      profile=Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None, **load)
             await checkpoint(bench.url)
             bare = await bare_run(bench.url, team_keys, meter=CpuMeter(None, bench.postmaster), **load)
-            print(fmt_result("bare", bare))
-            print("       " + cpu_text(bare.cpu, ("postgres", "bench")))
-            ratio = api.rate / bare.rate if bare.rate else float("nan")
-            print(f"  API/bare throughput: {ratio:.2f}  (aim >= 0.60)")
+            print_bare(bare, ("postgres", "bench"))
+            api_bare_ratio(api, bare, AIM)
             results[name] = (api, bare)
 
     print("\nsummary")
     print_summary_header()
     for name, (api, bare) in results.items():
-        ratio = api.rate / bare.rate if bare.rate else float("nan")
-        print(summary_row(name, api, bare, ratio, "ok" if ratio >= 0.6 else "below 0.6"))
+        ratio = api_bare_ratio(api, bare, AIM, show=False)
+        print(summary_row(name, api, bare, ratio, "ok" if ratio >= AIM else f"below {AIM}"))
     failed = any(api.errors or bare.errors or not api.count or not bare.count for api, bare in results.values())
     return 1 if failed else 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per run (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each run (default 2)")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto",
-                        help="API load generator (auto: wrk if installed, else httpx)")
-    parser.add_argument("--processes", type=int, default=1, help="API server processes (default 1)")
+    parser = api_bench_parser(__doc__, seconds=10, warmup=2, concurrency=32)
     parser.add_argument("--only", choices=("hot", "spread"), help="run one scenario")
-    parser.add_argument("--py-spy", metavar="DIR", help="profile the server with py-spy during the measured API "
-                        "runs (collapsed stacks into DIR; slows the server, so the numbers are not comparable)")
+    add_py_spy_option(parser, "runs")
     return parser.parse_args()
 
 
