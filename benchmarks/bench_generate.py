@@ -8,27 +8,10 @@ back to a much costlier httpx load generator)::
     DATABASE_URL=postgresql://user:pw@host/db .venv/bin/python benchmarks/bench_generate.py
     .venv/bin/python benchmarks/bench_generate.py --seconds 20 --py-spy /tmp/prof  # + server profile
 
-What it does: gets a PostgreSQL (a fresh ``pixelmint_bench_<random>`` database on ``DATABASE_URL``,
-else a throw-away embedded server), migrates it, creates 33 enterprise teams with plenty of credits
-and no free generations, starts ``pixelmint serve --no-worker`` as a subprocess, then for two
-scenarios — *hot* (every client charges the same team: one contended ``credit_balances`` row) and
-*spread* (client i charges team i % 32) — measures, for ``--seconds`` after a ``--warmup``, with
-``--concurrency`` (32) clients:
-
-- API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
-  connection per wrk thread, so client i keeps its team; warm-up and measurement in one run, as
-  in ``bench_consume.py``) or, without wrk, an httpx generator;
-- bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
-  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
-  from a per-process cache in both)
-  with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
-  asyncpg dialect does; checked at start-up). These are the round trips one paid request
-  makes (``get_principal`` + ``submit_generation`` as of this writing: keep ``bare_transaction`` in step
-  when they change); the API also sends a coalesced ``NOTIFY`` after the commit, which the bare
-  run leaves out.
-
-and prints req/s, p50 and p99 latency of each, the ratio API/bare throughput (project aim: >= 0.6)
-and where the CPU went (server process, PostgreSQL backends, load generator) on this machine.
+Scenarios: *hot* (``--concurrency`` clients charge one team: one contended balance row) and
+*spread* (client i charges team i % 32), each through the API and through the bare transaction
+(``bare_transaction``: the statements one paid request sends, with the service's own SQL texts).
+What is measured and how to read the output: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
