@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -418,7 +419,7 @@ class BareDrain:
 
 
 async def bare_run(setup: Setup, label: str, tag: str, connection_count: int, slots: int,
-                   drain: Callable[[asyncpg.Connection, int, BareDrain], Awaitable[None]], *,
+                   drain: Callable[[asyncpg.Connection, int, BareDrain], Coroutine[Any, Any, None]], *,
                    prepare: list[str], timeout: float, postmaster: int | None) -> Run:
     """Drain a copy of the template with ``drain(conn, i, state)`` on each of ``connection_count``
     asyncpg connections (``prepare``'s statements prepared first, as a long-running worker has
