@@ -8,27 +8,10 @@ back to a much costlier httpx load generator)::
     DATABASE_URL=postgresql://user:pw@host/db .venv/bin/python benchmarks/bench_generate.py
     .venv/bin/python benchmarks/bench_generate.py --seconds 20 --py-spy /tmp/prof  # + server profile
 
-What it does: gets a PostgreSQL (a fresh ``pixelmint_bench_<random>`` database on ``DATABASE_URL``,
-else a throw-away embedded server), migrates it, creates 33 enterprise teams with plenty of credits
-and no free generations, starts ``pixelmint serve --no-worker`` as a subprocess, then for two
-scenarios — *hot* (every client charges the same team: one contended ``credit_balances`` row) and
-*spread* (client i charges team i % 32) — measures, for ``--seconds`` after a ``--warmup``, with
-``--concurrency`` (32) clients:
-
-- API: ``POST /api/v1/generate`` (202, a queued job) through HTTP, load from ``wrk`` (one
-  connection per wrk thread, so client i keeps its team; warm-up and measurement in one run, as
-  in ``bench_consume.py``) or, without wrk, an httpx generator;
-- bare: the same database work with asyncpg on 32 connections, no HTTP, no SQLAlchemy:
-  ``BEGIN; _AUTHENTICATE; _TAKE_FREE_GENERATION; RESERVE; _ENQUEUE; COMMIT`` (the reference model comes
-  from a per-process cache in both)
-  with the service's own SQL texts (``:name`` binds rewritten to ``$n`` exactly as SQLAlchemy's
-  asyncpg dialect does; checked at start-up). These are the round trips one paid request
-  makes (``get_principal`` + ``submit_generation`` as of this writing: keep ``bare_transaction`` in step
-  when they change); the API also sends a coalesced ``NOTIFY`` after the commit, which the bare
-  run leaves out.
-
-and prints req/s, p50 and p99 latency of each, the ratio API/bare throughput (project aim: >= 0.6)
-and where the CPU went (server process, PostgreSQL backends, load generator) on this machine.
+Scenarios: *hot* (``--concurrency`` clients charge one team: one contended balance row) and
+*spread* (client i charges team i % 32), each through the API and through the bare transaction
+(``bare_transaction``: the statements one paid request sends, with the service's own SQL texts).
+What is measured and how to read the output: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -51,34 +34,34 @@ from harness import (
     CpuMeter,
     LoadError,
     Result,
-    api_load,
+    add_py_spy_option,
+    api_bare_ratio,
+    api_bench_parser,
     check_rendering,
     checkpoint,
     connections,
-    cpu_text,
-    fmt_result,
     load_loop,
     positional,
+    print_bare,
     print_summary_header,
     run_main,
-    start_profile,
-    summarize_profile,
+    session,
     summary_row,
     to_dollar_params,
     use_wrk,
     warn_if_machine_busy,
 )
-from pixelmint.accounts.service import _AUTHENTICATE, create_team
+from pixelmint.accounts.service import _AUTHENTICATE, _TAKE_FREE_GENERATION
 from pixelmint.credits.ledger import RESERVE
 from pixelmint.credits.pricing import DEFAULT_PRICING
+from pixelmint.flows.teams import create_team
 from pixelmint.jobs.queue import _ENQUEUE
-from pixelmint.jobs.service import _TAKE_FREE_GENERATION
-from pixelmint.kit.db import Database
 from pixelmint.settings import Settings
 
 MODEL_ID = "business-headshot"
 BODY = {"referenceModelId": MODEL_ID, "prompt": "bench", "resolution": "512x512"}
 SPREAD_TEAMS = 32
+AIM = 0.6
 
 # The service's statements, with ``:name`` binds as asyncpg ``$n`` positional parameters.
 AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
@@ -104,9 +87,9 @@ async def bare_transaction(conn: asyncpg.Connection, key_digest: str, model: asy
                                                 complexity=model["complexity_factor"], num_images=1)
         job_id, reservation_id = uuid.uuid4(), uuid.uuid4()
         reserved = await conn.fetchrow(RESERVE_SQL, *positional(RESERVE_ARGS, {
-            "team_id": auth["team_id"], "amount": cost, "operation": "image_generation", "job_id": job_id,
-            "reservation_id": reservation_id, "user_id": auth["user_id"], "description": None, "app_id": None,
-            "expires_at": None,
+            "team_id": auth["team_id"], "amount": cost, "reserved_delta": cost, "type": "reserve",
+            "operation": "image_generation", "job_id": job_id, "reservation_id": reservation_id,
+            "user_id": auth["user_id"], "description": None, "app_id": None, "metadata": "{}", "expires_at": None,
         }))
         if reserved is None or reserved["from_allocation"] is None:
             raise LoadError(f"reserve failed: {reserved}")
@@ -136,14 +119,10 @@ async def bare_run(url: str, keys: list[str], *, clients: int, **load: Any) -> R
 
 
 async def create_keys(url: str, n: int) -> list[str]:
-    db = Database.connect(url, pool_size=1)
-    try:
-        async with db.transaction() as session:
-            return [(await create_team(session, name=f"bench-{i}", plan_code="enterprise",
-                                       credits_amount=Decimal("100000000"), free_generations=0)).api_key
-                    for i in range(n)]
-    finally:
-        await db.dispose()
+    async with session(url) as s:
+        return [(await create_team(s, name=f"bench-{i}", plan_code="enterprise",
+                                   credits_amount=Decimal("100000000"), free_generations=0)).api_key
+                for i in range(n)]
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -171,44 +150,28 @@ async def main(args: argparse.Namespace) -> int:
             if args.only and name != args.only:
                 continue
             print(f"\n{title}")
-            profile = Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None
-            profiler = (lambda p=profile: start_profile(bench.proc.pid, p, args.seconds)) if profile else None
             await checkpoint(bench.url)
-            api = await api_load(
-                wrk, bench.base_url, "/api/v1/generate", 202, BODY, team_keys, workdir=bench.workdir,
-                cpu_keys=("server", "postgres"), meter=CpuMeter(bench.proc.pid, bench.postmaster),
-                on_measure_start=profiler, **load)
-            if profile:
-                print(f"  server profile ({profile}):")
-                print(summarize_profile(profile))
+            api = await bench.api_run(wrk, "/api/v1/generate", 202, BODY, team_keys, cpu_keys=("server", "postgres"),
+                                      profile=Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None, **load)
             await checkpoint(bench.url)
             bare = await bare_run(bench.url, team_keys, meter=CpuMeter(None, bench.postmaster), **load)
-            print(fmt_result("bare", bare))
-            print("       " + cpu_text(bare.cpu, ("postgres", "bench")))
-            ratio = api.rate / bare.rate if bare.rate else float("nan")
-            print(f"  API/bare throughput: {ratio:.2f}  (aim >= 0.60)")
+            print_bare(bare, ("postgres", "bench"))
+            api_bare_ratio(api, bare, AIM)
             results[name] = (api, bare)
 
     print("\nsummary")
     print_summary_header()
     for name, (api, bare) in results.items():
-        ratio = api.rate / bare.rate if bare.rate else float("nan")
-        print(summary_row(name, api, bare, ratio, "ok" if ratio >= 0.6 else "below 0.6"))
+        ratio = api_bare_ratio(api, bare, AIM, show=False)
+        print(summary_row(name, api, bare, ratio, "ok" if ratio >= AIM else f"below {AIM}"))
     failed = any(api.errors or bare.errors or not api.count or not bare.count for api, bare in results.values())
     return 1 if failed else 0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per run (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each run (default 2)")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto",
-                        help="API load generator (auto: wrk if installed, else httpx)")
-    parser.add_argument("--processes", type=int, default=1, help="API server processes (default 1)")
+    parser = api_bench_parser(__doc__, seconds=10, warmup=2, concurrency=32)
     parser.add_argument("--only", choices=("hot", "spread"), help="run one scenario")
-    parser.add_argument("--py-spy", metavar="DIR", help="profile the server with py-spy during the measured API "
-                        "runs (collapsed stacks into DIR; slows the server, so the numbers are not comparable)")
+    add_py_spy_option(parser, "runs")
     return parser.parse_args()
 
 

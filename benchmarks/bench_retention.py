@@ -44,9 +44,9 @@ from pathlib import Path
 import asyncpg
 
 from harness import BenchPostgres
-from pixelmint.accounts.service import create_team
 from pixelmint.bootstrap import prepare_database
 from pixelmint.flows.retention import cleanup_expired
+from pixelmint.flows.teams import create_team
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 from pixelmint.storage.backend import LocalStorage
 

@@ -8,6 +8,7 @@ from here. Imported as ``harness`` (the scripts' own folder is on ``sys.path`` w
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -33,7 +34,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from pixelmint.kit.db import asyncpg_connect_kwargs, embedded_server, with_database
+from pixelmint.kit.db import Database, asyncpg_connect_kwargs, embedded_server, with_database
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -147,6 +148,27 @@ async def admin_execute(url: str, *statements: str) -> None:
             await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def fetch_row(url: str, sql: str, *args: object) -> Any:
+    """The first row of ``sql`` (an ``asyncpg.Record`` or ``None``), on one fresh connection."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
+    try:
+        return await conn.fetchrow(sql, *args)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def session(url: str) -> AsyncIterator[Any]:
+    """A SQLAlchemy ``AsyncSession`` in a transaction (committed at the end) on a one-connection
+    ``Database``: for a benchmark's set-up and checks through the service's own functions."""
+    db = Database.connect(url, pool_size=1)
+    try:
+        async with db.transaction() as s:
+            yield s
+    finally:
+        await db.dispose()
 
 
 async def pg_settings(url: str, *names: str) -> dict[str, str]:
@@ -343,6 +365,22 @@ class ApiBench:
         self.base_url = f"http://127.0.0.1:{port}"
         self.postmaster = await find_postmaster(self.url)
 
+    async def api_run(self, wrk: bool, path: str, status: int, body: Any, keys: list[str], *,
+                      cpu_keys: tuple[str, ...], profile: Path | None = None, **load: Any) -> Result:
+        """:func:`api_load` against this server, its CPU and the local PostgreSQL's measured; with
+        ``profile``, the server under ``py-spy`` over the measured window, summarized after the
+        result lines."""
+        assert self.proc is not None, "serve() first"
+        pid = self.proc.pid
+        api = await api_load(
+            wrk, self.base_url, path, status, body, keys, workdir=self.workdir, cpu_keys=cpu_keys,
+            meter=CpuMeter(pid, self.postmaster),
+            on_measure_start=(lambda: start_profile(pid, profile, load["seconds"])) if profile else None, **load)
+        if profile:
+            print(f"  server profile ({profile}):")
+            print(summarize_profile(profile))
+        return api
+
     async def __aexit__(self, *_exc: object) -> None:
         if self.proc is not None:
             stop_server(self.proc)
@@ -488,6 +526,18 @@ def cpu_text(cpu: dict[str, float], keys: tuple[str, ...], *, rest: bool = False
     parts = [f"{k} {cpu[k] * 100:.0f}%" if cpu[k] == cpu[k] else f"{k} n/a" for k in keys if k in cpu]
     text = f"cpu (% of one core): {', '.join(parts)}; machine busy {cpu['machine'] * 100:.0f}% of {ncpu * 100}%"
     return text + (f" (rest of the machine {cpu['rest'] * 100:.0f}%)" if rest else "")
+
+
+def cpu_per_job(cpu: dict[str, float], keys: tuple[str, ...], jobs: int) -> str:
+    """One line: the ``keys`` of a :class:`CpuMeter` reading as a share of one core over the run and in
+    ms per job (``workers`` with its share in the kernel), and the machine's busy share."""
+    wall = cpu["wall"]
+    parts = [f"{k} {cpu[k] * 100:.0f}% ({cpu[k] * wall / max(jobs, 1) * 1000:.2f} ms/job)"
+             if cpu[k] == cpu[k] else f"{k} n/a" for k in keys]
+    if cpu.get("workers") and "workers" in keys:
+        parts[keys.index("workers")] += f" of which {cpu['workers_sys'] / cpu['workers']:.0%} in the kernel"
+    return (f"cpu (share of one core over {wall:.1f} s): {', '.join(parts)}; "
+            f"machine busy {cpu['machine'] * 100:.0f}% of {(os.cpu_count() or 1) * 100}%")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -812,6 +862,49 @@ def summary_row(name: str, api: Any, bare: Any, ratio: float, flag: str) -> str:
             f"{bare.p50_ms:>8.2f} {bare.p99_ms:>8.2f}   {ratio:>8.2f}  {flag}")
 
 
+def print_bare(bare: Result, cpu_keys: tuple[str, ...], *, rest: bool = False) -> None:
+    """A bare run's result line, its CPU line (``cpu_keys``) and its session samples if any."""
+    print(fmt_result("bare", bare))
+    print("       " + cpu_text(bare.cpu, cpu_keys, rest=rest))
+    if bare.waits:
+        print("       " + bare.waits)
+
+
+def api_bare_ratio(api: Result, bare: Result, aim: float, *, show: bool = True) -> float:
+    """API/bare throughput (NaN without a bare rate), printed against the project's ``aim`` with ``show``."""
+    ratio = api.rate / bare.rate if bare.rate else float("nan")
+    if show:
+        print(f"  API/bare throughput: {ratio:.2f}  (aim >= {aim:.2f})")
+    return ratio
+
+
+def print_checks(checks: list[tuple[bool, str]]) -> bool:
+    """``  <text>  ok`` (or ``MISMATCH``) for each ``(good, text)``; whether all are good."""
+    for good, text in checks:
+        print(f"  {text}  {'ok' if good else 'MISMATCH'}")
+    return all(good for good, _ in checks)
+
+
+def api_bench_parser(doc: str, *, seconds: int, warmup: int, concurrency: int) -> argparse.ArgumentParser:
+    """The options of an API-vs-bare benchmark (add yours, then :func:`add_py_spy_option`);
+    described by the first paragraph of the script's ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=seconds, help=f"measured seconds per run (default {seconds})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"warm-up seconds before each run (default {warmup})")
+    parser.add_argument("--concurrency", type=int, default=concurrency,
+                        help=f"concurrent clients (default {concurrency})")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto",
+                        help="API load generator (auto: wrk if installed, else httpx)")
+    parser.add_argument("--processes", type=int, default=1, help="API server processes (default 1)")
+    return parser
+
+
+def add_py_spy_option(parser: argparse.ArgumentParser, runs: str) -> None:
+    """``--py-spy DIR``: profile the server during the measured API ``runs``."""
+    parser.add_argument("--py-spy", metavar="DIR", help=f"profile the server with py-spy during the measured API "
+                        f"{runs} (collapsed stacks into DIR; slows the server, so the numbers are not comparable)")
+
+
 # ------------------------------------------------------------------------------------------------
 # What the database sessions are doing (pg_stat_activity samples) and what they send (statement log)
 
@@ -896,6 +989,42 @@ def session_kind(row: Any, statement_name: Callable[[str], str]) -> str:
     if wait_type == "LWLock" and wait_event == "LockManager":
         return f"waiting for a lock-manager partition ({statement})"
     return f"{wait_type}/{wait_event} ({statement})"
+
+
+@dataclass(frozen=True)
+class HotLock:
+    """The statement that takes a scenario's hot row lock (``name``; a sampled query starting with one
+    of ``starts`` or containing one of ``contains``): names the sampled statements for
+    :class:`WaitSampler` and says what the session holding the lock is doing (it holds it from that
+    statement until its COMMIT ends)."""
+
+    name: str
+    starts: tuple[str, ...] = ()
+    contains: tuple[str, ...] = ()
+
+    def statement_name(self, query: str) -> str:
+        """``name`` for the lock's statement, BEGIN/COMMIT/ROLLBACK, ``SELECT <table>``, else its start."""
+        q = " ".join(query.split())
+        if q.startswith(self.starts) or any(text in q for text in self.contains):
+            return self.name
+        if q.rstrip(";") in ("BEGIN", "COMMIT", "ROLLBACK"):
+            return q.rstrip(";")
+        match = re.match(r"SELECT (\w+)\.", q) or re.search(r"\bFROM (\w+)", q)
+        return f"SELECT {match.group(1)}" if match else q[:20]
+
+    def holder_phase(self, kinds: list[str]) -> str:
+        """What the session holding the lock is doing, in one sample (:func:`session_kind` of each)."""
+        if any(kind.startswith(f"idle in tx after {self.name}") for kind in kinds):
+            return "waiting for the client to send COMMIT"
+        for kind in kinds:
+            if kind.endswith("(COMMIT)") or kind == "running COMMIT":
+                return "WAL flush (COMMIT)" if kind.startswith("WAL") else f"committing: {kind}"
+        if f"running {self.name}" in kinds:
+            return f"running {self.name}"
+        return "none visible (lock changing hands)"
+
+    def sampler(self, url: str, application_name: str, interval: float) -> WaitSampler:
+        return WaitSampler(url, application_name, interval, self.statement_name, self.holder_phase)
 
 
 LOG_LINE = re.compile(r"^(\d+)\|([^|]*)\|([A-Z]+):  (.*)$")
