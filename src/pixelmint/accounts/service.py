@@ -50,6 +50,11 @@ class CreatedTeam:
     api_key: str
 
 
+async def list_plans(session: AsyncSession) -> list[Plan]:
+    """Every plan, from the cheapest (lowest queue priority) up."""
+    return list((await session.scalars(select(Plan).order_by(Plan.queue_priority, Plan.code))).all())
+
+
 async def get_plan(session: AsyncSession, code: str) -> Plan:
     plan = await session.get(Plan, code)
     if plan is None:

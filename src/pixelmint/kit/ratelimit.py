@@ -1,7 +1,8 @@
 """Rate limits per team and per key, with the ``limits`` library (moving window).
 
 A *scope* is a group of endpoints sharing limits (``generate``: ``POST /generate`` and custom model
-create/refine; ``consume``: the credit API's spending endpoints). Each scope has two limits in
+create/refine; ``consume``: the credit API's spending endpoints; ``login``: dashboard sign-ins, per client address as the "key" and per email
+as the "team"). Each scope has two limits in
 ``limits``' string syntax (``"60/minute"``, ``"10/second;500/hour"``; empty = none), read from the
 settings ``rate_limit_<scope>`` (per API key, or per app service key) and
 ``rate_limit_<scope>_team`` (per team, all its keys together). A request over either is 429
@@ -75,7 +76,7 @@ class RateLimiter:
         self.strategy = MovingWindowRateLimiter(self.storage)
 
     @classmethod
-    def from_settings(cls, settings: Any, scopes: tuple[str, ...] = ("generate", "consume")) -> RateLimiter:
+    def from_settings(cls, settings: Any, scopes: tuple[str, ...] = ("generate", "consume", "login")) -> RateLimiter:
         return cls(
             {
                 scope: ScopeLimits(
