@@ -3,7 +3,7 @@
 (function () {
   "use strict";
 
-  // <form data-confirm="Revoke this key?">: ask before sending.
+  // <form data-confirm="Revoke this key?"> (a form without hx-post; htmx forms use hx-confirm).
   document.addEventListener("submit", function (event) {
     var message = event.target.getAttribute && event.target.getAttribute("data-confirm");
     if (message && !window.confirm(message)) {
