@@ -217,7 +217,7 @@ async def list_sessions(
     )
     if user_id is not None:
         query = query.where(WebSession.user_id == user_id)
-    return [(s, u) for s, u in (await session.execute(query)).tuples()]
+    return [(s, u) for s, u in (await session.execute(query)).all()]
 
 
 async def revoke_session(
@@ -370,7 +370,7 @@ async def open_invite(session: AsyncSession, token: str, *, for_update: bool = F
         .where(TeamInvite.token_hash == hash_token(token), TeamInvite.accepted_at.is_(None),
                TeamInvite.revoked_at.is_(None), TeamInvite.expires_at > now())
     )
-    row = (await session.execute(query.with_for_update(of=TeamInvite) if for_update else query)).tuples().first()
+    row = (await session.execute(query.with_for_update(of=TeamInvite) if for_update else query)).first()
     if row is None:
         raise InvalidLink("This invite link is unknown, was already used, revoked, or has expired: ask for a new one.")
     return row
@@ -416,7 +416,7 @@ async def open_password_token(session: AsyncSession, token: str, *, for_update: 
         .where(PasswordToken.token_hash == hash_token(token), PasswordToken.used_at.is_(None),
                PasswordToken.expires_at > now(), User.removed_at.is_(None))
     )
-    row = (await session.execute(query.with_for_update(of=PasswordToken) if for_update else query)).tuples().first()
+    row = (await session.execute(query.with_for_update(of=PasswordToken) if for_update else query)).first()
     if row is None:
         raise InvalidLink("This link is unknown, was already used, or has expired: ask your administrator for a new one.")
     return row

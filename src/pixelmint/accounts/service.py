@@ -230,7 +230,7 @@ async def list_api_keys(session: AsyncSession, team_id: uuid.UUID) -> list[tuple
         .where(ApiKey.team_id == team_id, ApiKey.revoked_at.is_(None))
         .order_by(ApiKey.created_at.desc(), ApiKey.id)
     )
-    return [(key, user) for key, user in rows.tuples()]
+    return [(key, user) for key, user in rows.all()]
 
 
 async def revoke_api_key(session: AsyncSession, *, team_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
