@@ -118,3 +118,10 @@ async def test_sign_up_can_be_switched_off(api: httpx.AsyncClient) -> None:
     page = await api.get("/signup")
     assert page.status_code == 403 and "switched off" in page.text
     assert (await post_form(api, "/signup", {"email": "a@example.com", "password": PASSWORD})).status_code == 403
+
+
+async def test_form_text_postgresql_cannot_store_is_refused_with_a_page(api: httpx.AsyncClient) -> None:
+    answer = await post_form(api, "/signup", {"email": "ada@example.com", "password": PASSWORD, "name": "A\x00da"})
+    assert answer.status_code == 422 and "<html" in answer.text
+    unknown = await post_form(api, "/signup", {"email": "ada@example.com", "password": PASSWORD, "admin": "yes"})
+    assert unknown.status_code == 422

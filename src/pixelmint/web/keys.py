@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from pixelmint.accounts import service as accounts
 from pixelmint.kit.http import SessionDep
 from pixelmint.web.auth import ManagerDep
+from pixelmint.web.forms import KeyForm
 from pixelmint.web.routing import web_router
 from pixelmint.web.templating import is_htmx, render
 
@@ -30,11 +31,10 @@ async def keys_page(request: Request, session: SessionDep, user: ManagerDep) -> 
 
 @router.post("")
 async def create_key(
-    request: Request, session: SessionDep, user: ManagerDep,
-    name: Annotated[str, Form(min_length=1, max_length=200)] = "default",
+    request: Request, session: SessionDep, user: ManagerDep, form: Annotated[KeyForm, Form()],
 ) -> Response:
     """A new key, shown in this answer only (not a redirect: the key is never stored in clear)."""
-    _, key = await accounts.create_api_key(session, team_id=user.team_id, user_id=user.user_id, name=name.strip())
+    _, key = await accounts.create_api_key(session, team_id=user.team_id, user_id=user.user_id, name=form.name.strip())
     return await _page(request, session, user, new_key=key, status_code=201)
 
 

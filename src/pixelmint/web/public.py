@@ -22,12 +22,12 @@ from pixelmint.flows import teams
 from pixelmint.kit.http import RateLimiterDep, SessionDep, SettingsDep
 from pixelmint.kit.ratelimit import RateLimited
 from pixelmint.web.auth import COOKIE, MaybeUserDep, clear_session_cookie, set_session_cookie
+from pixelmint.web.forms import InviteForm, LoginForm, PasswordForm, SignupForm
 from pixelmint.web.routing import web_router
 from pixelmint.web.templating import render
 
 router = web_router()
 
-FormText = Annotated[str, Form(max_length=1024)]
 
 
 def safe_next(target: str | None) -> str:
@@ -84,9 +84,10 @@ async def login_page(request: Request, settings: SettingsDep, user: MaybeUserDep
 @router.post("/login")
 async def login(
     request: Request, session: SessionDep, settings: SettingsDep, limiter: RateLimiterDep,
-    email: FormText = "", password: FormText = "", next: FormText = "/app",
+    form: Annotated[LoginForm, Form()],
 ) -> Response:
     """Sign in. A wrong password and an unknown email get the same answer (401, same message)."""
+    email, password, next = form.email, form.password, form.next
     context = {"next": safe_next(next), "email": email, "signup_enabled": settings.signup_enabled}
     try:
         await limiter.hit("login", team=email.strip().lower() or None, key=client_address(request))
@@ -130,11 +131,11 @@ async def signup_page(request: Request, settings: SettingsDep, user: MaybeUserDe
 @router.post("/signup")
 async def signup(
     request: Request, session: SessionDep, settings: SettingsDep, limiter: RateLimiterDep,
-    email: FormText = "", password: FormText = "", name: Annotated[str, Form(max_length=200)] = "",
-    team: Annotated[str, Form(max_length=200)] = "",
+    form: Annotated[SignupForm, Form()],
 ) -> Response:
     """A new team on the free plan with this person as its owner (``flows/teams.create_team``),
     signed in at once. 403 while ``PIXELMINT_SIGNUP_ENABLED`` is off."""
+    email, password, name, team = form.email, form.password, form.name, form.team
     context: dict[str, Any] = {
         "signup_enabled": settings.signup_enabled, "free_generations": settings.free_generations_per_user,
         "form": {"email": email, "name": name, "team": team}, "errors": {}, "error": None,
@@ -171,10 +172,10 @@ async def invite_page(request: Request, session: SessionDep, token: str = "") ->
 
 @router.post("/invite")
 async def accept_invite(
-    request: Request, session: SessionDep, settings: SettingsDep, token: FormText = "", email: FormText = "",
-    password: FormText = "", name: Annotated[str, Form(max_length=200)] = "",
+    request: Request, session: SessionDep, settings: SettingsDep, form: Annotated[InviteForm, Form()],
 ) -> Response:
     """Join the team of the invite, signed in at once."""
+    token, email, password, name = form.token, form.email, form.password, form.name
     try:
         user = await people.accept_invite(session, token=token, email=email, name=name, password=password,
                                           free_generations=settings.free_generations_per_user)
@@ -195,8 +196,9 @@ async def set_password_page(request: Request, session: SessionDep, token: str = 
 
 @router.post("/set-password")
 async def set_password(
-    request: Request, session: SessionDep, settings: SettingsDep, token: FormText = "", password: FormText = "",
+    request: Request, session: SessionDep, settings: SettingsDep, form: Annotated[PasswordForm, Form()],
 ) -> Response:
+    token, password = form.token, form.password
     try:
         user = await people.use_password_token(session, token=token, password=password)
     except WeakPassword as exc:

@@ -18,12 +18,13 @@ from pixelmint.accounts import people
 from pixelmint.accounts.tables import ROLES
 from pixelmint.kit.http import SessionDep, SettingsDep, base_url
 from pixelmint.web.auth import CurrentUserDep
+from pixelmint.web.forms import RoleForm
 from pixelmint.web.routing import web_router
 from pixelmint.web.templating import render
 
 router = web_router(prefix="/app/team")
 
-RoleForm = Annotated[str, Form(max_length=16)]
+RoleDep = Annotated[RoleForm, Form()]
 
 
 async def _page(
@@ -47,11 +48,11 @@ async def team_page(request: Request, session: SessionDep, user: CurrentUserDep)
 
 @router.post("/invites")
 async def invite(
-    request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUserDep, role: RoleForm = "member",
+    request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUserDep, form: RoleDep,
 ) -> Response:
     """A new invite link, shown in this answer only."""
     _, token = await people.create_invite(
-        session, team_id=user.team_id, actor_id=user.user_id, actor_role=user.role, role=role,
+        session, team_id=user.team_id, actor_id=user.user_id, actor_role=user.role, role=form.role,
         lifetime=dt.timedelta(days=settings.invite_days),
     )
     link = f"{base_url(request, settings).rstrip('/')}/invite?token={token}"
@@ -65,8 +66,9 @@ async def revoke_invite(session: SessionDep, user: CurrentUserDep, invite_id: uu
 
 
 @router.post("/members/{member_id}/role")
-async def change_role(session: SessionDep, user: CurrentUserDep, member_id: uuid.UUID, role: RoleForm) -> Response:
-    await people.change_role(session, team_id=user.team_id, actor_role=user.role, member_id=member_id, role=role)
+async def change_role(session: SessionDep, user: CurrentUserDep, member_id: uuid.UUID, form: RoleDep) -> Response:
+    await people.change_role(session, team_id=user.team_id, actor_role=user.role, member_id=member_id,
+                             role=form.role)
     return RedirectResponse("/app/team", status_code=303)
 
 
