@@ -65,6 +65,7 @@ def _track_errors(context: Any) -> None:
     def on_page(page: Any) -> None:
         errors: list[str] = []
         page.pixelmint_errors = errors
+        page.set_default_timeout(15_000)
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
 
