@@ -163,11 +163,18 @@ def create_team(
     plan: Annotated[PlanChoice, typer.Option(help="Plan of the team.")] = PlanChoice.free,
     credits: Annotated[str | None, typer.Option(help="Initial credits instead of the plan's allocation.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {teamId, userId, apiKey} as JSON.")] = False,
+    email: Annotated[str | None, typer.Option(
+        help="The owner's email: prints a one-time link to set their password and sign in to the dashboard.",
+    )] = None,
 ) -> None:
     """Create a team with its first user and API key (the key is printed once)."""
+    import datetime as dt
+
+    from pixelmint.accounts import people
     from pixelmint.accounts.service import CreatedTeam
     from pixelmint.flows.teams import create_team
     from pixelmint.kit.db import Database
+    from pixelmint.kit.errors import PixelmintError
 
     amount = None
     if credits is not None:
@@ -181,23 +188,37 @@ def create_team(
     settings = get_settings()
     handle = resolve_database(settings)
 
-    async def main() -> CreatedTeam:
+    async def main() -> tuple[CreatedTeam, str | None]:
         await prepare_database(handle.url)
         db = Database.connect(handle.url, pool_size=1)
         try:
             async with db.transaction() as session:
-                return await create_team(
+                created = await create_team(
                     session, name=name, plan_code=plan.value, credits_amount=amount,
-                    free_generations=settings.free_generations_per_user,
+                    free_generations=settings.free_generations_per_user, email=email,
                 )
+                token = None
+                if email is not None:
+                    token = await people.create_password_token(
+                        session, user_id=created.user_id, lifetime=dt.timedelta(hours=settings.password_link_hours)
+                    )
+                return created, token
         finally:
             await db.dispose()
 
-    created = asyncio.run(main())
+    try:
+        created, token = asyncio.run(main())
+    except PixelmintError as exc:  # email_taken, invalid_email
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(2) from None
+    link = f"{(settings.public_url or 'http://127.0.0.1:8000').rstrip('/')}/set-password?token={token}" if token else None
     if as_json:
-        typer.echo(json.dumps({"teamId": str(created.team_id), "userId": str(created.user_id), "apiKey": created.api_key}))
+        typer.echo(json.dumps({"teamId": str(created.team_id), "userId": str(created.user_id), "apiKey": created.api_key,
+                               **({"setPasswordUrl": link} if link else {})}))
     else:
         typer.echo(f"team   {created.team_id}\nuser   {created.user_id}\napiKey {created.api_key}  (shown once)")
+        if link:
+            typer.echo(f"set-password link for {email} (works once, for {settings.password_link_hours:g} hours):\n{link}")
 
 
 @admin.command("check-ledger")

@@ -139,6 +139,18 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: float = 5.0
     rate_limit_webhooks: str = "30/minute"
     rate_limit_webhooks_team: str = "60/minute"
+    # The dashboard (web/). Self-service sign-up creates a team on the free plan; off: only
+    # `pixelmint admin create-team --email` and invites add people.
+    signup_enabled: bool = True
+    web_session_days: float = 30.0  # a sign-in lasts this long (sign-out or revoking ends it sooner)
+    invite_days: float = 7.0  # an invite link works this long, once
+    password_link_hours: float = 72.0  # a set-password link (admin create-team --email) works this long, once
+    # Prices shown beside each plan on the landing page, plan code → text (JSON), e.g.
+    # {"basic": "$19 / month"}; a plan without one shows none. (Stripe holds the real prices.)
+    plan_prices: dict[str, str] = {}
+    # Sign-in attempts (same syntax as the rate limits below): per client address, per email.
+    rate_limit_login: str = "20/minute"
+    rate_limit_login_team: str = "10/minute;50/hour"
 
     # Providers
     default_provider: str = "procedural"

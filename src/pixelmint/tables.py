@@ -1,6 +1,6 @@
 """All ORM classes, imported once so ``metadata`` is complete (Alembic and the app use it)."""
 
-from pixelmint.accounts.tables import ApiKey, Plan, Team, User
+from pixelmint.accounts.tables import ApiKey, PasswordToken, Plan, Team, TeamInvite, User, WebSession
 from pixelmint.billing.tables import StripeEvent
 from pixelmint.catalog.tables import ReferenceModel
 from pixelmint.credits.tables import (
@@ -41,17 +41,20 @@ __all__ = [
     "Job",
     "JobAttempt",
     "JobLog",
+    "PasswordToken",
     "Plan",
     "ProviderWebhookEvent",
     "ReferenceModel",
     "StripeEvent",
     "Team",
     "TeamDispatch",
+    "TeamInvite",
     "User",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookMessage",
     "WebhookSigningSecret",
+    "WebSession",
     "metadata",
 ]

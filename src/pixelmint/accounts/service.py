@@ -33,11 +33,12 @@ def new_api_key() -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key of a user in a team."""
+    """Who is calling: a user in a team, through an API key or (``api_key_id`` None) a signed-in
+    dashboard session (``accounts/people.py``, ``web/auth.py``)."""
 
     team_id: uuid.UUID
     user_id: uuid.UUID
-    api_key_id: uuid.UUID
+    api_key_id: uuid.UUID | None
     plan_code: str
     # The plan's paid-job concurrency; 0 means the team runs only free generations.
     plan_max_concurrent_jobs: int
@@ -47,7 +48,13 @@ class Principal:
 class CreatedTeam:
     team_id: uuid.UUID
     user_id: uuid.UUID
-    api_key: str
+    # The first API key, shown once (None when the team was made without one: dashboard sign-up).
+    api_key: str | None
+
+
+async def list_plans(session: AsyncSession) -> list[Plan]:
+    """Every plan, from the cheapest (lowest queue priority) up."""
+    return list((await session.scalars(select(Plan).order_by(Plan.queue_priority, Plan.code))).all())
 
 
 async def get_plan(session: AsyncSession, code: str) -> Plan:
@@ -65,21 +72,31 @@ async def add_team(
     user_name: str = "owner",
     email: str | None = None,
     free_generations: int = 3,
+    password_hash: str | None = None,
+    with_api_key: bool = True,
 ) -> CreatedTeam:
-    """Add a team on ``plan`` with its first user and API key (the plaintext key is returned
-    once). The team's balance and claim gate are opened by ``flows/teams.create_team``."""
+    """Add a team on ``plan`` with its first user, its owner, and (``with_api_key``) an API key
+    (the plaintext key is returned once). ``email`` is stored lower-case; ``password_hash`` comes
+    from ``people.hash_password``. The team's balance and claim gate are opened by
+    ``flows/teams.create_team``. Raises ``Conflict`` 409 email_taken."""
+    from pixelmint.accounts import people
+
+    if email is not None:
+        email = await people.available_email(session, email)
     team = Team(id=uuid.uuid4(), name=name, plan_code=plan.code)
     user = User(
         id=uuid.uuid4(), team_id=team.id, name=user_name, email=email,
-        free_generations_remaining=free_generations,
+        free_generations_remaining=free_generations, role="owner", password_hash=password_hash,
     )
-    key = new_api_key()
     session.add(team)
     await session.flush()
     session.add(user)
     await session.flush()
-    session.add(ApiKey(team_id=team.id, user_id=user.id, key_hash=hash_api_key(key), prefix=key[:10]))
-    await session.flush()
+    key = None
+    if with_api_key:
+        key = new_api_key()
+        session.add(ApiKey(team_id=team.id, user_id=user.id, key_hash=hash_api_key(key), prefix=key[:10]))
+        await session.flush()
     return CreatedTeam(team.id, user.id, key)
 
 
@@ -111,6 +128,16 @@ SELECT k.id AS api_key_id, k.team_id, k.user_id, t.plan_code, p.max_concurrent_j
 """)
 
 
+# The key's last use, to the minute. SKIP LOCKED: a request that holds the row (it touched it in
+# a transaction still open, e.g. waiting for a result) never makes another request wait.
+_TOUCH_API_KEY = text("""
+UPDATE api_keys SET last_used_at = now()
+ WHERE id = (SELECT id FROM api_keys WHERE id = :id
+                AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+                FOR UPDATE SKIP LOCKED)
+""")
+
+
 async def authenticate(session: AsyncSession, api_key: str | None) -> Principal:
     """Resolve a bearer key to its principal. Raises ``Unauthorized`` for a missing or bad key."""
     if not api_key:
@@ -118,6 +145,7 @@ async def authenticate(session: AsyncSession, api_key: str | None) -> Principal:
     row = (await session.execute(_AUTHENTICATE, {"key_hash": hash_api_key(api_key)})).one_or_none()
     if row is None:
         raise InvalidApiKey("Invalid or revoked API key.")
+    await session.execute(_TOUCH_API_KEY, {"id": row.api_key_id})
     return Principal(
         team_id=row.team_id, user_id=row.user_id, api_key_id=row.api_key_id, plan_code=row.plan_code,
         plan_max_concurrent_jobs=row.max_concurrent_jobs,
@@ -180,3 +208,42 @@ async def set_stripe_subscription(session: AsyncSession, team: Team, subscriptio
     invoices replenish the team and the periodic replenishment task leaves it alone."""
     team.stripe_subscription_id = subscription_id
     await session.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# API keys of a team (the dashboard's keys page)
+
+
+async def create_api_key(session: AsyncSession, *, team_id: uuid.UUID, user_id: uuid.UUID, name: str) -> tuple[ApiKey, str]:
+    """A new key of the team, made by ``user_id``: the row and the plaintext key (shown once)."""
+    key = new_api_key()
+    row = ApiKey(team_id=team_id, user_id=user_id, key_hash=hash_api_key(key), prefix=key[:10], name=name)
+    session.add(row)
+    await session.flush()
+    return row, key
+
+
+async def list_api_keys(session: AsyncSession, team_id: uuid.UUID) -> list[tuple[ApiKey, User]]:
+    """The team's keys not revoked, newest first, each with the user who made it."""
+    rows = await session.execute(
+        select(ApiKey, User).join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.team_id == team_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at.desc(), ApiKey.id)
+    )
+    return [(key, user) for key, user in rows.all()]
+
+
+async def revoke_api_key(session: AsyncSession, *, team_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    """Revoke one of the team's keys (at once: the next request with it is 401). Raises
+    ``NotFound`` 404 api_key_not_found for an unknown, revoked or other team's key."""
+    from pixelmint.accounts.errors import ApiKeyNotFound
+
+    key = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.team_id == team_id, ApiKey.revoked_at.is_(None))
+        .with_for_update()
+    )
+    if key is None:
+        raise ApiKeyNotFound("No such API key in your team.")
+    key.revoked_at = dt.datetime.now(dt.UTC)
+    await session.flush()
+    return key

@@ -29,6 +29,7 @@ from pixelmint.kit.limits import BodyLimit
 from pixelmint.kit.logging import configure_logging
 from pixelmint.settings import Settings
 from pixelmint.storage import endpoints as storage
+from pixelmint.web import app as web
 from pixelmint.webhooks import endpoints as webhooks
 
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     install_docs(app)
     install_error_handlers(app)
     idempotency.install(app)  # Idempotency-Key: replays and answers stored after the commit
+    web.install(app, settings)  # the dashboard's pages, /static, CSRF (inside the body limit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        uploads={custom_models.router.prefix: settings.max_upload_bytes or MAX_UPLOAD_BYTES})  # 413
     for router in (

@@ -21,8 +21,9 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits.tables import CreditTransaction
@@ -110,3 +111,28 @@ async def csv_lines(
         buffer.truncate()
         before_id = rows[-1].id
         session.expunge_all()  # the batch is written: keep the identity map small
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    day: dt.date  # UTC
+    operation: str
+    credits: Decimal
+
+
+_USAGE_BY_DAY = text("""
+SELECT (created_at AT TIME ZONE 'UTC')::date AS day, COALESCE(operation, 'other') AS operation,
+       SUM(amount) AS credits
+  FROM credit_transactions
+ WHERE team_id = :team_id AND type IN ('capture', 'consume') AND created_at >= :since
+ GROUP BY 1, 2 ORDER BY 1, 2
+""")
+
+
+async def usage_by_day(session: AsyncSession, team_id: uuid.UUID, *, days: int = 30) -> list[DailyUsage]:
+    """Credits spent (captured holds and direct consumptions) per UTC day and operation over the
+    last ``days`` days including today; days without spending are absent."""
+    today = dt.datetime.now(dt.UTC).date()
+    since = dt.datetime.combine(today - dt.timedelta(days=days - 1), dt.time(), tzinfo=dt.UTC)
+    rows = await session.execute(_USAGE_BY_DAY, {"team_id": team_id, "since": since})
+    return [DailyUsage(row.day, row.operation, row.credits) for row in rows]

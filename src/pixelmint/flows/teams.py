@@ -22,16 +22,21 @@ async def create_team(
     user_name: str = "owner",
     email: str | None = None,
     free_generations: int = 3,
+    password_hash: str | None = None,
+    with_api_key: bool = True,
 ) -> accounts.CreatedTeam:
-    """Create a team on ``plan_code`` with its first user and API key.
+    """Create a team on ``plan_code`` with its first user (the owner) and, ``with_api_key``, an
+    API key. ``email`` and ``password_hash`` let the owner sign in to the dashboard
+    (``accounts/people.py``).
 
     The team starts with the plan's monthly allocation, or ``credits_amount`` if given, granted
     into the allocation bucket through the ledger. The plaintext key is returned once. Raises
-    ``InvalidRequest`` 422 unknown_plan.
+    ``InvalidRequest`` 422 unknown_plan and ``Conflict`` 409 email_taken.
     """
     plan = await accounts.get_plan(session, plan_code)
     created = await accounts.add_team(
-        session, name=name, plan=plan, user_name=user_name, email=email, free_generations=free_generations
+        session, name=name, plan=plan, user_name=user_name, email=email, free_generations=free_generations,
+        password_hash=password_hash, with_api_key=with_api_key,
     )
     now = dt.datetime.now(dt.UTC)
     await credits.open_balance(

@@ -2,7 +2,8 @@
 
 A *scope* is a group of endpoints sharing limits (``generate``: ``POST /generate`` and custom model
 create/refine; ``consume``: the credit API's spending endpoints; ``webhooks``: creating webhook endpoints
-and resending or replaying deliveries). Each scope has two limits in
+and resending or replaying deliveries; ``login``: dashboard sign-ins, per client address as the "key"
+and per email as the "team"). Each scope has two limits in
 ``limits``' string syntax (``"60/minute"``, ``"10/second;500/hour"``; empty = none), read from the
 settings ``rate_limit_<scope>`` (per API key, or per app service key) and
 ``rate_limit_<scope>_team`` (per team, all its keys together). A request over either is 429
@@ -76,7 +77,7 @@ class RateLimiter:
         self.strategy = MovingWindowRateLimiter(self.storage)
 
     @classmethod
-    def from_settings(cls, settings: Any, scopes: tuple[str, ...] = ("generate", "consume", "webhooks")) -> RateLimiter:
+    def from_settings(cls, settings: Any, scopes: tuple[str, ...] = ("generate", "consume", "webhooks", "login")) -> RateLimiter:
         return cls(
             {
                 scope: ScopeLimits(
