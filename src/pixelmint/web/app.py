@@ -47,13 +47,16 @@ async def _csrf_failed(scope: Scope, send: Send, error: Errors) -> None:
     await response(scope, nothing, send)
 
 
+_OUTER_SCOPE = "pixelmint.outer_scope"
+
+
 class Csrf:
     """asgi-csrf (double-submit cookie, signed) on every path but the APIs'."""
 
     def __init__(self, app: ASGIApp, *, secret: str, secure: bool) -> None:
         self.app = app
         self.protected = asgi_csrf(
-            app, signing_secret=secret, always_protect=ALWAYS_PROTECT, cookie_secure=secure,
+            self._route_back, signing_secret=secret, always_protect=ALWAYS_PROTECT, cookie_secure=secure,
             skip_if_scope=lambda scope: scope["path"].startswith(NOT_WEB), send_csrf_failed=_csrf_failed,
         )
 
@@ -61,7 +64,16 @@ class Csrf:
         if scope["type"] == "http" and scope["path"].startswith(NOT_WEB):
             await self.app(scope, receive, send)
         else:
-            await self.protected(scope, receive, send)
+            await self.protected({**scope, _OUTER_SCOPE: scope}, receive, send)
+
+    async def _route_back(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """asgi-csrf hands the app a copy of the scope: give the route the router sets in it back to
+        the outer scope, where the middleware outside this one (``api/metrics.HttpMetrics``) reads it."""
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if "route" in scope and _OUTER_SCOPE in scope:
+                scope[_OUTER_SCOPE]["route"] = scope["route"]
 
 
 def install(app: FastAPI, settings: Settings) -> None:
