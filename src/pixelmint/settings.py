@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # Largest training image, in pixels (width × height, read from the header without decoding).
     max_image_pixels: int = 40_000_000
     wait_for_result_timeout_seconds: float = 60.0
+    # A job's event stream (GET /api/v1/jobs/{id}/events) ends after this many seconds even when the
+    # job has not finished; EventSource clients reconnect and get the job's state again.
+    event_stream_max_seconds: float = Field(900.0, gt=0)
 
     # Queue
     worker_concurrency: int = 4

@@ -63,6 +63,16 @@ async def test_event_stream_reports_status_until_done(api_with_worker, db) -> No
     assert (await api_with_worker.get(f"/api/v1/jobs/{job['id']}/events", headers=auth(other))).status_code == 404
 
 
+async def test_an_event_stream_ends_after_its_longest_time_without_done(api, settings, db) -> None:
+    settings.event_stream_max_seconds = 0.3  # no worker: the job stays queued
+    team = await make_team(db, plan="pro", credits="100")
+    job = (await api.post("/api/v1/generate", json=generate_body(), headers=auth(team))).json()["job"]
+    response = await api.get(f"/api/v1/jobs/{job['id']}/events", headers=auth(team), timeout=30)
+    assert response.status_code == 200
+    assert "event: status" in response.text and '"status": "queued"' in response.text
+    assert "event: done" not in response.text
+
+
 async def test_generation_history_lists_generations_with_their_credits(api_with_worker, db) -> None:
     team = await make_team(db, plan="pro", credits="100")
     for prompt in ("a", "b"):

@@ -29,7 +29,7 @@ from pixelmint.jobs.schemas import (
 )
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES, Job
 from pixelmint.kit.errors import PixelmintError, responses
-from pixelmint.kit.http import DatabaseDep, SessionDep
+from pixelmint.kit.http import DatabaseDep, SessionDep, SettingsDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.kit.schemas import UtcDatetime
 from pixelmint.providers.base import WebhookVerificationError
@@ -145,16 +145,19 @@ async def cancel_job(
     summary="Server-sent events for a job",
 )
 async def job_events(
-    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, db: DatabaseDep, events: JobEventsDep
+    job_id: uuid.UUID, principal: PrincipalDep, session: SessionDep, db: DatabaseDep, events: JobEventsDep,
+    settings: SettingsDep,
 ) -> EventSourceResponse:
     """``event: status`` (``{"status", "progress"}``) on every change, ``event: log`` per log line,
-    and a final ``event: done`` with the finished job's status; woken by the job's NOTIFY events."""
+    and a final ``event: done`` with the finished job's status; woken by the job's NOTIFY events.
+    A stream ends after ``PIXELMINT_EVENT_STREAM_MAX_SECONDS`` without ``done`` (EventSource
+    clients reconnect), so an abandoned stream does not hold a connection forever."""
     await service.get_job(session, principal, job_id)  # 404 for another team's job
     await session.close()
 
     async def stream():
         last_status, last_log = None, 0
-        async with contextlib.aclosing(watch_job(db, events, job_id)) as updates:
+        async with contextlib.aclosing(watch_job(db, events, job_id, timeout=settings.event_stream_max_seconds)) as updates:
             async for job in updates:
                 assert job is not None
                 async with db.transaction() as s:
