@@ -151,6 +151,27 @@ async def test_the_filter_is_honoured(live_service, db) -> None:
     await assert_ledger_ok(db)
 
 
+async def test_a_training_delivers_its_new_version(live_service, db) -> None:
+    team = await make_team(db, plan="pro", credits="1000")
+    client = sdk(live_service, team)
+    images = await asyncio.to_thread(client.run, MODEL, input={**INPUT, "num_outputs": 3})  # training data
+    base = (await asyncio.to_thread(client.models.get, "pixelmint/fashion-editorial")).latest_version
+    async with Receiver() as receiver:
+        secret = await asyncio.to_thread(client.webhooks.default.secret)
+        training = await asyncio.to_thread(
+            client.trainings.create, model="pixelmint/fashion-editorial", version=base.id,
+            input={"input_images": images, "trigger_word": "ohwx", "steps": 500},
+            destination=f"{team.team_id}/hooked", webhook=receiver.url, webhook_events_filter=["completed"])
+        [request] = await receiver.wait_for(1)
+    payload = verified(request, secret)
+    got = await asyncio.to_thread(client.trainings.get, training.id)
+    assert payload["id"] == training.id and payload["status"] == got.status == "succeeded"
+    # Queued after the new version was made, in the same transaction: the output names it.
+    assert payload["output"] == got.output and payload["output"]["version"].startswith(f"{team.team_id}/")
+    assert await messages(db, team.team_id) == [("training.completed", training.id, "succeeded")]
+    await assert_ledger_ok(db)
+
+
 def test_which_events_a_filter_takes() -> None:
     everything = ("start", "output", "logs", "completed")
     assert wants(everything, "start", "running") and wants(everything, "completed", "failed")

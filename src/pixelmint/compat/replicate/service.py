@@ -13,6 +13,10 @@
   reserved by the same formulas; a succeeded training's ``output.version`` is
   ``<teamId>/<customModelId>:<version id>``, which ``replicate.run`` takes as it is.
 
+Webhooks: a prediction or training keeps its ``webhook`` in its job's params (``webhook_params``);
+``queue_webhook``, a job listener (``tasks.py``), queues the delivery of the prediction as ``GET``
+answers it in the transaction where the job starts or finishes.
+
 Statuses (``status_of``): queued → ``starting``; running and awaiting_webhook → ``processing``;
 succeeded, failed, canceled as they are. ``expired`` (a succeeded job whose images passed
 retention) is ``succeeded`` with ``output: null`` and ``data_removed: true``, which is what
