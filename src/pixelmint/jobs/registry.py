@@ -50,4 +50,4 @@ class Registry:
         self.listeners[name] = listener
 
 
-registry = Registry()  # the process's; filled by api/runtime.register_job_types
+registry = Registry()  # the process's; filled by api/runtime.register_job_types and register_job_listeners
