@@ -416,7 +416,8 @@ async def test_webhook_is_kept_and_its_payload_is_the_prediction(live_app, db) -
     async with db.transaction() as session:
         job = await session.get(Job, uuid.UUID(prediction.id))
         assert job is not None and job.params["replicate"] == {
-            "webhook": "https://hooks.example/replicate", "webhookEventsFilter": ["start", "completed"]}
+            "webhook": "https://hooks.example/replicate", "webhookEventsFilter": ["start", "completed"],
+            "baseUrl": f"{base}/"}
         event = await prediction_event_for(session, job, urls)
         assert event is not None and event.url == "https://hooks.example/replicate" and event.event == "completed"
         payload = event.payload

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from pixelmint.webhooks import service
+from tests.api.test_metrics import delta, scrape
 from tests.builders import auth, make_team
 from tests.webhooks.conftest import delivering, eventually
 from tests.webhooks.receiver import Receiver
@@ -95,6 +96,22 @@ async def test_410_gone_disables_the_endpoint(api, db, settings) -> None:
     enabled = await api.patch(f"/api/v1/webhook-endpoints/{endpoint['id']}", json={"enabled": True}, headers=auth(team))
     assert enabled.json()["enabled"] is True and enabled.json()["disabledReason"] is None
     assert await emit(db, team.team_id) == 1
+
+
+async def test_every_recorded_attempt_is_counted_in_the_metrics_by_outcome(api, db, settings) -> None:
+    team = await make_team(db)
+    before = await scrape(api)
+    async with Receiver(script=[(500, {}), (410, {})]) as failing, Receiver() as working, delivering(db, settings):
+        endpoint = await add_endpoint(api, team, failing.url)
+        await emit(db, team.team_id)
+        await eventually(settled(api, team, endpoint["id"], "failed"))  # 500, then 410: switched off
+        other = await add_endpoint(api, team, working.url)
+        await emit(db, team.team_id)  # the disabled endpoint takes nothing new
+        await eventually(settled(api, team, other["id"], "succeeded"))
+    after = await scrape(api)
+    counted = {outcome: delta(before, after, "pixelmint_webhook_deliveries_total", outcome=outcome)
+               for outcome in ("succeeded", "failed", "disabled")}
+    assert counted == {"succeeded": 1, "failed": 1, "disabled": 1}
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(api, db, settings) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pixelmint.billing.replenishment import ReplenishTask
+from pixelmint.compat.replicate import tasks as replicate_tasks
 from pixelmint.custom_models import tasks as custom_models_tasks
 from pixelmint.flows import generation
 from pixelmint.flows.retention import RetentionTask
@@ -28,6 +29,12 @@ def register_job_types(registry: Registry = job_types) -> Registry:
     """Every job type's handler and failure hook, registered by the domain that owns it."""
     custom_models_tasks.register(registry)
     generation.register(registry)
+    return registry
+
+
+def register_job_listeners(registry: Registry, *, storage: Storage, settings: Settings) -> Registry:
+    """What the layers above ``jobs`` do in the transactions where jobs start and finish."""
+    replicate_tasks.register(registry, storage=storage, settings=settings)
     return registry
 
 
@@ -54,6 +61,7 @@ class Runtime:
     async def start(cls, settings: Settings, database_url: str, *, run_worker: bool) -> Runtime:
         storage = storage_from_settings(settings)  # first: a storage misconfiguration fails fast
         register_job_types()
+        register_job_listeners(job_types, storage=storage, settings=settings)
         db = Database.connect(database_url, pool_size=settings.db_pool_size)
         events = JobEvents(database_url)
         await events.start()

@@ -18,7 +18,9 @@ Every finishing transition is fenced (``state = 'running' AND locked_by = worker
 n``, queues.md §6 pitfall 11): a worker that lost its lease cannot finish a job twice, and credit
 settlement happens in the same transaction as the fenced update. So does the team's outbound
 webhook (``job.succeeded`` / ``job.failed`` / ``job.canceled``, ``_announce``): every way a job
-finishes goes through ``mark_succeeded`` or ``_refund``, which call it.
+finishes goes through ``mark_succeeded`` or ``_refund``, which call it. ``_announce`` and ``claim``
+(a job's first attempt starting) also tell the registry's listeners (``jobs/registry.py``), in the
+same transaction: the Replicate-compatible API queues a prediction's own webhook there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -148,6 +151,8 @@ async def claim(session: AsyncSession, *, worker_id: str, demand: int, lease_sec
         if job.started_at is not None:
             waited = max(0.0, (job.started_at - job.run_at).total_seconds())
             metrics.after_commit(session, partial(metrics.job_queue_wait_seconds.labels(type=job.type).observe, waited))
+        if job.attempt == 1:  # started; a retry or a resumed hand-off is the same start continuing
+            await _tell(session, job)
     return jobs
 
 
@@ -271,9 +276,12 @@ async def _transition(
 
 
 async def mark_succeeded(
-    session: AsyncSession, fence: Fence, *, result: dict[str, Any], charged: Any | None = None
+    session: AsyncSession, fence: Fence, *, result: dict[str, Any], charged: Any | None = None,
+    apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None,
 ) -> Job | None:
-    """Fenced running → succeeded, capturing the job's reservation in the same transaction.
+    """Fenced running → succeeded, capturing the job's reservation in the same transaction, then
+    ``apply`` (the handler's domain changes: ``TaskOutcome.apply``), then the announcements (which
+    therefore see the job's outputs).
 
     ``charged`` defaults to the whole reservation. Returns ``None`` (and changes nothing) if the
     worker lost the job.
@@ -287,6 +295,8 @@ async def mark_succeeded(
         return None
     if job.reservation_id is not None:
         await credits.capture(session, job.reservation_id, amount=job.charged_credits, description="job succeeded")
+    if apply is not None:
+        await apply(session, job)
     await _announce(session, job)
     await _finish_attempt(session, fence, "succeeded", None, state="succeeded")
     return job
@@ -423,9 +433,16 @@ def job_links(job: Job) -> dict[str, str]:
     return links
 
 
+async def _tell(session: AsyncSession, job: Job) -> None:
+    """The registry's listeners: the job started or finished, in this transaction."""
+    for listener in registry.listeners.values():
+        await listener(session, job)
+
+
 async def _announce(session: AsyncSession, job: Job) -> None:
     """The job finished (succeeded, failed or canceled): the team's ``job.<state>`` webhook, in
-    this transaction (one statement; nothing written when no endpoint takes it)."""
+    this transaction (one statement; nothing written when no endpoint takes it), and the
+    registry's listeners."""
     error = None if job.state == "succeeded" else {"code": job.error_code, "message": job.error_message}
     await webhooks.emit(session, job.team_id, f"job.{job.state}", {
         "id": str(job.id), "type": job.type, "state": job.state, "referenceModelId": job.reference_model_id,
@@ -435,6 +452,7 @@ async def _announce(session: AsyncSession, job: Job) -> None:
         "error": error, "createdAt": job.created_at.isoformat() if job.created_at else None,
         "finishedAt": job.finished_at.isoformat() if job.finished_at else None, "links": job_links(job),
     })
+    await _tell(session, job)
 
 
 async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:

@@ -1,8 +1,8 @@
 """What job handlers share. A handler (one per job type, registered by the domain that owns the
 type: ``jobs/registry.py``) gets the claimed job and returns a ``TaskOutcome``; it never settles the
-job: the worker finishes it (fenced) and then calls ``outcome.apply`` in the same transaction, so
-domain changes (a new model version, image rows) commit together with the credit capture or not at
-all."""
+job: the worker finishes it (fenced), and ``queue.mark_succeeded`` calls ``outcome.apply`` in the
+same transaction, so domain changes (a new model version, image rows) commit together with the
+credit capture or not at all."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ class TaskContext:
 class TaskOutcome:
     result: dict[str, Any]
     stored_keys: list[str] = field(default_factory=list)
-    # Runs in the success transaction, after the job is marked succeeded and its credits captured.
+    # Runs in the success transaction, after the job is marked succeeded and its credits captured,
+    # before the job's finish is announced (webhooks, listeners).
     apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
 
     async def discard(self, storage: Storage, *, keep: Collection[str] = ()) -> None:

@@ -184,11 +184,9 @@ class Worker:
             except TimeoutError:
                 raise _TimedOut(f"{job.type} took longer than {timeout:g} s (PIXELMINT_JOB_TIMEOUTS).") from None
             async with self.db.transaction() as session:
-                finished = await queue.mark_succeeded(session, fence, result=outcome.result)
+                finished = await queue.mark_succeeded(session, fence, result=outcome.result, apply=outcome.apply)
                 if finished is None:
                     raise _LostJob
-                if outcome.apply is not None:
-                    await outcome.apply(session, finished)
             logger.info("job_succeeded", charged=str(finished.charged_credits))
         except AwaitingWebhook:
             async with self.db.transaction() as session:

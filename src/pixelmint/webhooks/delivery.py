@@ -52,6 +52,7 @@ import structlog
 from sqlalchemy import text
 from standardwebhooks import Webhook
 
+from pixelmint.kit import metrics
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 from pixelmint.kit.netguard import AddressNotAllowed, pinned_client
 from pixelmint.settings import Settings
@@ -225,8 +226,22 @@ def next_attempt_at(attempts: int, outcome: Outcome, schedule: list[float]) -> d
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
 
 
+def metric_outcome(claimed: Claimed, outcome: Outcome, endpoint_enabled: bool | None) -> str:
+    """The ``outcome`` label of ``pixelmint_webhook_deliveries_total`` (``kit/metrics.py``) for an
+    attempt: ``succeeded``; ``disabled`` when the attempt ended with its endpoint switched off (by
+    this answer — 410, or failing for too long — or before it, when no request was made);
+    ``failed`` otherwise."""
+    if outcome.succeeded:
+        return "succeeded"
+    if not claimed.enabled or endpoint_enabled is False:
+        return "disabled"
+    return "failed"
+
+
 async def record(db: Database, claimed: Claimed, outcome: Outcome, settings: Settings) -> None:
-    """Store the attempt, the delivery's new state and the endpoint's failure record."""
+    """Store the attempt, the delivery's new state and the endpoint's failure record, and count
+    the attempt (``metrics.webhook_deliveries``) when that commits. An attempt whose lease ran out
+    meanwhile (another process took the delivery) is neither stored nor counted."""
     retry_at = next_attempt_at(claimed.attempt, outcome, settings.webhook_retry_schedule_seconds)
     status = "succeeded" if outcome.succeeded else "pending" if retry_at is not None else "failed"
     async with db.transaction() as session:
@@ -236,6 +251,9 @@ async def record(db: Database, claimed: Claimed, outcome: Outcome, settings: Set
             "duration_ms": outcome.duration_ms, "error": (outcome.error or None) and outcome.error[:500],
             "gone": outcome.gone, "counts": outcome.counts, "disable_after": settings.webhook_disable_after_seconds,
         })).one()
+        if row.recorded:
+            label = metric_outcome(claimed, outcome, row.endpoint_enabled)
+            metrics.after_commit(session, metrics.webhook_deliveries.labels(outcome=label).inc)
     log.info("webhook_attempt", delivery=str(claimed.id), attempt=claimed.attempt, status=status,
              status_code=outcome.status_code, error=outcome.error, recorded=bool(row.recorded),
              endpoint_enabled=row.endpoint_enabled)

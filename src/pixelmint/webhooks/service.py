@@ -10,8 +10,9 @@ such endpoint; a rolled-back change therefore emits nothing, and a committed one
 even if the process dies right after (``webhooks/delivery.py`` sends what is pending).
 
 Ad-hoc targets: ``emit_to_url`` queues a body (sent as it is) to a URL given with a request (the
-``webhook`` of a Replicate-compatible prediction), signed with the team's default signing secret
-(``default_secret``: Replicate's ``GET /v1/webhooks/default/secret``).
+``webhook`` of a Replicate-compatible prediction, queued by ``compat/replicate`` when its job
+starts or finishes), signed with the team's default signing secret (``default_secret``:
+Replicate's ``GET /v1/webhooks/default/secret``).
 
 Payloads of team events are ``{"type", "timestamp", "data"}`` (the Standard Webhooks
 recommendation), with ids and API paths in ``data``, never image bytes.

@@ -35,6 +35,7 @@ from pixelmint.compat.replicate.schemas import (
     Training,
     TrainingRequest,
     Version,
+    WebhookSigningSecret,
 )
 from pixelmint.credits.pricing import current_pricing
 from pixelmint.jobs import service as jobs
@@ -48,6 +49,7 @@ from pixelmint.kit.http import DatabaseDep, SessionDep, SettingsDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.storage.deps import StorageDep, UrlSignerDep
 from pixelmint.storage.schemas import UrlSigner
+from pixelmint.webhooks import service as webhooks
 
 router = APIRouter(prefix=service.PREFIX, route_class=ReplicateRoute, include_in_schema=False)
 
@@ -149,7 +151,7 @@ async def create_model_prediction(
     if target is None:
         raise ModelNotFound(f"No model {owner}/{name}.")
     job = await service.create_prediction(session, principal, target, body, settings=settings,
-                                          pricing=await current_pricing(session))
+                                          pricing=await current_pricing(session), base_url=urls.base_url)
     return await _answer_created(job, prefer, session=session, settings=settings, db=db, events=events, urls=urls)
 
 
@@ -163,7 +165,7 @@ async def create_prediction(
     ``replicate.run("owner/name:<version id>")`` sends)."""
     target = await service.target_of_version(session, principal, body.version)
     job = await service.create_prediction(session, principal, target, body, settings=settings,
-                                          pricing=await current_pricing(session))
+                                          pricing=await current_pricing(session), base_url=urls.base_url)
     return await _answer_created(job, prefer, session=session, settings=settings, db=db, events=events, urls=urls)
 
 
@@ -223,7 +225,8 @@ async def create_training(
     base = await service.find_model(session, principal, owner, name)
     version = await service.find_version(session, base, version_id)
     job = await service.create_training(session, principal, base, version, body, storage=storage,
-                                        settings=settings, pricing=await current_pricing(session))
+                                        settings=settings, pricing=await current_pricing(session),
+                                        base_url=urls.base_url)
     await session.commit()
     events.announce_jobs_available()
     return await service.present_training(session, job, urls)
@@ -241,6 +244,17 @@ async def cancel_training(
 ) -> Training:
     job = await service.get_training_job(session, principal, training_id)
     return await service.present_training(session, await _cancel(session, principal, providers, job), urls)
+
+
+# --------------------------------------------------------------------------------------------
+# Webhooks
+
+
+@router.get("/v1/webhooks/default/secret", response_model=WebhookSigningSecret)
+async def default_webhook_secret(principal: PrincipalDep, session: SessionDep) -> WebhookSigningSecret:
+    """The key that signs the team's prediction and training webhooks (Standard Webhooks, as
+    Replicate signs them): what ``replicate.webhooks.validate`` takes. Created on first use."""
+    return WebhookSigningSecret(key=await webhooks.default_secret(session, principal.team_id))
 
 
 # --------------------------------------------------------------------------------------------

@@ -159,3 +159,9 @@ class Page(BaseModel, Generic[T]):
     next: str | None
     previous: str | None = None
     results: list[T]
+
+
+class WebhookSigningSecret(BaseModel):
+    """``GET /v1/webhooks/default/secret``: the key that signs this team's prediction webhooks."""
+
+    key: str = Field(description="whsec_ followed by the base64 of the secret (Standard Webhooks)")

@@ -13,6 +13,10 @@
   reserved by the same formulas; a succeeded training's ``output.version`` is
   ``<teamId>/<customModelId>:<version id>``, which ``replicate.run`` takes as it is.
 
+Webhooks: a prediction or training keeps its ``webhook`` in its job's params (``webhook_params``);
+``queue_webhook``, a job listener (``tasks.py``), queues the delivery of the prediction as ``GET``
+answers it in the transaction where the job starts or finishes.
+
 Statuses (``status_of``): queued → ``starting``; running and awaiting_webhook → ``processing``;
 succeeded, failed, canceled as they are. ``expired`` (a succeeded job whose images passed
 retention) is ``succeeded`` with ``output: null`` and ``data_removed: true``, which is what
@@ -24,12 +28,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import structlog
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,7 +78,10 @@ from pixelmint.settings import Settings
 from pixelmint.storage.backend import Storage
 from pixelmint.storage.schemas import UrlSigner, present_image
 from pixelmint.storage.service import images_for_jobs
-from pixelmint.webhooks.errors import InvalidWebhookUrl
+from pixelmint.webhooks import service as webhooks
+from pixelmint.webhooks.errors import InvalidWebhookUrl, WebhookUrlNotAllowed
+
+log = structlog.get_logger(__name__)
 
 PREFIX = "/replicate"  # where api/app.py mounts this surface
 COG_VERSION = "0.14.0"  # ≥ 0.3.9: an array Output is a list, not an iterator (replicate/schema.py)
@@ -228,12 +235,15 @@ async def list_models(
 # Predictions
 
 
-def webhook_params(body: WebhookFields) -> dict[str, Any] | None:
+async def webhook_params(body: WebhookFields, *, base_url: str, allow_private: bool) -> dict[str, Any] | None:
     """What a prediction or training keeps of its webhook: ``{"webhook": url,
-    "webhookEventsFilter": [events]}`` (all four events by default; ``completed`` alone for the
-    older ``webhook_completed``), or ``None``. Raises ``InvalidRequest`` (invalid_webhook_url) for a
-    URL that is not absolute http(s). Whether the address may be reached is checked when it is
-    delivered to (the outbound-webhook SSRF guard, which connects to the address it checked)."""
+    "webhookEventsFilter": [events], "baseUrl": base_url}`` (all four events by default;
+    ``completed`` alone for the older ``webhook_completed``; ``base_url``: where this server is
+    reached, for the absolute URLs of the payload: the request's ``UrlSigner.base_url``), or
+    ``None``. Raises ``InvalidRequest``: ``invalid_webhook_url`` for a URL that is not absolute
+    http(s) without credentials, ``webhook_url_not_allowed`` for one whose host resolves to a
+    private or loopback address unless ``allow_private`` (``PIXELMINT_ALLOW_PRIVATE_URLS``; every
+    delivery checks again, connecting to the address it checked)."""
     url = body.webhook or body.webhook_completed
     if url is None:
         if body.webhook_events_filter:
@@ -241,16 +251,15 @@ def webhook_params(body: WebhookFields) -> dict[str, Any] | None:
         return None
     field = "webhook" if body.webhook else "webhook_completed"
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise InvalidWebhookUrl(f"{field} must be an absolute http(s) URL.", field=field)
+        await webhooks.check_target(url, allow_private=allow_private)
+    except (InvalidWebhookUrl, WebhookUrlNotAllowed) as exc:
+        message = exc.message if isinstance(exc, WebhookUrlNotAllowed) else f"{field} must be an absolute http(s) URL."
+        raise type(exc)(message, field=field) from None
     if body.webhook_events_filter:
         events: list[str] = [e for e in WEBHOOK_EVENTS if e in body.webhook_events_filter]
     else:
         events = list(WEBHOOK_EVENTS) if body.webhook else ["completed"]
-    return {"webhook": url, "webhookEventsFilter": events}
+    return {"webhook": url, "webhookEventsFilter": events, "baseUrl": base_url}
 
 
 async def _catalog_with_key(session: AsyncSession, key: uuid.UUID) -> str | None:
@@ -296,13 +305,13 @@ def generate_request(target: names.ModelName, data: dict[str, Any]) -> GenerateR
 
 async def create_prediction(
     session: AsyncSession, principal: Principal, target: names.ModelName, body: ModelPredictionRequest, *,
-    settings: Settings, pricing: Pricing,
+    settings: Settings, pricing: Pricing, base_url: str,
 ) -> Job:
     """Queue the prediction through ``submit_generation`` (price, free generation or reservation,
-    plan limits), keeping its webhook with it. Raises what that raises (402
+    plan limits), keeping its webhook with it (``webhook_params``). Raises what that raises (402
     ``insufficient_credits``, 404, 409, 422, 429 ``queue_full``) and ``InvalidRequest``
-    (invalid_webhook_url)."""
-    hook = webhook_params(body)
+    (invalid_webhook_url, webhook_url_not_allowed)."""
+    hook = await webhook_params(body, base_url=base_url, allow_private=settings.allow_private_urls)
     job, _ = await submit_generation(session, principal, generate_request(target, body.input),
                                      settings=settings, pricing=pricing)
     if hook is not None:
@@ -408,7 +417,7 @@ def _closing(images: list[custom_models.TrainingImage]) -> Iterator[list[custom_
 
 async def create_training(
     session: AsyncSession, principal: Principal, base: FoundModel, base_version: Version, body: TrainingRequest, *,
-    storage: Storage, settings: Settings, pricing: Pricing,
+    storage: Storage, settings: Settings, pricing: Pricing, base_url: str,
 ) -> Job:
     """Queue a training of ``base`` into ``body.destination`` (``<teamId>/<name>``):
 
@@ -418,10 +427,10 @@ async def create_training(
       its catalog model: its next version, refined by ``input.prompt``: ``custom_models.refine_model``.
 
     Priced and reserved as the native endpoints do. Raises ``InvalidRequest``
-    (invalid_destination, invalid_webhook, invalid_training_images, training_image_unreachable…),
-    ``NotFound``, ``Forbidden`` (free plan), ``InsufficientCredits``.
+    (invalid_destination, invalid_webhook_url, webhook_url_not_allowed, invalid_training_images,
+    training_image_unreachable…), ``NotFound``, ``Forbidden`` (free plan), ``InsufficientCredits``.
     """
-    hook = webhook_params(body)
+    hook = await webhook_params(body, base_url=base_url, allow_private=settings.allow_private_urls)
     owner, _, name = body.destination.partition("/")
     if owner != str(principal.team_id) or not name or "/" in name or ":" in name:
         raise InvalidDestination(
@@ -495,7 +504,7 @@ async def present_training(session: AsyncSession, job: Job, urls: UrlSigner) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# Webhooks: what a delivery sends (the delivery itself is the outbound-webhooks machinery's)
+# Webhooks: a prediction's (or training's) own, queued when its job starts and when it finishes
 
 
 @dataclass(frozen=True)
@@ -511,8 +520,7 @@ class PredictionEvent:
 
 def event_of(job: Job) -> str | None:
     """The Replicate event a job's state is: ``start`` when it begins to run, ``completed`` when
-    it finished (succeeded, failed, canceled); ``None`` otherwise. (``output`` and ``logs`` have
-    no counterpart: outputs arrive all at once, with ``completed``.)"""
+    it finished (succeeded, failed, canceled); ``None`` otherwise."""
     if job.state == "running":
         return "start"
     if job.state in ("succeeded", "failed", "canceled"):
@@ -520,16 +528,57 @@ def event_of(job: Job) -> str | None:
     return None
 
 
+def wants(events: Collection[str], event: str, state: str) -> bool:
+    """Whether a webhook whose ``webhook_events_filter`` is ``events`` takes ``event`` of a job in
+    ``state``. Replicate sends ``output`` as each output is produced and ``logs`` as log lines
+    come; here the images all arrive at once, when the job succeeds, and the log is whole when it
+    finishes, so both are delivered with ``completed``: one delivery at the finish for a filter
+    with ``completed`` or ``logs``, or with ``output`` when the job succeeded (a failed or canceled
+    job has no output to send)."""
+    if event == "start":
+        return "start" in events
+    return "completed" in events or "logs" in events or ("output" in events and state == "succeeded")
+
+
 async def prediction_event_for(session: AsyncSession, job: Job, urls: UrlSigner) -> PredictionEvent | None:
     """The delivery to make for ``job`` as it is now, or ``None``: no webhook, or its filter does
-    not take this event. ``urls`` signs the output URLs and gives the absolute ``urls.get`` (a
-    worker builds it on ``PIXELMINT_PUBLIC_URL``)."""
+    not take this event (``wants``). ``urls`` signs the output URLs and gives the absolute
+    ``urls.get``."""
     kept = job.params.get(PARAMS_KEY) or {}
     event = event_of(job)
-    if not kept.get("webhook") or event is None or event not in kept.get("webhookEventsFilter", ()):
+    events = tuple(kept.get("webhookEventsFilter", ()))
+    if not kept.get("webhook") or event is None or not wants(events, event, job.state):
         return None
     if job.type == "image_generation":
         payload = (await present_prediction(session, job, urls)).model_dump(mode="json")
     else:
         payload = (await present_training(session, job, urls)).model_dump(mode="json")
-    return PredictionEvent(url=kept["webhook"], events=tuple(kept["webhookEventsFilter"]), event=event, payload=payload)
+    return PredictionEvent(url=kept["webhook"], events=events, event=event, payload=payload)
+
+
+async def queue_webhook(session: AsyncSession, job: Job, *, storage: Storage, settings: Settings) -> bool:
+    """The job (any type) started or finished, in the transaction that changed it: when it is a
+    prediction or training whose webhook takes this event, queue the delivery of the prediction
+    as it is now (``webhooks.service.emit_to_url``: the outbox, signed with the team's default
+    secret; labelled ``prediction.start``, ``training.completed``…). Returns whether it queued
+    one. Cheap for other jobs (no statement).
+
+    Presented in a savepoint: a failure to build the payload loses this delivery (logged) rather
+    than the job's transition (which, at a claim, would also hold back every job claimed with it).
+    The payload's absolute URLs use the base the prediction was created on (``baseUrl``)."""
+    kept = job.params.get(PARAMS_KEY) or {}
+    if not kept.get("webhook") or event_of(job) is None:
+        return False
+    urls = UrlSigner(storage, kept.get("baseUrl") or settings.public_url or "http://localhost/",
+                     settings.signed_url_ttl_seconds)
+    kind = "prediction" if job.type == "image_generation" else "training"
+    try:
+        async with session.begin_nested():
+            event = await prediction_event_for(session, job, urls)
+            if event is None:
+                return False
+            await webhooks.emit_to_url(session, job.team_id, event.url, f"{kind}.{event.event}", event.payload)
+    except Exception:  # noqa: BLE001 - a webhook must never block the job's own transition
+        log.exception("replicate_webhook_not_queued", job=str(job.id), state=job.state)
+        return False
+    return True
