@@ -1,0 +1,5 @@
+"""placeholder"""
+
+from pixelmint.web.routing import web_router
+
+router = web_router(prefix="/app/webhooks")
