@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     stripe_webhook_tolerance_seconds: int = 300  # max age of a signed timestamp
     stripe_price_plans: dict[str, str] = {}
     stripe_price_credits: dict[str, Decimal] = {}
+    # Stripe Checkout and the customer portal from the credits page (billing/checkout.py): the
+    # secret API key ("sk_…"; unset: no payment buttons) and, for stripe-mock or a test fake,
+    # another API base than https://api.stripe.com.
+    stripe_secret_key: SecretStr | None = None
+    stripe_api_base: str | None = None
 
     # Storage (storage/backend.py, storage/s3.py): "local" = files under <data_dir>/images served
     # through HMAC-signed URLs; "s3" = a bucket on AWS or any S3-compatible server.

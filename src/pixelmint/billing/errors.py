@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixelmint.kit.errors import PixelmintError
+from pixelmint.kit.errors import Conflict, InvalidRequest, PixelmintError
 
 
 class StripeWebhooksDisabled(PixelmintError):
@@ -26,3 +26,31 @@ class InvalidPayload(PixelmintError):
     status_code = 400
     code = "invalid_payload"
 
+
+
+class StripeNotConfigured(PixelmintError):
+    """503: Stripe Checkout and the customer portal need ``PIXELMINT_STRIPE_SECRET_KEY``."""
+
+    status_code = 503
+    code = "stripe_not_configured"
+
+
+class UnknownPrice(InvalidRequest):
+    """422: a Checkout for a price that is neither a plan's (``PIXELMINT_STRIPE_PRICE_PLANS``) nor
+    a credit pack's (``PIXELMINT_STRIPE_PRICE_CREDITS``)."""
+
+    code = "unknown_price"
+
+
+class NoStripeCustomer(Conflict):
+    """409: the customer portal needs a Stripe customer, which a team gets with its first
+    Checkout."""
+
+    code = "no_stripe_customer"
+
+
+class StripeRequestFailed(PixelmintError):
+    """502: Stripe refused or did not answer a request (the message says what it said)."""
+
+    status_code = 502
+    code = "stripe_request_failed"

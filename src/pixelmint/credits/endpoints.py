@@ -94,7 +94,8 @@ def _before(cursor: str | None) -> int | None:
     return decode_cursor(cursor, bigint)[0] if cursor else None
 
 
-async def _csv(db: Database, principal: Principal, filters: history.LedgerFilter, before: int | None) -> StreamingResponse:
+async def csv_response(db: Database, principal: Principal, filters: history.LedgerFilter, before: int | None) -> StreamingResponse:
+    """The team's matching ledger rows as a streamed CSV attachment (also the dashboard's download)."""
     lines = _csv_batches(db, principal.team_id, filters, before)
     first = await anext(lines)  # the first batch's query runs before the 200 is sent: it may still fail
     return StreamingResponse(
@@ -121,7 +122,7 @@ async def history_page(
     """Ledger rows matching the filters, newest first, ``limit`` per page (``nextCursor``)."""
     before = _before(cursor)
     if format_ == "csv":
-        return await _csv(db, principal, filters, before)
+        return await csv_response(db, principal, filters, before)
     rows = await history.list_transactions(session, principal.team_id, filters, limit=limit + 1, before_id=before)
     page = rows[:limit]
     return TransactionPage(
@@ -148,7 +149,7 @@ async def history_csv(
 ) -> StreamingResponse:
     """Every ledger row matching the filters (same as ``/history``), newest first, streamed as CSV
     with a header row; amounts as decimals, ``metadata`` as JSON."""
-    return await _csv(db, principal, filters, _before(cursor))
+    return await csv_response(db, principal, filters, _before(cursor))
 
 
 apps_router = APIRouter(prefix="/api/v1/credits/apps", tags=["credit API"])

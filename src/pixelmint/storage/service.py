@@ -71,19 +71,37 @@ async def list_images(
     after: tuple[dt.datetime, uuid.UUID] | None,
     job_id: uuid.UUID | None = None,
     favorite: bool | None = None,
+    model_key: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
 ) -> list[Image]:
     """Newest first; ``after`` is the (created_at, id) of the last image of the previous page.
     ``job_id``: that job's only; ``favorite``: only the favourites (``True``) or only the others
-    (``False``)."""
+    (``False``); ``model_key``: made by that model (``params.modelKey``: a reference model id or
+    ``custom:<id>:v<version>``); ``since <= created_at < until``."""
     query = readable(team_id)
     if job_id is not None:
         query = query.where(Image.job_id == job_id)
+    if model_key is not None:
+        query = query.where(Image.params["modelKey"].astext == model_key)
+    if since is not None:
+        query = query.where(Image.created_at >= since)
+    if until is not None:
+        query = query.where(Image.created_at < until)
     if favorite is not None:
         query = query.where(Image.favorited_at.is_not(None) if favorite else Image.favorited_at.is_(None))
     if after is not None:
         query = query.where(tuple_(Image.created_at, Image.id) < tuple_(*after))
     query = query.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)
     return list((await session.scalars(query)).all())
+
+
+async def model_keys(session: AsyncSession, team_id: uuid.UUID) -> list[str]:
+    """The models (``params.modelKey``) the team's images were made with, sorted."""
+    keys = await session.scalars(
+        select(Image.params["modelKey"].astext).where(Image.team_id == team_id, Image.deleted_at.is_(None)).distinct()
+    )
+    return sorted(k for k in keys if k)
 
 
 async def images_for_jobs(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Image]]:

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixelmint.settings import Settings
-from pixelmint.web import home, keys, public, team
+from pixelmint.web import credits, gallery, home, jobs, keys, public, team, webhooks
 from pixelmint.web.routing import SECURITY_HEADERS, Static, error_page
 from pixelmint.web.templating import STATIC_DIR
 
@@ -79,7 +79,7 @@ class Csrf:
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the pages and ``/static``; add the CSRF middleware (call this before the middleware that
     must run outside it, such as the body limit)."""
-    for router in (public.router, home.router, keys.router, team.router):
+    for router in (public.router, home.router, keys.router, team.router, gallery.router, jobs.router, credits.router, webhooks.router):
         app.include_router(router)
     app.mount("/static", Static(directory=STATIC_DIR), name="static")
     secret = hmac.new(settings.resolved_secret_key().encode(), b"pixelmint csrf", hashlib.sha256).hexdigest()

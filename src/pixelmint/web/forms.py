@@ -49,3 +49,26 @@ class KeyForm(WebForm):
 
 class RoleForm(WebForm):
     role: str = Field("member", max_length=16)
+
+
+class FavoriteForm(WebForm):
+    favorite: bool = True
+    next: str = Field("/app/gallery", max_length=2000)
+
+
+class CheckoutForm(WebForm):
+    price: str = Field("", max_length=200)
+
+
+class WebhookEndpointForm(WebForm):
+    url: str = Field("", max_length=4096)
+    description: str = Field("", max_length=500)
+    event_types: list[str] = Field(default_factory=list, max_length=50)
+
+
+class EnableForm(WebForm):
+    enabled: bool = True
+
+
+class ReplayForm(WebForm):
+    since: str = Field("", max_length=64)

@@ -40,6 +40,10 @@ class NavEntry:
 # The signed-in navigation, in order. A new area adds its entry here (CONTRIBUTING.md, "Pages").
 NAV: list[NavEntry] = [
     NavEntry("Home", "/app"),
+    NavEntry("Gallery", "/app/gallery"),
+    NavEntry("Jobs", "/app/jobs"),
+    NavEntry("Credits", "/app/credits"),
+    NavEntry("Webhooks", "/app/webhooks", roles=("owner", "admin")),
     NavEntry("API keys", "/app/keys", roles=("owner", "admin")),
     NavEntry("Team", "/app/team"),
 ]
