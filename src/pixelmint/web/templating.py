@@ -40,6 +40,7 @@ class NavEntry:
 # The signed-in navigation, in order. A new area adds its entry here (CONTRIBUTING.md, "Pages").
 NAV: list[NavEntry] = [
     NavEntry("Home", "/app"),
+    NavEntry("Generate", "/app/generate"), NavEntry("Models", "/app/models"), NavEntry("Catalog", "/app/catalog"),
     NavEntry("API keys", "/app/keys", roles=("owner", "admin")),
     NavEntry("Team", "/app/team"),
 ]
