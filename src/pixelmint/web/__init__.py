@@ -9,5 +9,6 @@
 - ``auth.py``: the signed-in person from the session cookie (``CurrentUserDep``, ``WebPrincipalDep``
   giving the ``Principal`` the services take).
 - One module per area: ``public.py`` (landing, sign-up, sign-in, sign-out, invites, set password),
-  ``home.py``, ``keys.py``, ``team.py``.
+  ``home.py``, ``keys.py``, ``team.py``, ``catalog.py``, ``models.py`` (custom models), ``generate.py`` (and
+  ``spending.py``: cost estimates and refusals in words for these three).
 """
