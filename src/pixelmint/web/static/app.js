@@ -59,6 +59,18 @@
     });
   }
 
+  // <form data-submit-once="Uploading…">: one submission (an upload takes a while; a second click
+  // would train a second model).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || !form.hasAttribute || !form.hasAttribute("data-submit-once")) return;
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      button.textContent = form.getAttribute("data-submit-once");
+    });
+  });
+
   document.addEventListener("change", function (event) {
     var input = event.target;
     if (input && input.type === "file" && input.hasAttribute("data-count")) showFiles(input);
