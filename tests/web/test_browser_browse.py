@@ -64,7 +64,7 @@ async def test_gallery_star_favourites_credits_csv_and_webhooks_on_a_desktop(
     await page.wait_for_url(live_service + "/app/gallery")
     assert await page.locator(".gallery-card").count() == 2
     assert await page.locator(".gallery-card").first.get_attribute("data-image-id") == second_image
-    assert await page.locator("#placeholder-notice").is_visible()
+    assert await page.locator(".placeholder-notice").is_visible()
     await screenshot(page, "gallery")
     star = page.locator(f"#star-{second_image} button")
     await star.click()

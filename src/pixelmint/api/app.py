@@ -61,7 +61,8 @@ def create_app(settings: Settings, database_url: str, *, run_worker: bool = True
     idempotency.install(app)  # Idempotency-Key: replays and answers stored after the commit
     web.install(app, settings)  # the dashboard's pages, /static, CSRF (inside the body limit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       uploads={custom_models.router.prefix: settings.max_upload_bytes or MAX_UPLOAD_BYTES})  # 413
+                       uploads=dict.fromkeys((custom_models.router.prefix, "/app/models"),  # /app/models: web
+                                             settings.max_upload_bytes or MAX_UPLOAD_BYTES))  # 413
     for router in (
         catalog.router,
         custom_models.router,

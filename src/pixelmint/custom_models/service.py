@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.service import Principal
@@ -186,12 +186,19 @@ async def get_model(session: AsyncSession, principal: Principal, model_id: uuid.
 
 async def list_models(
     session: AsyncSession, principal: Principal, *, status: str | None, limit: int,
-    after: tuple[dt.datetime, uuid.UUID] | None,
+    after: tuple[dt.datetime, uuid.UUID] | None, search: str | None = None,
 ) -> list[CustomModel]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); ``search``: text in the name,
+    description or trigger word (case-insensitive)."""
     query = readable(principal)
     if status:
         query = query.where(CustomModel.status == status)
+    if search and search.strip():
+        pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(
+            CustomModel.name.ilike(pattern), CustomModel.description.ilike(pattern),
+            CustomModel.trigger_word.ilike(pattern),
+        ))
     if after:
         from sqlalchemy import tuple_
 

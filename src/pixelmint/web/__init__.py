@@ -9,6 +9,7 @@
 - ``auth.py``: the signed-in person from the session cookie (``CurrentUserDep``, ``WebPrincipalDep``
   giving the ``Principal`` the services take).
 - One module per area: ``public.py`` (landing, sign-up, sign-in, sign-out, invites, set password),
-  ``home.py``, ``keys.py``, ``team.py``, ``gallery.py``, ``jobs.py``, ``credits.py``, ``webhooks.py``
-  (``paging.py``: list filters from the query string and next-page links).
+  ``home.py``, ``keys.py``, ``team.py``, ``catalog.py``, ``models.py`` (custom models), ``generate.py`` (and
+  ``spending.py``: cost estimates and refusals in words for these three), ``gallery.py``, ``jobs.py``,
+  ``credits.py``, ``webhooks.py`` (``paging.py``: list filters from the query string and next-page links).
 """

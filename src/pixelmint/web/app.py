@@ -7,12 +7,15 @@ import hashlib
 import hmac
 from typing import Any
 
-from asgi_csrf import Errors, asgi_csrf
+from asgi_csrf import DEFAULT_SIGNING_NAMESPACE, Errors, asgi_csrf
 from fastapi import FastAPI, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from itsdangerous import BadSignature, URLSafeSerializer
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelmint.settings import Settings
-from pixelmint.web import credits, gallery, home, jobs, keys, public, team, webhooks
+from pixelmint.web import catalog, credits, gallery, generate, home, jobs, keys, models, public, team, webhooks
 from pixelmint.web.routing import SECURITY_HEADERS, Static, error_page
 from pixelmint.web.templating import STATIC_DIR
 
@@ -50,21 +53,116 @@ async def _csrf_failed(scope: Scope, send: Send, error: Errors) -> None:
 _OUTER_SCOPE = "pixelmint.outer_scope"
 
 
+class _TokenFound(Exception):
+    pass
+
+
+class _FileBeforeToken(Exception):
+    pass
+
+
+async def _multipart_token(scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
+    """The ``csrftoken`` field of a multipart body, read up to it (a file part before it raises
+    ``_FileBeforeToken``), and a ``receive`` that replays what was read. asgi-csrf 0.11 does this
+    with an argument python-multipart 0.0.26 removed (simonw/asgi-csrf#38), so ``Csrf`` finds the
+    field itself and hands it to asgi-csrf as the ``x-csrftoken`` header, which it then checks
+    against the signed cookie as usual."""
+    content_type = dict(scope["headers"]).get(b"content-type", b"")
+    _, options = parse_options_header(content_type)
+    messages: list[Message] = []
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    headers: dict[bytes, bytes] = {}
+    field, value, name = [b""], [b""], [b""]
+    collecting = [False]
+
+    def header_field(data: bytes, start: int, end: int) -> None:
+        field[0] += data[start:end]
+
+    def header_value(data: bytes, start: int, end: int) -> None:
+        value[0] += data[start:end]
+
+    def header_end() -> None:
+        headers[field[0].lower()] = value[0]
+        field[0], value[0] = b"", b""
+
+    def headers_finished() -> None:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        if b"filename" in disposition:
+            raise _FileBeforeToken
+        collecting[0] = disposition.get(b"name") == b"csrftoken"
+        headers.clear()
+
+    def part_data(data: bytes, start: int, end: int) -> None:
+        if collecting[0]:
+            name[0] += data[start:end]
+
+    def part_end() -> None:
+        if collecting[0]:
+            raise _TokenFound(name[0].decode("utf-8", "replace"))
+
+    parser = MultipartParser(options.get(b"boundary", b""), callbacks={
+        "on_header_field": header_field, "on_header_value": header_value, "on_header_end": header_end,
+        "on_headers_finished": headers_finished, "on_part_data": part_data, "on_part_end": part_end,
+    })
+    more = True
+    try:
+        while more:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            parser.write(message.get("body", b""))
+            more = message.get("more_body", False)
+    except _TokenFound as found:
+        return found.args[0], replay
+    except MultipartParseError:
+        pass
+    return None, replay
+
+
 class Csrf:
     """asgi-csrf (double-submit cookie, signed) on every path but the APIs'."""
 
     def __init__(self, app: ASGIApp, *, secret: str, secure: bool) -> None:
         self.app = app
+        self._signer = URLSafeSerializer(secret)
         self.protected = asgi_csrf(
             self._route_back, signing_secret=secret, always_protect=ALWAYS_PROTECT, cookie_secure=secure,
             skip_if_scope=lambda scope: scope["path"].startswith(NOT_WEB), send_csrf_failed=_csrf_failed,
         )
 
+    def _signed(self, cookie: str) -> bool:
+        """The cookie is a token asgi-csrf signed (its check of the header, which a multipart post
+        gets from ``_multipart_token``, would otherwise fall back to its broken parser)."""
+        try:
+            self._signer.loads(cookie, DEFAULT_SIGNING_NAMESPACE)
+        except (BadSignature, UnicodeEncodeError):
+            return False
+        return True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The APIs pass; a multipart post's token is found first (``_multipart_token``); then asgi-csrf."""
+        outer = scope
         if scope["type"] == "http" and scope["path"].startswith(NOT_WEB):
             await self.app(scope, receive, send)
-        else:
-            await self.protected({**scope, _OUTER_SCOPE: scope}, receive, send)
+            return
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and dict(scope["headers"]).get(b"content-type", b"").startswith(b"multipart/form-data")):
+            try:
+                token, receive = await _multipart_token(scope, receive)
+            except _FileBeforeToken:
+                await _csrf_failed(scope, send, Errors.FILE_BEFORE_TOKEN)
+                return
+            cookie = Request(scope).cookies.get("csrftoken", "")
+            if not (token and hmac.compare_digest(token.encode(), cookie.encode()) and self._signed(cookie)):
+                await _csrf_failed(scope, send, Errors.MULTIPART_MISMATCH)
+                return
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-csrftoken"]
+            scope = {**scope, "headers": [*headers, (b"x-csrftoken", token.encode("latin-1"))]}
+        await self.protected({**scope, _OUTER_SCOPE: outer}, receive, send)
 
     async def _route_back(self, scope: Scope, receive: Receive, send: Send) -> None:
         """asgi-csrf hands the app a copy of the scope: give the route the router sets in it back to
@@ -79,7 +177,8 @@ class Csrf:
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the pages and ``/static``; add the CSRF middleware (call this before the middleware that
     must run outside it, such as the body limit)."""
-    for router in (public.router, home.router, keys.router, team.router, gallery.router, jobs.router, credits.router, webhooks.router):
+    for router in (public.router, home.router, generate.router, models.router, catalog.router, gallery.router,
+                   jobs.router, credits.router, webhooks.router, keys.router, team.router):
         app.include_router(router)
     app.mount("/static", Static(directory=STATIC_DIR), name="static")
     secret = hmac.new(settings.resolved_secret_key().encode(), b"pixelmint csrf", hashlib.sha256).hexdigest()

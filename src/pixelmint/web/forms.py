@@ -8,6 +8,8 @@ missing one is answered by the page's own message, beside the field.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from pixelmint.kit.schemas import RequestModel
@@ -72,3 +74,35 @@ class EnableForm(WebForm):
 
 class ReplayForm(WebForm):
     since: str = Field("", max_length=64)
+# Custom models and generation (web/models.py, web/generate.py). Field names are the JSON API's
+# (camelCase in the HTML: ``referenceModelId``), so links and forms speak the same names.
+
+
+class CreateModelForm(WebForm):
+    """The fields of the new-model form besides its files (``trainingImages``)."""
+
+    reference_model_id: str = Field("", max_length=100)
+    name: str = Field("", max_length=200)
+    description: str = Field("", max_length=2000)
+    trigger_word: str = Field("", max_length=100)
+    training_steps: int = Field(1000, ge=0, le=2**31 - 1)
+    image_count: int = Field(0, ge=0, le=10_000)  # set by app.js as files are picked (the estimate's)
+
+
+class RenameForm(WebForm):
+    name: str = Field("", max_length=200)
+    description: str = Field("", max_length=2000)
+
+
+class RefineForm(WebForm):
+    prompt: str = Field("", max_length=10_000)
+
+
+class GenerateForm(WebForm):
+    model: str = Field("", max_length=200)  # "ref:<id>" or "custom:<uuid>:<version>" (web/generate.py)
+    prompt: str = Field("", max_length=10_000)
+    negative_prompt: str = Field("", max_length=10_000)
+    resolution: str = Field("1024x1024", max_length=20)
+    quality: Literal["standard", "hd"] = "standard"
+    num_images: int = Field(1, ge=0, le=100)
+    seed: str = Field("", max_length=20)  # empty: random

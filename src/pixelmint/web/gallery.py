@@ -28,6 +28,7 @@ from pixelmint.web.auth import CurrentUserDep
 from pixelmint.web.forms import FavoriteForm
 from pixelmint.web.paging import Filters, day_range, safe_back, with_query
 from pixelmint.web.routing import web_router
+from pixelmint.web.spending import placeholder_images
 from pixelmint.web.templating import is_htmx, render
 
 router = web_router(prefix="/app/gallery")
@@ -63,7 +64,7 @@ def generate_links(params: dict[str, Any]) -> dict[str, str]:
 
 
 def _context(settings: SettingsDep) -> dict[str, Any]:
-    return {"placeholder": settings.default_provider == "procedural", "model_label": model_label}
+    return {"placeholder": placeholder_images(settings), "model_label": model_label}
 
 
 @router.get("")

@@ -40,6 +40,9 @@ class NavEntry:
 # The signed-in navigation, in order. A new area adds its entry here (CONTRIBUTING.md, "Pages").
 NAV: list[NavEntry] = [
     NavEntry("Home", "/app"),
+    NavEntry("Generate", "/app/generate"),
+    NavEntry("Models", "/app/models"),
+    NavEntry("Catalog", "/app/catalog"),
     NavEntry("Gallery", "/app/gallery"),
     NavEntry("Jobs", "/app/jobs"),
     NavEntry("Credits", "/app/credits"),

@@ -36,3 +36,69 @@
   document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
   document.addEventListener("htmx:afterSwap", function (event) { drawCharts(event.target); });
 })();
+
+// Training images (web/templates/model_new.html): <input type=file data-count="#hidden" data-thumbs="#box">
+// keeps a hidden count for the cost estimate and shows thumbnails; a [data-dropzone] around it
+// takes dropped files. Capture phase: the count is set before htmx's change trigger on the form.
+(function () {
+  "use strict";
+
+  function showFiles(input) {
+    var count = input.getAttribute("data-count") && document.querySelector(input.getAttribute("data-count"));
+    if (count) count.value = String(input.files.length);
+    var box = input.getAttribute("data-thumbs") && document.querySelector(input.getAttribute("data-thumbs"));
+    if (!box) return;
+    box.querySelectorAll("img").forEach(function (img) { URL.revokeObjectURL(img.src); });
+    box.textContent = "";
+    Array.prototype.forEach.call(input.files, function (file) {
+      if (!/^image\//.test(file.type)) return;
+      var img = document.createElement("img");
+      img.src = URL.createObjectURL(file);
+      img.alt = file.name;
+      box.appendChild(img);
+    });
+  }
+
+  // <form data-submit-once="Uploading…">: one submission (an upload takes a while; a second click
+  // would train a second model).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || !form.hasAttribute || !form.hasAttribute("data-submit-once")) return;
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      button.textContent = form.getAttribute("data-submit-once");
+    });
+  });
+
+  document.addEventListener("change", function (event) {
+    var input = event.target;
+    if (input && input.type === "file" && input.hasAttribute("data-count")) showFiles(input);
+  }, true);
+
+  function zoneOf(event) {
+    return event.target.closest && event.target.closest("[data-dropzone]");
+  }
+  ["dragenter", "dragover"].forEach(function (name) {
+    document.addEventListener(name, function (event) {
+      var zone = zoneOf(event);
+      if (!zone) return;
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  });
+  document.addEventListener("dragleave", function (event) {
+    var zone = zoneOf(event);
+    if (zone) zone.classList.remove("dragging");
+  });
+  document.addEventListener("drop", function (event) {
+    var zone = zoneOf(event);
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    var input = zone.querySelector("input[type=file]");
+    if (!input || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    input.files = event.dataTransfer.files;
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+})();
