@@ -10,7 +10,8 @@ clashes with pytest-asyncio's loop.
   390×844 with touch; each page it opens records console errors (``page_errors(page)``), so a test
   can assert that the CSP blocked nothing.
 - ``screenshot(page, name)``: a full-page PNG ``<name>-<desktop|phone>.png`` in
-  ``$PIXELMINT_SCREENSHOTS_DIR`` (default ``test-artifacts/screenshots/``, ignored by git).
+  ``$PIXELMINT_SCREENSHOTS_DIR`` (default ``test-artifacts/screenshots/``, ignored by git);
+  ``index.txt`` there lists them with their pages' paths.
 - ``no_horizontal_scroll(page)``: the page is no wider than the viewport.
 
 A page test: ``async def test_x(live_service, desktop, screenshot): page = await desktop.new_page();
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -96,10 +99,23 @@ async def phone(browser: Any) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def screenshots_dir() -> Path:
+def screenshots_dir() -> Iterator[Path]:
+    """The screenshots folder; at the end of the run ``index.txt`` there lists what this run took
+    (file, then the page's path), and the run's summary names the folder."""
     folder = Path(os.environ.get("PIXELMINT_SCREENSHOTS_DIR") or ROOT / "test-artifacts" / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    started = time.time()
+    yield folder
+    if TAKEN:  # with the entries another worker process of this run wrote
+        index = folder / "index.txt"
+        earlier = [line.split("\t") for line in index.read_text().splitlines()] if index.exists() else []
+        fresh = {name: path for name, path in earlier if (folder / name).exists() and (folder / name).stat().st_mtime >= started}
+        lines = [f"{name}\t{path}" for name, path in sorted({**fresh, **TAKEN}.items())]
+        index.write_text("\n".join(lines) + "\n")
+
+
+# Screenshots taken in this process: file name → the page's path and query.
+TAKEN: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -107,9 +123,17 @@ def screenshot(screenshots_dir: Path) -> Callable[[Any, str], Awaitable[Path]]:
     async def take(page: Any, name: str) -> Path:
         path = screenshots_dir / f"{name}-{page.context.device_name}.png"
         await page.screenshot(path=str(path), full_page=True)
+        url = urlsplit(page.url)
+        TAKEN[path.name] = url.path + (f"?{url.query}" if url.query else "")
         return path
 
     return take
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TAKEN:
+        folder = Path(os.environ.get("PIXELMINT_SCREENSHOTS_DIR") or ROOT / "test-artifacts" / "screenshots")
+        terminalreporter.write_line(f"{len(TAKEN)} dashboard screenshots in {folder} (index.txt lists them)")
 
 
 async def no_horizontal_scroll(page: Any) -> None:

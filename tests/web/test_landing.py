@@ -59,3 +59,25 @@ async def test_the_json_api_keeps_json_errors_and_its_docs(shared_api: httpx.Asy
     assert (await shared_api.get("/healthz")).status_code == 200
     schema = (await shared_api.get("/openapi.json")).json()
     assert not any(path in schema["paths"] for path in ("/", "/login", "/app"))
+
+
+async def test_unknown_pages_under_app_get_the_html_error_page_and_the_apis_keep_json(
+    shared_api: httpx.AsyncClient,
+) -> None:
+    for path in ("/app/no-such-page", "/app/models/new/extra", "/app/gallery/not-an-id/nothing"):
+        page = await shared_api.get(path)
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), path
+        assert "<h1>Not found</h1>" in page.text and 'href="/">Back to the start page' in page.text
+        assert page.headers["content-security-policy"] and page.headers["x-frame-options"] == "DENY"
+    wrong_method = await shared_api.get("/app/keys/00000000-0000-0000-0000-000000000000/revoke")
+    assert wrong_method.status_code == 405 and "<html" in wrong_method.text and wrong_method.headers["allow"] == "POST"
+    for path in ("/api/v1/nothing-here", "/openai/v1/nothing-here", "/replicate/v1/nothing-here"):
+        missing = await shared_api.get(path)  # each API's own JSON error shape
+        assert missing.status_code == 404 and missing.headers["content-type"].endswith("json"), path
+        assert "<html" not in missing.text and missing.json(), path
+    # Someone with a session cookie is sent back to the dashboard (it asks to sign in if the session is gone).
+    shared_api.cookies.set("pixelmint_session", "whatever")
+    try:
+        assert 'href="/app">Back to your dashboard' in (await shared_api.get("/app/no-such-page")).text
+    finally:
+        shared_api.cookies.delete("pixelmint_session")

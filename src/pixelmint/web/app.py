@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 from typing import Any
 
 from asgi_csrf import DEFAULT_SIGNING_NAMESPACE, Errors, asgi_csrf
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeSerializer
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelmint.settings import Settings
-from pixelmint.web import catalog, credits, gallery, generate, home, jobs, keys, models, public, team, webhooks
+from pixelmint.web import auth, catalog, credits, gallery, generate, home, jobs, keys, models, public, team, webhooks
 from pixelmint.web.routing import SECURITY_HEADERS, Static, error_page
-from pixelmint.web.templating import STATIC_DIR
+from pixelmint.web.templating import STATIC_DIR, render
 
 # Paths whose forms are checked even when the browser sends no cookie at all (asgi-csrf skips
 # cookie-less posts otherwise): sign-in and sign-up, against login CSRF.
@@ -174,9 +177,33 @@ class Csrf:
                 scope[_OUTER_SCOPE]["route"] = scope["route"]
 
 
+def _html_errors_under_app(app: FastAPI) -> None:
+    """An unknown path (or method) under ``/app`` gets the HTML error page with its status (404,
+    405 with ``Allow``); every other path keeps the handler the API installed (JSON
+    ``{"error": "not_found", …}`` for ``/api/``, ``/openai/``, ``/replicate/``)."""
+    api_handler = app.exception_handlers[StarletteHTTPException]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if not isinstance(exc, StarletteHTTPException) or not (path == "/app" or path.startswith("/app/")):
+            answer = api_handler(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        message = {404: "There is no page at this address.", 405: "This page does not take that kind of request."}
+        response = render(request, "error.html", {
+            "status": exc.status_code, "message": message.get(exc.status_code, str(exc.detail)),
+            "has_session": auth.COOKIE in request.cookies,  # no page ran to look the person up
+        }, status_code=exc.status_code, headers=dict(exc.headers or {}))
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the pages and ``/static``; add the CSRF middleware (call this before the middleware that
-    must run outside it, such as the body limit)."""
+    must run outside it, such as the body limit) and the HTML error page for unknown paths under
+    ``/app`` (call this after the API's error handlers)."""
+    _html_errors_under_app(app)
     for router in (public.router, home.router, generate.router, models.router, catalog.router, gallery.router,
                    jobs.router, credits.router, webhooks.router, keys.router, team.router):
         app.include_router(router)
