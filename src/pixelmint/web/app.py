@@ -55,6 +55,10 @@ async def _csrf_failed(scope: Scope, send: Send, error: Errors) -> None:
 
 _OUTER_SCOPE = "pixelmint.outer_scope"
 
+# A multipart form's csrftoken field comes first (CONTRIBUTING.md, "Pages"): it must end within
+# this many bytes of the body.
+TOKEN_WITHIN = 64 * 1024
+
 
 class _TokenFound(Exception):
     pass
@@ -66,7 +70,8 @@ class _FileBeforeToken(Exception):
 
 async def _multipart_token(scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
     """The ``csrftoken`` field of a multipart body, read up to it (a file part before it raises
-    ``_FileBeforeToken``), and a ``receive`` that replays what was read. asgi-csrf 0.11 does this
+    ``_FileBeforeToken``; none within the first ``TOKEN_WITHIN`` bytes is none at all, so that a
+    forged post is refused before its body is read), and a ``receive`` that replays what was read. asgi-csrf 0.11 does this
     with an argument python-multipart 0.0.26 removed (simonw/asgi-csrf#38), so ``Csrf`` finds the
     field itself and hands it to asgi-csrf as the ``x-csrftoken`` header, which it then checks
     against the signed cookie as usual."""
@@ -110,14 +115,16 @@ async def _multipart_token(scope: Scope, receive: Receive) -> tuple[str | None, 
         "on_header_field": header_field, "on_header_value": header_value, "on_header_end": header_end,
         "on_headers_finished": headers_finished, "on_part_data": part_data, "on_part_end": part_end,
     })
-    more = True
+    more, read = True, 0
     try:
-        while more:
+        while more and read <= TOKEN_WITHIN:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            parser.write(message.get("body", b""))
+            body = message.get("body", b"")
+            read += len(body)
+            parser.write(body)
             more = message.get("more_body", False)
     except _TokenFound as found:
         return found.args[0], replay

@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from jinja2_fragments.fastapi import Jinja2Blocks
+from markupsafe import Markup
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -70,9 +71,14 @@ def credits(value: Decimal | int | None) -> str:
     return f"{amount:,.0f}" if amount == amount.to_integral_value() else f"{amount:,.2f}"
 
 
-def when(value: dt.datetime | None) -> str:
-    """A timestamp in UTC, to the minute (``2026-12-02 11:08 UTC``)."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "–"
+def when(value: dt.datetime | None) -> Markup | str:
+    """A timestamp in UTC, to the minute (``2026-12-02 11:08 UTC``), as a ``<time>`` element whose
+    date and time each stay on one line (a narrow table cell wraps between them, not inside)."""
+    if not value:
+        return "–"
+    utc = value.astimezone(dt.UTC)
+    return Markup('<time datetime="{}"><span>{}</span> <span>{}</span></time>').format(
+        utc.isoformat(timespec="seconds"), utc.strftime("%Y-%m-%d"), utc.strftime("%H:%M UTC"))
 
 
 def _context(request: Request) -> dict[str, Any]:
