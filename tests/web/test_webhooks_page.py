@@ -102,7 +102,7 @@ async def test_the_delivery_log_resend_and_replay(api: httpx.AsyncClient, db: Da
 
         [(delivery, _)] = await eventually(failed)
         page = (await api.get(f"/app/webhooks/{endpoint}")).text
-        attempts = re.findall(r"<td>(\d)</td><td>[^<]+</td><td>(\d+)</td><td>\d+ ms</td>", page)
+        attempts = re.findall(r"<td>(\d)</td><td><time [^>]*>.*?</time></td><td>(\d+)</td><td>\d+ ms</td>", page)
         assert attempts == [("1", "500"), ("2", "503")]
         assert "answer 500" in page and "answer 503" in page and "job.succeeded" in page
 
