@@ -177,7 +177,7 @@ async def main(args: argparse.Namespace) -> int:
     async with ApiBench("/tmp/pmc") as bench:
         target = await create_target(bench.url)
         rate_limits = {} if args.rate_limit == "keep" else {
-            "PIXELMINT_RATE_LIMITCONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
+            "PIXELMINT_RATE_LIMIT_CONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
         await bench.serve(args.processes, rate_limits)
         max_connections = int((await bench.pg.describe("max_connections"))["max_connections"])
         print(f"server: pixelmint serve --no-worker on {bench.base_url} (pid {bench.proc.pid}, {args.processes} "
