@@ -39,7 +39,8 @@ from pixelmint.settings import Settings
 def from_runtime(name: str) -> Any:
     """Dependency on one piece of the process's runtime (``request.app.state.runtime.<name>``)."""
 
-    def piece(request: Request) -> Any:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop per request and piece.
+    async def piece(request: Request) -> Any:
         return getattr(request.app.state.runtime, name)
 
     piece.__name__ = f"runtime_{name}"
