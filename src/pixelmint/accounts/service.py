@@ -110,6 +110,17 @@ RETURNING free_generations_remaining
 """)
 
 
+def free_generation_cte(name: str, gate: str) -> str:
+    """``take_free_generation`` as a CTE ``name`` of a larger statement (``flows/generation.py``):
+    the user ``:user_id``'s free generations left after taking one (no row: none left, or ``gate``,
+    a SQL condition on the caller's earlier CTEs, is false)."""
+    return f"""{name} AS (
+    UPDATE users SET free_generations_remaining = free_generations_remaining - 1
+     WHERE id = :user_id AND free_generations_remaining > 0 AND ({gate})
+    RETURNING free_generations_remaining
+)"""
+
+
 async def take_free_generation(session: AsyncSession, user_id: uuid.UUID) -> int | None:
     """Use one of the user's free generations (one statement, locking the user's row until the
     commit): the number left, or ``None`` when none was left."""

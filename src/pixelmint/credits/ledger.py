@@ -58,12 +58,16 @@ _ROW_FIELDS = """
            CAST(:user_id AS uuid) AS user_id, left(CAST(:description AS text), 500) AS description,
            CAST(:metadata AS jsonb) AS metadata"""
 
-_LOCK = """
-WITH bal AS (
+def _lock(gate: str = "") -> str:
+    """The ``bal`` CTE; ``gate``: a further condition (`` AND …``) under which the row is taken."""
+    return """bal AS (
     SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period,
            low_balance_threshold
-      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+      FROM credit_balances WHERE team_id = :team_id""" + gate + """ FOR UPDATE
 ),"""
+
+
+_LOCK = "\nWITH " + _lock()
 
 # Apply ``d`` (at most one row) to the balance and append its ledger row.
 _APPLY = """
@@ -98,13 +102,15 @@ d AS (
       FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
 ),"""
 
-RESERVE = text(_LOCK + _SPLIT + _APPLY + """, res AS (
+_HOLD = """, res AS (
     INSERT INTO credit_reservations (id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus,
                                      expires_at, allocation_period)
     SELECT reservation_id, team_id, job_id, app_id, operation, amount, -allocation_delta, -bonus_delta,
            :expires_at, allocation_period
       FROM d
-)
+)"""
+
+RESERVE = text(_LOCK + _SPLIT + _APPLY + _HOLD + """
 SELECT bal.allocation_credits + bal.bonus_credits AS available, -d.allocation_delta AS from_allocation,
        -d.bonus_delta AS from_bonus, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN d ON true
@@ -217,6 +223,22 @@ SELECT bal.allocation_credits AS expired, bal.allocation_period + 1 AS allocatio
        (SELECT id FROM led WHERE type = 'replenish') AS replenish_id
   FROM bal, held
 """)
+
+
+
+def reserve_ctes(gate: str) -> str:
+    """RESERVE's CTEs (``bal``, ``d``: the change, none when refused, ``upd``, ``led``, ``res``),
+    for a statement that reserves as one of its steps (``flows/generation.py``: free generation,
+    reservation and enqueue in one statement). ``gate``: a SQL condition on the caller's earlier
+    CTEs; where it is false the balance row is neither locked nor changed. The same parameters as
+    :func:`reserve`; count a reservation made this way with :func:`count_reserved`."""
+    return _lock(f" AND ({gate})") + _SPLIT + _APPLY + _HOLD
+
+
+def count_reserved(session: AsyncSession, operation: str | None, amount: Decimal) -> None:
+    """Count a reservation made by a statement built with :func:`reserve_ctes` (``kit/metrics.py``)."""
+    _count(session, metrics.credits_reserved, operation, amount)
+
 
 _LOCK_ONLY = text("SELECT allocation_credits, bonus_credits FROM credit_balances WHERE team_id = :team_id FOR UPDATE")
 

@@ -165,6 +165,19 @@ async def consume(
     return Consumption(spent.transaction_id, amount, spent.available_after)
 
 
+async def after_reservation(
+    session: AsyncSession, team_id: uuid.UUID, *, amount: Decimal, available: Decimal, threshold: Decimal | None,
+    operation: str,
+) -> None:
+    """What ``reserve`` does after its statement, for a reservation made by a statement built with
+    ``ledger.reserve_ctes`` (``flows/generation.py``): count it, and send ``credits.low_balance``
+    if it crossed the team's threshold. ``available``: allocation + bonus before it."""
+    ledger.count_reserved(session, operation, amount)
+    if threshold is not None:
+        await _low_balance(session, team_id, before=available, after=available - amount, threshold=threshold,
+                           operation=operation)
+
+
 async def _low_balance(
     session: AsyncSession, team_id: uuid.UUID, *, before: Decimal, after: Decimal, threshold: Decimal | None,
     operation: str | None,

@@ -2,25 +2,28 @@
 price, use a free generation or reserve credits, enqueue) and the ``image_generation`` job type
 (render with the model's provider and version, store the images).
 
-``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation it runs at
-most four statements in the caller's transaction (free-generation check, model lookup, the
-one-statement reservation of ``credits.service.reserve``, the one-statement enqueue), and the
-balance row is locked only from the reservation to the commit.
+``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation (the model
+and the prices come from per-process caches) it runs ONE statement in the caller's transaction
+(``SUBMIT``: queue capacity, free generation or reservation, enqueue); only what that statement
+refuses goes the step-by-step way. The balance row is locked only from that statement to the commit.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Integer, Numeric, Table, column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts import service as accounts
 from pixelmint.accounts.service import Principal
 from pixelmint.catalog import service as catalog
+from pixelmint.credits import ledger
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.pricing import Pricing
@@ -108,6 +111,13 @@ async def submit_generation(
         "seed": seed,
         "modelKey": model.model_key,
     }
+    submitted = await _submit_in_one_statement(session, principal, cost=cost, params=params, model=model,
+                                               settings=settings)
+    if submitted is not None:
+        return submitted
+    # Refused or out of the ordinary (queue full, no free generation on a free plan, not enough
+    # credits, fail-open cover, no balance): nothing was written; the step-by-step path below
+    # decides and raises as it always has.
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
     free_left = await accounts.take_free_generation(session, principal.user_id)
     is_free = free_left is not None
@@ -125,6 +135,62 @@ async def submit_generation(
         custom_model_version=model.custom_model_version, provider=model.provider, settings=settings,
     )
     return job, free_left or 0
+
+
+# The common case of submit_generation in ONE statement (one round trip; the balance row is locked
+# from this statement to the commit, with no statement in between): the queue-capacity check, a free
+# generation or else the reservation, and the enqueue, each step gated on the ones before, composed
+# of the fragments of the domains that own the tables (jobs/queue.py, accounts/service.py,
+# credits/ledger.py). No job row means nothing was written.
+_JOB_COLUMNS = cast(Table, Job.__table__).c
+SUBMIT = text(
+    "WITH " + queue.queued_jobs_cte("cap") + ",\n"
+    + accounts.free_generation_cte("free", gate="SELECT room FROM cap") + ",\n"
+    + ledger.reserve_ctes("NOT EXISTS (SELECT 1 FROM free) AND CAST(:paid AS boolean) AND (SELECT room FROM cap)")
+    + ",\n"
+    + queue.enqueue_ctes(
+        "EXISTS (SELECT 1 FROM free) OR EXISTS (SELECT 1 FROM d)",
+        estimated_credits="CASE WHEN EXISTS (SELECT 1 FROM free) THEN 0 ELSE CAST(:amount AS numeric) END",
+        reservation_id="(SELECT reservation_id FROM d)", is_free="EXISTS (SELECT 1 FROM free)",
+    )
+    + "\nSELECT " + ", ".join(f"job.{c.name}" for c in _JOB_COLUMNS) + """,
+       (SELECT free_generations_remaining FROM free) AS free_left,
+       (SELECT allocation_credits + bonus_credits FROM bal) AS available,
+       (SELECT low_balance_threshold FROM bal) AS threshold
+  FROM (SELECT 1) one LEFT JOIN job ON true"""
+)
+_SUBMIT = SUBMIT.columns(*_JOB_COLUMNS, column("free_left", Integer), column("available", Numeric),
+                         column("threshold", Numeric))
+_SUBMIT_ROW = select(Job, column("free_left", Integer), column("available", Numeric), column("threshold", Numeric))
+
+
+async def _submit_in_one_statement(
+    session: AsyncSession, principal: Principal, *, cost: Decimal, params: dict[str, Any], model: ResolvedModel,
+    settings: Settings,
+) -> tuple[Job, int] | None:
+    """(job, free generations left) when queued, else ``None`` with nothing written."""
+    job_id = uuid.uuid4()
+    row = (await session.execute(_SUBMIT_ROW.from_statement(_SUBMIT), {
+        "queue_limit": settings.max_queued_jobs_per_team, "team_id": principal.team_id, "user_id": principal.user_id,
+        "paid": principal.plan_max_concurrent_jobs > 0,
+        # the reservation (credits/ledger.py's parameters)
+        "amount": cost, "reserved_delta": cost, "type": "reserve", "expires_at": None, "operation": "image_generation",
+        "job_id": job_id, "reservation_id": uuid.uuid4(), "app_id": None, "description": None, "metadata": "{}",
+        # the job (jobs/queue.py's)
+        "job_type": "image_generation", "priority": 0, "params": json.dumps(params),
+        "reference_model_id": model.reference_model_id, "custom_model_id": model.custom_model_id,
+        "custom_model_version": model.custom_model_version, "provider": model.provider,
+        "max_attempts": settings.max_attempts,
+    }, execution_options={"populate_existing": True})).one()
+    job, free_left, available, threshold = row
+    if job is None:
+        return None
+    queue.count_submitted(session, job)
+    if job.is_free:
+        return job, free_left
+    await credits.after_reservation(session, principal.team_id, amount=cost, available=available,
+                                    threshold=threshold, operation="image_generation")
+    return job, 0
 
 
 async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, tuple[LoraWeight, ...], dict[str, Any]]:
