@@ -31,7 +31,7 @@ Entries are keyed by the database they were read from (``database_key``) as well
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -57,6 +57,7 @@ class TtlCache(Generic[V]):
         self.max_entries = max_entries
         self.generation = 0  # invalidations so far: a read started under an older one is not stored
         self._entries: dict[Hashable, tuple[float, V]] = {}
+        self._watchers: list[Callable[[], None]] = []
         _caches[name] = self
 
     def get(self, key: Hashable) -> V | None:
@@ -81,6 +82,14 @@ class TtlCache(Generic[V]):
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
+        for watcher in list(self._watchers):
+            watcher()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the cache is cleared (tests await a notification with it);
+        returns the function that stops it."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
 
 
 def database_key(session: Any) -> str:
