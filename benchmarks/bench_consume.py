@@ -57,13 +57,14 @@ from harness import (
     warn_if_machine_busy,
 )
 from pixelmint.credits.apps import authorize_app, register_app
-from pixelmint.credits.ledger import CONSUME
+from pixelmint.credits.ledger import CONSUME, CONSUME_ALONE
 from pixelmint.credits.service import check_ledger
 from pixelmint.credits.tables import App, AppGrant, AppOperation
 from pixelmint.flows.teams import create_team
 
 OPERATION = "deck"
 OPERATION_COST = Decimal("10")
+STORED_COST = Decimal("10.00")  # as app_operations.cost (numeric(14,2)) holds it, which the API sends
 TEAM_CREDITS = Decimal("1000000000")  # 10^8 consumes of 10 credits: never runs out
 AIM = 0.5
 BARE_APP_NAME = "pixelmint-bench"  # application_name of the bare connections (the server's is "pixelmint")
@@ -76,6 +77,7 @@ GRANT_SQL = render(select(AppGrant.app_id).where(AppGrant.team_id == uuid.UUID(i
 COST_SQL = render(select(AppOperation.cost).where(AppOperation.app_id == uuid.UUID(int=0),
                                                   AppOperation.operation == ""))
 CONSUME_SQL, CONSUME_ARGS = to_dollar_params(CONSUME.text)
+ALONE_SQL, ALONE_ARGS = to_dollar_params(CONSUME_ALONE.text)
 
 
 @dataclass(frozen=True)
@@ -95,16 +97,16 @@ class Target:
 
 async def bare_transaction(conn: asyncpg.Connection, target: Target, app_id: uuid.UUID, cost: Decimal) -> None:
     """One consume, as the API does it: the app, its grant and its price come from the server's
-    per-process caches (``credits/apps.py``; read once here), so ``BEGIN``; ``CONSUME`` (which reports
-    a missing team itself); ``COMMIT``."""
-    async with conn.transaction():
-        row = await conn.fetchrow(CONSUME_SQL, *positional(CONSUME_ARGS, {
-            "team_id": target.team_id, "amount": cost, "reserved_delta": 0, "type": "consume",
-            "operation": OPERATION, "job_id": None, "reservation_id": None, "app_id": app_id,
-            "user_id": None, "description": None, "metadata": "{}",
-        }))
-        if row is None or row["transaction_id"] is None:
-            raise LoadError(f"consume refused: {dict(row) if row else None}")
+    per-process caches (``credits/apps.py``; read once here), and the charge is a transaction of
+    its own: ``CONSUME_ALONE`` (``credits/ledger.consume_alone``: no BEGIN, no COMMIT; it reports a
+    missing team itself)."""
+    row = await conn.fetchrow(ALONE_SQL, *positional(ALONE_ARGS, {
+        "team_id": target.team_id, "amount": cost, "reserved_delta": 0, "type": "consume",
+        "operation": OPERATION, "job_id": None, "reservation_id": None, "app_id": app_id,
+        "user_id": None, "description": None, "metadata": "{}",
+    }))
+    if row is None or row["transaction_id"] is None:
+        raise LoadError(f"consume refused: {dict(row) if row else None}")
 
 
 async def naive_transaction(conn: asyncpg.Connection, target: Target) -> None:
@@ -128,7 +130,8 @@ async def naive_transaction(conn: asyncpg.Connection, target: Target) -> None:
             raise LoadError(f"consume refused: {dict(row) if row else None}")
 
 
-# Only CONSUME locks the balance row: the session that ran it holds the lock until its COMMIT ends.
+# Only CONSUME (and CONSUME_ALONE) lock the balance row: the session that ran it holds the lock until
+# its COMMIT ends (CONSUME_ALONE: until the statement's own commit ends).
 LOCK = HotLock("CONSUME", starts=("WITH bal AS",), contains=("INSERT INTO credit_transactions",))
 
 
@@ -188,7 +191,7 @@ async def check_books(url: str, target: Target, before: asyncpg.Record, api: Res
 
 
 async def main(args: argparse.Namespace) -> int:
-    check_rendering((CONSUME, CONSUME_SQL, CONSUME_ARGS))
+    check_rendering((CONSUME, CONSUME_SQL, CONSUME_ARGS), (CONSUME_ALONE, ALONE_SQL, ALONE_ARGS))
     wrk = use_wrk(args.loadgen, args.py_spy)
     async with ApiBench("/tmp/pmc") as bench:
         target = await create_target(bench.url)
@@ -201,7 +204,7 @@ async def main(args: argparse.Namespace) -> int:
               f"{args.seconds} s measured after {args.warmup} s warm-up; {os.cpu_count()} CPUs; consume rate "
               f"limit per key and per team: {args.rate_limit or 'none'}")
         await statement_check(bench, "/api/v1/credits/consume", target.body, target.service_key,
-                              lambda conn: bare_transaction(conn, target, target.app_id, OPERATION_COST),
+                              lambda conn: bare_transaction(conn, target, target.app_id, STORED_COST),
                               BARE_APP_NAME, LOCK.statement_name)
         print(f"setup took {time.monotonic() - bench.t0:.1f} s")
         if args.concurrency + 5 > max_connections:
@@ -214,7 +217,7 @@ async def main(args: argparse.Namespace) -> int:
         # concurrency (both at once could pass max_connections).
         await checkpoint(bench.url)
         async with connections(bench.url, args.concurrency, BARE_APP_NAME) as conns:
-            bare = await load_loop(lambda i: bare_transaction(conns[i], target, target.app_id, OPERATION_COST),
+            bare = await load_loop(lambda i: bare_transaction(conns[i], target, target.app_id, STORED_COST),
                                    meter=CpuMeter(None, bench.postmaster),
                                    sampler=LOCK.sampler(bench.url, BARE_APP_NAME, args.sample_interval),
                                    errors=(LoadError, asyncpg.PostgresError), **load)

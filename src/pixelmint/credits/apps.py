@@ -233,14 +233,15 @@ async def validate(
 
 async def consume(
     session: AsyncSession, app: AppPrincipal, *, team_id: uuid.UUID, operation: str, amount: Decimal | None,
-    description: str | None, metadata: dict[str, Any], fail_open: bool,
+    description: str | None, metadata: dict[str, Any], fail_open: bool, alone: bool = False,
 ) -> credits.Consumption:
-    """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``."""
+    """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``.
+    ``alone``: see ``credits.service.consume`` (the charge may commit on its own)."""
     await require_grant(session, app, team_id)
     cost = await price(session, app, operation, amount)
     return await credits.consume(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id, description=description,
-        metadata=metadata, fail_open=fail_open,
+        metadata=metadata, fail_open=fail_open, alone=alone and not session.in_transaction(),
     )
 
 

@@ -142,15 +142,28 @@ async def consume(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
     fail_open: bool = False,
+    alone: bool = False,
 ) -> Consumption:
     """Spend ``amount`` credits at once (allocation first, then bonus): one statement
     (``ledger.CONSUME``) that locks the balance row and appends a ``consume`` ledger row. Raises
     ``InsufficientCredits`` (nothing written) unless ``fail_open``, and ``NotFound`` for a team
-    without a balance."""
+    without a balance.
+
+    ``alone``: the session has run nothing yet and the caller writes nothing else with it (the
+    credit API's consume without an Idempotency-Key): the charge is then its own transaction,
+    committed in one round trip (``ledger.consume_alone``), unless it is refused or crosses the
+    team's low-balance threshold, which go the usual way, in the session's transaction."""
     fields: dict[str, Any] = {
         "team_id": team_id, "amount": amount, "operation": operation, "app_id": app_id, "user_id": user_id,
         "description": description, "metadata": metadata,
     }
+    if alone:
+        done = await ledger.consume_alone(session, **fields)
+        if done is None:
+            raise _no_balance()
+        if done.transaction_id is not None:
+            assert done.available_after is not None
+            return Consumption(done.transaction_id, amount, done.available_after)
     spent = await ledger.consume(session, **fields)
     if spent is None:
         raise _no_balance()
