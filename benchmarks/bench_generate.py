@@ -56,7 +56,7 @@ from harness import (
 from pixelmint.accounts.service import _AUTHENTICATE, _TAKE_FREE_GENERATION
 from pixelmint.credits.ledger import RESERVE
 from pixelmint.credits.pricing import DEFAULT_PRICING
-from pixelmint.flows.generation import SUBMIT
+from pixelmint.flows.generation import SUBMIT_ALONE
 from pixelmint.flows.teams import create_team
 from pixelmint.jobs.queue import _ENQUEUE
 from pixelmint.settings import Settings
@@ -71,11 +71,11 @@ AUTH_SQL, AUTH_ARGS = to_dollar_params(_AUTHENTICATE.text)
 FREE_SQL, FREE_ARGS = to_dollar_params(_TAKE_FREE_GENERATION.text)
 RESERVE_SQL, RESERVE_ARGS = to_dollar_params(RESERVE.text)
 ENQUEUE_SQL, ENQUEUE_ARGS = to_dollar_params(_ENQUEUE.text)
-SUBMIT_SQL, SUBMIT_ARGS = to_dollar_params(SUBMIT.text)
+SUBMIT_SQL, SUBMIT_ARGS = to_dollar_params(SUBMIT_ALONE.text)
 MODEL_SQL = "SELECT * FROM reference_models WHERE id = $1"  # catalog.get_pricing_info (cached 5 s)
 RENDERED = ((_AUTHENTICATE, AUTH_SQL, AUTH_ARGS), (_TAKE_FREE_GENERATION, FREE_SQL, FREE_ARGS),
             (RESERVE, RESERVE_SQL, RESERVE_ARGS), (_ENQUEUE, ENQUEUE_SQL, ENQUEUE_ARGS),
-            (SUBMIT, SUBMIT_SQL, SUBMIT_ARGS))
+            (SUBMIT_ALONE, SUBMIT_SQL, SUBMIT_ARGS))
 
 
 BARE_APP_NAME = "pixelmint-bench"  # application_name of the statement check's bare connection
@@ -90,21 +90,21 @@ def key_hash(api_key: str) -> str:
 async def bare_transaction(conn: asyncpg.Connection, auth: asyncpg.Record, model: asyncpg.Record,
                            max_attempts: int) -> None:
     """One paid generate, as the API does it: the caller's principal comes from the server's
-    per-process cache (``accounts.service.authenticate``; read once here), so ``BEGIN``; ``SUBMIT``
-    (``flows/generation.py``: queue capacity, no free generation left, reserve, enqueue); ``COMMIT``."""
+    per-process cache (``accounts.service.authenticate``; read once here), so ONE statement that is
+    its own transaction (no BEGIN, no COMMIT): ``SUBMIT_ALONE`` (``flows/generation.py``: queue
+    capacity, no free generation left, reserve, enqueue)."""
     cost = DEFAULT_PRICING.image_generation(width=512, height=512, quality="standard",
                                             complexity=model["complexity_factor"], num_images=1)
-    async with conn.transaction():
-        row = await conn.fetchrow(SUBMIT_SQL, *positional(SUBMIT_ARGS, {
-            "queue_limit": 0, "team_id": auth["team_id"], "user_id": auth["user_id"], "paid": True,
-            "amount": cost, "reserved_delta": cost, "type": "reserve", "expires_at": None,
-            "operation": "image_generation", "job_id": uuid.uuid4(), "reservation_id": uuid.uuid4(), "app_id": None,
-            "description": None, "metadata": "{}", "job_type": "image_generation", "priority": 0,
-            "params": _params(model), "reference_model_id": model["id"], "custom_model_id": None,
-            "custom_model_version": None, "provider": model["provider"], "max_attempts": max_attempts,
-        }))
-        if row["id"] is None or row["is_free"]:
-            raise LoadError(f"submit refused or free: {dict(row)}")
+    row = await conn.fetchrow(SUBMIT_SQL, *positional(SUBMIT_ARGS, {
+        "queue_limit": 0, "team_id": auth["team_id"], "user_id": auth["user_id"], "paid": True,
+        "amount": cost, "reserved_delta": cost, "type": "reserve", "expires_at": None,
+        "operation": "image_generation", "job_id": uuid.uuid4(), "reservation_id": uuid.uuid4(), "app_id": None,
+        "description": None, "metadata": "{}", "job_type": "image_generation", "priority": 0,
+        "params": _params(model), "reference_model_id": model["id"], "custom_model_id": None,
+        "custom_model_version": None, "provider": model["provider"], "max_attempts": max_attempts,
+    }))
+    if row["id"] is None or row["is_free"]:
+        raise LoadError(f"submit refused or free: {dict(row)}")
 
 
 def _params(model: asyncpg.Record) -> str:

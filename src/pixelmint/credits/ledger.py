@@ -238,18 +238,25 @@ SELECT bal.allocation_credits AS expired, bal.allocation_period + 1 AS allocatio
 
 
 
-def reserve_ctes(gate: str) -> str:
+def reserve_ctes(gate: str, *, alone: bool = False) -> str:
     """RESERVE's CTEs (``bal``, ``d``: the change, none when refused, ``upd``, ``led``, ``res``),
     for a statement that reserves as one of its steps (``flows/generation.py``: free generation,
     reservation and enqueue in one statement). ``gate``: a SQL condition on the caller's earlier
-    CTEs; where it is false the balance row is neither locked nor changed. The same parameters as
-    :func:`reserve`; count a reservation made this way with :func:`count_reserved`."""
-    return _lock(f" AND ({gate})") + _SPLIT + _APPLY + _HOLD
+    CTEs; where it is false the balance row is neither locked nor changed. ``alone``: for a
+    statement that is its own transaction, which must not cross the low-balance threshold (as
+    :func:`consume_alone`). The same parameters as :func:`reserve`; count a reservation made this
+    way with :func:`count_reserved`."""
+    split = _SPLIT.replace("\n),", _NOT_CROSSING + "\n),", 1) if alone else _SPLIT
+    return _lock(f" AND ({gate})") + split + _APPLY + _HOLD
 
 
-def count_reserved(session: AsyncSession, operation: str | None, amount: Decimal) -> None:
-    """Count a reservation made by a statement built with :func:`reserve_ctes` (``kit/metrics.py``)."""
-    _count(session, metrics.credits_reserved, operation, amount)
+def count_reserved(session: AsyncSession | None, operation: str | None, amount: Decimal) -> None:
+    """Count a reservation made by a statement built with :func:`reserve_ctes` (``kit/metrics.py``)
+    when ``session`` commits; ``None``: it has committed."""
+    if session is None:
+        metrics.credits_reserved.labels(operation=operation or "none").inc(float(amount))
+    else:
+        _count(session, metrics.credits_reserved, operation, amount)
 
 
 _LOCK_ONLY = text("SELECT allocation_credits, bonus_credits FROM credit_balances WHERE team_id = :team_id FOR UPDATE")

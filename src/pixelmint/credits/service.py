@@ -180,12 +180,13 @@ async def consume(
 
 async def after_reservation(
     session: AsyncSession, team_id: uuid.UUID, *, amount: Decimal, available: Decimal, threshold: Decimal | None,
-    operation: str,
+    operation: str, committed: bool = False,
 ) -> None:
     """What ``reserve`` does after its statement, for a reservation made by a statement built with
     ``ledger.reserve_ctes`` (``flows/generation.py``): count it, and send ``credits.low_balance``
-    if it crossed the team's threshold. ``available``: allocation + bonus before it."""
-    ledger.count_reserved(session, operation, amount)
+    if it crossed the team's threshold. ``available``: allocation + bonus before it. ``committed``:
+    the statement was its own transaction (``ledger.reserve_ctes(alone=True)``: it never crosses)."""
+    ledger.count_reserved(None if committed else session, operation, amount)
     if threshold is not None:
         await _low_balance(session, team_id, before=available, after=available - amount, threshold=threshold,
                            operation=operation)

@@ -56,7 +56,8 @@ async def generate(
     finished job and its images (or 202 if time ran out). With ``Idempotency-Key`` the answer is
     stored in the reserving transaction (``kit/idempotency.py``)."""
     job, free_left = await generation.submit_generation(
-        session, principal, body, settings=settings, pricing=await current_pricing(session)
+        session, principal, body, settings=settings, pricing=await current_pricing(session),
+        alone=idempotency.key is None,  # then nothing but the job is written: it may commit on its own
     )
     envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
     queued = JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)

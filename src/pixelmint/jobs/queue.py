@@ -137,9 +137,14 @@ def enqueue_ctes(gate: str, *, estimated_credits: str, reservation_id: str, is_f
 )"""
 
 
-def count_submitted(session: AsyncSession, job: Job) -> None:
-    """Count a job queued by a statement built with :func:`enqueue_ctes` (``kit/metrics.py``)."""
-    metrics.after_commit(session, metrics.jobs_submitted.labels(type=job.type, provider=job.provider).inc)
+def count_submitted(session: AsyncSession | None, job: Job) -> None:
+    """Count a job queued by a statement built with :func:`enqueue_ctes` (``kit/metrics.py``) when
+    ``session`` commits; ``None``: it has committed."""
+    counter = metrics.jobs_submitted.labels(type=job.type, provider=job.provider)
+    if session is None:
+        counter.inc()
+    else:
+        metrics.after_commit(session, counter.inc)
 
 
 class QueueFull(TooManyRequests):

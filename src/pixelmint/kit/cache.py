@@ -31,6 +31,7 @@ Entries are keyed by the database they were read from (``database_key``) as well
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -92,9 +93,17 @@ class TtlCache(Generic[V]):
         return lambda: self._watchers.remove(callback)
 
 
+_database_keys: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def database_key(session: Any) -> str:
-    """Which database a session reads: entries of different databases never mix."""
-    return str(session.bind.url)
+    """Which database a session reads (its engine's URL): entries of different databases never mix.
+    Rendering a URL costs more than a cache hit, so it is kept per engine."""
+    engine = session.bind.sync_engine
+    key = _database_keys.get(engine)
+    if key is None:
+        key = _database_keys[engine] = str(engine.url)
+    return key
 
 
 def clear_local(name: str) -> None:
