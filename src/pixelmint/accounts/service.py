@@ -142,12 +142,14 @@ SELECT k.id AS api_key_id, k.team_id, k.user_id, t.plan_code, p.max_concurrent_j
 """)
 
 
-# The key's last use, to the minute. SKIP LOCKED: a request that holds the row (it touched it in
-# a transaction still open, e.g. waiting for a result) never makes another request wait.
+# The key's last use, to the minute: sent at most every TOUCH_EVERY_SECONDS per key and process,
+# written when the stored time is older than that (so a key in use shows a time at most a minute
+# old). SKIP LOCKED: a request that holds the row (it touched it in a transaction still open, e.g.
+# waiting for a result) never makes another request wait.
 _TOUCH_API_KEY = text("""
 UPDATE api_keys SET last_used_at = now()
  WHERE id = (SELECT id FROM api_keys WHERE id = :id
-                AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+                AND (last_used_at IS NULL OR last_used_at < now() - interval '30 seconds')
                 FOR UPDATE SKIP LOCKED)
 """)
 
@@ -157,7 +159,7 @@ UPDATE api_keys SET last_used_at = now()
 API_KEY_TTL_SECONDS = 10.0
 _principals: TtlCache[Principal] = TtlCache("api_keys", API_KEY_TTL_SECONDS)
 # When this process last touched each key's last_used_at (monotonic seconds), by (database, key id).
-TOUCH_EVERY_SECONDS = 60.0
+TOUCH_EVERY_SECONDS = 30.0
 _touched: dict[tuple[str, uuid.UUID], float] = {}
 
 
@@ -165,7 +167,7 @@ async def authenticate(session: AsyncSession, api_key: str | None) -> Principal:
     """Resolve a bearer key to its principal. Raises ``Unauthorized`` for a missing or bad key.
 
     No statement in the common case: the principal comes from a per-process cache (above) and the
-    key's ``last_used_at`` is touched at most once a minute per key and process (one statement
+    key's ``last_used_at`` is touched at most every 30 seconds per key and process (one statement
     then, in the request's transaction). A revoked key is refused at once in the process that
     revoked it and in the others when its notification arrives, within ``API_KEY_TTL_SECONDS``
     at worst."""
