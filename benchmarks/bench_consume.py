@@ -57,13 +57,14 @@ from harness import (
     warn_if_machine_busy,
 )
 from pixelmint.credits.apps import authorize_app, register_app
-from pixelmint.credits.ledger import CONSUME
+from pixelmint.credits.ledger import CONSUME, CONSUME_ALONE
 from pixelmint.credits.service import check_ledger
 from pixelmint.credits.tables import App, AppGrant, AppOperation
 from pixelmint.flows.teams import create_team
 
 OPERATION = "deck"
 OPERATION_COST = Decimal("10")
+STORED_COST = Decimal("10.00")  # as app_operations.cost (numeric(14,2)) holds it, which the API sends
 TEAM_CREDITS = Decimal("1000000000")  # 10^8 consumes of 10 credits: never runs out
 AIM = 0.5
 BARE_APP_NAME = "pixelmint-bench"  # application_name of the bare connections (the server's is "pixelmint")
@@ -76,6 +77,7 @@ GRANT_SQL = render(select(AppGrant.app_id).where(AppGrant.team_id == uuid.UUID(i
 COST_SQL = render(select(AppOperation.cost).where(AppOperation.app_id == uuid.UUID(int=0),
                                                   AppOperation.operation == ""))
 CONSUME_SQL, CONSUME_ARGS = to_dollar_params(CONSUME.text)
+ALONE_SQL, ALONE_ARGS = to_dollar_params(CONSUME_ALONE.text)
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,23 @@ class Target:
         return {"teamId": str(self.team_id), "operation": OPERATION}
 
 
-async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
-    """One consume, as the API does it: ``BEGIN``; authenticate the app; the team's grant; its
-    price for the operation; ``CONSUME`` (which reports a missing team itself); ``COMMIT``."""
+async def bare_transaction(conn: asyncpg.Connection, target: Target, app_id: uuid.UUID, cost: Decimal) -> None:
+    """One consume, as the API does it: the app, its grant and its price come from the server's
+    per-process caches (``credits/apps.py``; read once here), and the charge is a transaction of
+    its own: ``CONSUME_ALONE`` (``credits/ledger.consume_alone``: no BEGIN, no COMMIT; it reports a
+    missing team itself)."""
+    row = await conn.fetchrow(ALONE_SQL, *positional(ALONE_ARGS, {
+        "team_id": target.team_id, "amount": cost, "reserved_delta": 0, "type": "consume",
+        "operation": OPERATION, "job_id": None, "reservation_id": None, "app_id": app_id,
+        "user_id": None, "description": None, "metadata": "{}",
+    }))
+    if row is None or row["transaction_id"] is None:
+        raise LoadError(f"consume refused: {dict(row) if row else None}")
+
+
+async def naive_transaction(conn: asyncpg.Connection, target: Target) -> None:
+    """The naive per-request transaction (what the API sent before its caches): ``BEGIN``;
+    authenticate the app; the team's grant; its price for the operation; ``CONSUME``; ``COMMIT``."""
     async with conn.transaction():
         app = await conn.fetchrow(AUTH_SQL, target.key_hash)
         if app is None:
@@ -114,7 +130,8 @@ async def bare_transaction(conn: asyncpg.Connection, target: Target) -> None:
             raise LoadError(f"consume refused: {dict(row) if row else None}")
 
 
-# Only CONSUME locks the balance row: the session that ran it holds the lock until its COMMIT ends.
+# Only CONSUME (and CONSUME_ALONE) lock the balance row: the session that ran it holds the lock until
+# its COMMIT ends (CONSUME_ALONE: until the statement's own commit ends).
 LOCK = HotLock("CONSUME", starts=("WITH bal AS",), contains=("INSERT INTO credit_transactions",))
 
 
@@ -144,7 +161,8 @@ async def ledger_state(url: str, target: Target) -> asyncpg.Record:
     return await fetch_row(url, LEDGER_SQL, target.team_id, target.app_id)
 
 
-async def check_books(url: str, target: Target, before: asyncpg.Record, api: Result, bare: Result) -> bool:
+async def check_books(url: str, target: Target, before: asyncpg.Record, api: Result, bare: Result,
+                      naive: Result | None) -> bool:
     """The team's balance equals its ledger, check_ledger is happy, and the consume rows written
     during the runs are the successes counted by the clients."""
     after = await ledger_state(url, target)
@@ -154,14 +172,15 @@ async def check_books(url: str, target: Target, before: asyncpg.Record, api: Res
     spent = ((before["allocation_credits"] + before["bonus_credits"])
              - (after["allocation_credits"] + after["bonus_credits"]))
     consumed = after["consumed"] - before["consumed"]
+    naive_ok = naive.total_ok if naive else 0
     async with session(url) as s:
         problems = await check_ledger(s)
     good = print_checks([
         (balance == sums, f"balance = sum of ledger deltas: allocation/bonus/reserved {'/'.join(map(str, balance))} vs "
                           f"{'/'.join(map(str, sums))} over {after['rows']} ledger rows"),
-        (rows == api.total_ok + bare.total_ok,
+        (rows == api.total_ok + bare.total_ok + naive_ok,
          f"consume rows written: {rows} = {api.total_ok} API 200s (warm-up and drain included) + {bare.total_ok} "
-         f"bare commits = {api.total_ok + bare.total_ok}"),
+         f"bare commits{f' + {naive_ok} naive commits' if naive else ''} = {api.total_ok + bare.total_ok + naive_ok}"),
         (spent == consumed == rows * OPERATION_COST,
          f"credits spent: {spent} = {rows} x {OPERATION_COST} (ledger amounts {consumed})"),
     ])
@@ -172,12 +191,12 @@ async def check_books(url: str, target: Target, before: asyncpg.Record, api: Res
 
 
 async def main(args: argparse.Namespace) -> int:
-    check_rendering((CONSUME, CONSUME_SQL, CONSUME_ARGS))
+    check_rendering((CONSUME, CONSUME_SQL, CONSUME_ARGS), (CONSUME_ALONE, ALONE_SQL, ALONE_ARGS))
     wrk = use_wrk(args.loadgen, args.py_spy)
     async with ApiBench("/tmp/pmc") as bench:
         target = await create_target(bench.url)
         rate_limits = {} if args.rate_limit == "keep" else {
-            "PIXELMINT_RATE_LIMITCONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
+            "PIXELMINT_RATE_LIMIT_CONSUME": args.rate_limit, "PIXELMINT_RATE_LIMIT_CONSUME_TEAM": args.rate_limit}
         await bench.serve(args.processes, rate_limits)
         max_connections = int((await bench.pg.describe("max_connections"))["max_connections"])
         print(f"server: pixelmint serve --no-worker on {bench.base_url} (pid {bench.proc.pid}, {args.processes} "
@@ -185,7 +204,8 @@ async def main(args: argparse.Namespace) -> int:
               f"{args.seconds} s measured after {args.warmup} s warm-up; {os.cpu_count()} CPUs; consume rate "
               f"limit per key and per team: {args.rate_limit or 'none'}")
         await statement_check(bench, "/api/v1/credits/consume", target.body, target.service_key,
-                              lambda conn: bare_transaction(conn, target), BARE_APP_NAME, LOCK.statement_name)
+                              lambda conn: bare_transaction(conn, target, target.app_id, STORED_COST),
+                              BARE_APP_NAME, LOCK.statement_name)
         print(f"setup took {time.monotonic() - bench.t0:.1f} s")
         if args.concurrency + 5 > max_connections:
             print(f"WARNING: {args.concurrency} connections + a few more may exceed max_connections")
@@ -197,10 +217,20 @@ async def main(args: argparse.Namespace) -> int:
         # concurrency (both at once could pass max_connections).
         await checkpoint(bench.url)
         async with connections(bench.url, args.concurrency, BARE_APP_NAME) as conns:
-            bare = await load_loop(lambda i: bare_transaction(conns[i], target), meter=CpuMeter(None, bench.postmaster),
+            bare = await load_loop(lambda i: bare_transaction(conns[i], target, target.app_id, STORED_COST),
+                                   meter=CpuMeter(None, bench.postmaster),
                                    sampler=LOCK.sampler(bench.url, BARE_APP_NAME, args.sample_interval),
                                    errors=(LoadError, asyncpg.PostgresError), **load)
         print_bare(bare, ("postgres", "bench"), rest=True)
+        naive = None
+        if args.naive:
+            await checkpoint(bench.url)
+            async with connections(bench.url, args.concurrency, BARE_APP_NAME) as conns:
+                naive = await load_loop(lambda i: naive_transaction(conns[i], target),
+                                        meter=CpuMeter(None, bench.postmaster),
+                                        errors=(LoadError, asyncpg.PostgresError), **load)
+            print("  naive (BEGIN; SELECT apps; SELECT app_grants; SELECT app_operations; CONSUME; COMMIT):")
+            print_bare(naive, ("postgres", "bench"), rest=True)
 
         await checkpoint(bench.url)
         api = await bench.api_run(
@@ -209,15 +239,17 @@ async def main(args: argparse.Namespace) -> int:
             sampler=LOCK.sampler(bench.url, "pixelmint", args.sample_interval),
             profile=Path(args.py_spy) / "api-consume.txt" if args.py_spy else None, **load)
         ratio = api_bare_ratio(api, bare, AIM)
+        if naive is not None:
+            print(f"  API/naive throughput: {api.rate / naive.rate if naive.rate else float('nan'):.2f}")
 
         print("\nbooks")
-        books_ok = await check_books(bench.url, target, before, api, bare)
+        books_ok = await check_books(bench.url, target, before, api, bare, naive)
 
     print("\nsummary")
     print_summary_header()
     print(summary_row("hot", api, bare, ratio, "ok" if ratio >= AIM else f"below {AIM}"))
     print(f"books: {'ok' if books_ok else 'MISMATCH'}")
-    return 1 if api.errors or bare.errors or not api.count or not bare.count or not books_ok else 0
+    return 1 if api.errors or bare.errors or (naive and naive.errors) or not api.count or not bare.count or not books_ok else 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -227,6 +259,8 @@ def parse_args() -> argparse.Namespace:
                         "'keep' = the server's settings; default 1000000/second: counted, never reached)")
     parser.add_argument("--sample-interval", type=float, default=0.2,
                         help="seconds between pg_stat_activity samples during the runs (0: off; default 0.2)")
+    parser.add_argument("--naive", action="store_true",
+                        help="also run the naive per-request transaction (the app, grant and price read in it)")
     add_py_spy_option(parser, "run")
     return parser.parse_args()
 

@@ -125,3 +125,27 @@ async def test_low_balance_is_sent_once_when_the_threshold_is_crossed(api, db) -
     [replenished] = [p for t, p in await messages(db, team.team_id) if t == "credits.replenished"]
     assert replenished["data"]["granted"] == 500.0 and json.dumps(replenished)
     await assert_ledger_ok(db)
+
+
+async def test_a_credit_api_charge_that_crosses_the_threshold_sends_low_balance_once(api, db) -> None:
+    """The credit API's consume commits on its own in one statement (``credits/ledger.consume_alone``)
+    unless it crosses the threshold: that one goes in a transaction with its webhook."""
+    from pixelmint.credits import apps
+
+    team = await make_team(db, plan="basic", credits="10")
+    await add_endpoint(api, team, "https://example.com/hook", "credits.low_balance")
+    assert (await api.put("/api/v1/credits/low-balance-threshold", json={"threshold": 5},
+                          headers=auth(team))).status_code == 200
+    async with db.transaction() as session:
+        app = await apps.register_app(session, name="deck-app", operations={"deck": Decimal("3")})
+        await apps.authorize_app(session, team_id=team.team_id, app_id=app.app_id, granted_by="admin")
+    charged = []
+    for _ in range(4):  # 10 → 7 (above) → 4 (crosses) → 1 (below already) → refused
+        answer = await api.post("/api/v1/credits/consume", json={"teamId": str(team.team_id), "operation": "deck"},
+                                headers={"Authorization": f"Bearer {app.service_key}"})
+        charged.append((answer.status_code, answer.json().get("availableCredits")))
+    assert charged == [(200, 7.0), (200, 4.0), (200, 1.0), (402, 1.0)], charged  # 402 says what is left
+    lows = [p for t, p in await messages(db, team.team_id) if t == "credits.low_balance"]
+    assert len(lows) == 1, lows
+    assert (lows[0]["data"]["availableCredits"], lows[0]["data"]["previousAvailableCredits"]) == (4.0, 7.0)
+    await assert_ledger_ok(db)

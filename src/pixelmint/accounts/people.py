@@ -43,6 +43,7 @@ from pixelmint.accounts.errors import (
 )
 from pixelmint.accounts.service import Principal, get_team
 from pixelmint.accounts.tables import ROLES, ApiKey, PasswordToken, Team, TeamInvite, User, WebSession
+from pixelmint.kit.cache import invalidate as invalidate_caches
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
@@ -313,6 +314,7 @@ async def remove_member(session: AsyncSession, *, team_id: uuid.UUID, actor_role
         update(ApiKey).where(ApiKey.user_id == member.id, ApiKey.revoked_at.is_(None)).values(revoked_at=at)
     )
     await session.flush()
+    await invalidate_caches(session, "api_keys")  # the member's keys: kit/cache.py
     return member
 
 

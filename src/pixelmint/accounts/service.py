@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.errors import InvalidApiKey, MissingApiKey, TeamNotFound, UnknownPlan
 from pixelmint.accounts.tables import ApiKey, Plan, Team, User
+from pixelmint.kit import cache
+from pixelmint.kit.cache import TtlCache
 
 API_KEY_PREFIX = "pm_"
 REPLENISHMENT_PERIOD = dt.timedelta(days=30)
@@ -107,6 +110,17 @@ RETURNING free_generations_remaining
 """)
 
 
+def free_generation_cte(name: str, gate: str) -> str:
+    """``take_free_generation`` as a CTE ``name`` of a larger statement (``flows/generation.py``):
+    the user ``:user_id``'s free generations left after taking one (no row: none left, or ``gate``,
+    a SQL condition on the caller's earlier CTEs, is false)."""
+    return f"""{name} AS (
+    UPDATE users SET free_generations_remaining = free_generations_remaining - 1
+     WHERE id = :user_id AND free_generations_remaining > 0 AND ({gate})
+    RETURNING free_generations_remaining
+)"""
+
+
 async def take_free_generation(session: AsyncSession, user_id: uuid.UUID) -> int | None:
     """Use one of the user's free generations (one statement, locking the user's row until the
     commit): the number left, or ``None`` when none was left."""
@@ -128,28 +142,59 @@ SELECT k.id AS api_key_id, k.team_id, k.user_id, t.plan_code, p.max_concurrent_j
 """)
 
 
-# The key's last use, to the minute. SKIP LOCKED: a request that holds the row (it touched it in
-# a transaction still open, e.g. waiting for a result) never makes another request wait.
+# The key's last use, to the minute: sent at most every TOUCH_EVERY_SECONDS per key and process,
+# written when the stored time is older than that (so a key in use shows a time at most a minute
+# old). SKIP LOCKED: a request that holds the row (it touched it in a transaction still open, e.g.
+# waiting for a result) never makes another request wait.
 _TOUCH_API_KEY = text("""
 UPDATE api_keys SET last_used_at = now()
  WHERE id = (SELECT id FROM api_keys WHERE id = :id
-                AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+                AND (last_used_at IS NULL OR last_used_at < now() - interval '30 seconds')
                 FOR UPDATE SKIP LOCKED)
 """)
 
+# Principals by (database, key digest), kept API_KEY_TTL_SECONDS at most (kit/cache.py: cleared at
+# once here and by notification in every other process when a key is revoked, a member removed or
+# a plan changed; the TTL bounds a missed notification). "api_keys" is its invalidation name.
+API_KEY_TTL_SECONDS = 10.0
+_principals: TtlCache[Principal] = TtlCache("api_keys", API_KEY_TTL_SECONDS)
+# When this process last touched each key's last_used_at (monotonic seconds), by (database, key id).
+TOUCH_EVERY_SECONDS = 30.0
+_touched: dict[tuple[str, uuid.UUID], float] = {}
+
 
 async def authenticate(session: AsyncSession, api_key: str | None) -> Principal:
-    """Resolve a bearer key to its principal. Raises ``Unauthorized`` for a missing or bad key."""
+    """Resolve a bearer key to its principal. Raises ``Unauthorized`` for a missing or bad key.
+
+    No statement in the common case: the principal comes from a per-process cache (above) and the
+    key's ``last_used_at`` is touched at most every 30 seconds per key and process (one statement
+    then, in the request's transaction). A revoked key is refused at once in the process that
+    revoked it and in the others when its notification arrives, within ``API_KEY_TTL_SECONDS``
+    at worst."""
     if not api_key:
         raise MissingApiKey("Missing API key: send 'Authorization: Bearer <apiKey>'.")
-    row = (await session.execute(_AUTHENTICATE, {"key_hash": hash_api_key(api_key)})).one_or_none()
-    if row is None:
-        raise InvalidApiKey("Invalid or revoked API key.")
-    await session.execute(_TOUCH_API_KEY, {"id": row.api_key_id})
-    return Principal(
-        team_id=row.team_id, user_id=row.user_id, api_key_id=row.api_key_id, plan_code=row.plan_code,
-        plan_max_concurrent_jobs=row.max_concurrent_jobs,
-    )
+    database = cache.database_key(session)
+    digest = hash_api_key(api_key)
+    principal = _principals.get((database, digest))
+    if principal is None:
+        generation = _principals.generation
+        row = (await session.execute(_AUTHENTICATE, {"key_hash": digest})).one_or_none()
+        if row is None:
+            raise InvalidApiKey("Invalid or revoked API key.")
+        principal = Principal(
+            team_id=row.team_id, user_id=row.user_id, api_key_id=row.api_key_id, plan_code=row.plan_code,
+            plan_max_concurrent_jobs=row.max_concurrent_jobs,
+        )
+        _principals.put((database, digest), principal, generation)
+    assert principal.api_key_id is not None
+    now = time.monotonic()
+    touched = (database, principal.api_key_id)
+    if now - _touched.get(touched, -TOUCH_EVERY_SECONDS) >= TOUCH_EVERY_SECONDS:
+        if len(_touched) > 100_000:
+            _touched.clear()
+        _touched[touched] = now
+        await session.execute(_TOUCH_API_KEY, {"id": principal.api_key_id})
+    return principal
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -186,6 +231,7 @@ async def change_plan(session: AsyncSession, *, team_id: uuid.UUID, plan_code: s
     previous = team.plan_code
     team.plan_code = plan.code
     await session.flush()
+    await cache.invalidate(session, "api_keys")  # principals carry the plan
     return PlanChange(team_id=team_id, previous_plan=previous, plan=plan)
 
 
@@ -246,4 +292,5 @@ async def revoke_api_key(session: AsyncSession, *, team_id: uuid.UUID, key_id: u
         raise ApiKeyNotFound("No such API key in your team.")
     key.revoked_at = dt.datetime.now(dt.UTC)
     await session.flush()
+    await cache.invalidate(session, "api_keys")
     return key

@@ -8,7 +8,6 @@ preview images once with the ``procedural`` renderer into storage, like any othe
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -20,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.catalog.errors import ModelExists, ModelNotFound
 from pixelmint.catalog.tables import ReferenceModel
+from pixelmint.kit import cache
+from pixelmint.kit.cache import TtlCache
 from pixelmint.providers.base import GenerationRequest
 from pixelmint.providers.procedural import render
 from pixelmint.settings import Settings
@@ -167,32 +168,30 @@ def provider_for(model: ModelPricingInfo, settings: Settings) -> tuple[str, str 
     return name, model.provider_models.get(name)
 
 
+# What generation needs of each model, per database (kit/cache.py: "catalog", cleared by the admin
+# changes here at once and in every other process by notification; at most 5 s old if one is missed).
 _CACHE_SECONDS = 5.0
-_pricing_cache: dict[tuple[str, str], tuple[float, ModelPricingInfo | None]] = {}
+_pricing_cache: TtlCache[ModelPricingInfo] = TtlCache("catalog", _CACHE_SECONDS)
 
 
 async def get_pricing_info(session: AsyncSession, model_id: str, *, require_active: bool = True) -> ModelPricingInfo:
-    """What generation needs of a reference model, cached per process for 5 seconds (the catalog
-    changes rarely; an admin change in another process takes effect within that time, in this
-    process at once). Raises ``NotFound`` (model_not_found) for an unknown model, or an inactive
-    one when ``require_active`` (custom models trained on a deactivated model keep working)."""
-    key = (str(session.get_bind().engine.url), model_id)
-    now = time.monotonic()
-    hit = _pricing_cache.get(key)
-    if hit is None or hit[0] < now:
+    """What generation needs of a reference model, cached per process (above: an admin change
+    takes effect at once everywhere, at worst within 5 seconds). Raises ``NotFound``
+    (model_not_found) for an unknown model, or an inactive one when ``require_active`` (custom
+    models trained on a deactivated model keep working)."""
+    key = (cache.database_key(session), model_id)
+    info = _pricing_cache.get(key)
+    if info is None:
+        generation = _pricing_cache.generation
         model = await session.get(ReferenceModel, model_id)
-        info = (
-            ModelPricingInfo(
+        if model is not None:
+            info = ModelPricingInfo(
                 model.id, model.complexity_factor, model.provider, dict(model.provider_models), model.is_active
             )
-            if model is not None
-            else None
-        )
-        hit = (now + _CACHE_SECONDS, info)
-        _pricing_cache[key] = hit
-    if hit[1] is None or (require_active and not hit[1].is_active):
+            _pricing_cache.put(key, info, generation)
+    if info is None or (require_active and not info.is_active):
         raise ModelNotFound(f"No reference model {model_id!r}.")
-    return hit[1]
+    return info
 
 
 EDITABLE = (
@@ -220,5 +219,5 @@ async def update_model(session: AsyncSession, model_id: str, values: dict[str, A
         if name in EDITABLE:
             setattr(model, name, value)
     await session.flush()
-    _pricing_cache.clear()
+    await cache.invalidate(session, "catalog")
     return model

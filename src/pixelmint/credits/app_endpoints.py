@@ -60,10 +60,12 @@ async def validate(body: OperationRequest, app: AppDep, session: SessionDep) -> 
 @router.post("/consume", response_model=ConsumeOut, summary="Charge for an operation that succeeded",
              responses=responses(InsufficientCredits, *_OPERATION), dependencies=SPENDING)
 async def consume(body: ConsumeRequest, app: AppDep, session: SessionDep, settings: SettingsDep) -> ConsumeOut:
+    # alone: when nothing ran in the session before (no Idempotency-Key claim; the app, its grant
+    # and its price came from the caches), the charge commits in one round trip.
     done = await apps.consume(
         session, app, team_id=body.team_id, operation=body.operation, amount=body.amount,
         description=body.description, metadata=body.metadata,
-        fail_open=settings.credit_enforcement == "fail_open",
+        fail_open=settings.credit_enforcement == "fail_open", alone=True,
     )
     return ConsumeOut(transaction_id=done.transaction_id, consumed_credits=done.amount, available_credits=done.available_after)
 

@@ -46,6 +46,8 @@ from pixelmint.credits.errors import (
 )
 from pixelmint.credits.pricing import to_credits
 from pixelmint.credits.tables import App, AppGrant, AppOperation, CreditBalance, CreditReservation
+from pixelmint.kit import cache
+from pixelmint.kit.cache import TtlCache
 from pixelmint.kit.errors import Conflict
 
 SERVICE_KEY_PREFIX = "pms_"
@@ -90,15 +92,32 @@ async def set_operation_costs(session: AsyncSession, app_id: uuid.UUID, operatio
             raise InvalidCost(f"The cost of {operation!r} must be >= 0.")
         stmt = insert(AppOperation).values(app_id=app_id, operation=operation, cost=to_credits(cost))
         await session.execute(stmt.on_conflict_do_update(index_elements=["app_id", "operation"], set_={"cost": stmt.excluded.cost}))
+    await cache.invalidate(session, "app_prices")
+
+
+# Per-process caches of what every credit-API call reads (kit/cache.py): apps by service-key
+# digest, grants that exist, operation prices. Only what exists is cached; a withdrawn grant or a
+# changed price clears its cache here at once and in every other process by notification; the
+# TTL bounds a missed notification.
+APP_CACHE_TTL_SECONDS = 10.0
+_apps: TtlCache[AppPrincipal] = TtlCache("apps", APP_CACHE_TTL_SECONDS)
+_grants: TtlCache[bool] = TtlCache("app_grants", APP_CACHE_TTL_SECONDS)
+_prices: TtlCache[Decimal] = TtlCache("app_prices", APP_CACHE_TTL_SECONDS)
 
 
 async def authenticate_app(session: AsyncSession, service_key: str | None) -> AppPrincipal:
     if not service_key or not service_key.startswith(SERVICE_KEY_PREFIX):
         raise InvalidServiceKey("This endpoint takes an app's service key: 'Authorization: Bearer pms_…'.")
-    app = await session.scalar(select(App).where(App.key_hash == _hash(service_key), App.revoked_at.is_(None)))
-    if app is None:
-        raise InvalidServiceKey("Invalid or revoked service key.")
-    return AppPrincipal(app.id, app.name)
+    key = (cache.database_key(session), _hash(service_key))
+    principal = _apps.get(key)
+    if principal is None:
+        generation = _apps.generation
+        app = await session.scalar(select(App).where(App.key_hash == key[1], App.revoked_at.is_(None)))
+        if app is None:
+            raise InvalidServiceKey("Invalid or revoked service key.")
+        principal = AppPrincipal(app.id, app.name)
+        _apps.put(key, principal, generation)
+    return principal
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ async def revoke_app(session: AsyncSession, *, team_id: uuid.UUID, app_id: uuid.
     """Withdraw app ``app_id``'s grant on team ``team_id`` (a no-op without one) and release the
     app's holds on the team that are still open. Returns how many holds were released."""
     await session.execute(delete(AppGrant).where(AppGrant.team_id == team_id, AppGrant.app_id == app_id))
+    await cache.invalidate(session, "app_grants")
     held = await session.scalars(
         select(CreditReservation.id).where(
             CreditReservation.team_id == team_id, CreditReservation.app_id == app_id, CreditReservation.status == "held"
@@ -149,12 +169,17 @@ async def grants(
 
 async def require_grant(session: AsyncSession, app: AppPrincipal, team_id: uuid.UUID) -> None:
     """Raises ``Forbidden`` (403 app_not_authorized) unless team ``team_id`` granted ``app``."""
+    key = (cache.database_key(session), team_id, app.app_id)
+    if _grants.get(key):
+        return
+    generation = _grants.generation
     granted = await session.scalar(
         select(AppGrant.app_id).where(AppGrant.team_id == team_id, AppGrant.app_id == app.app_id)
     )
     if granted is None:
         raise AppNotAuthorized(f"App {app.name!r} is not authorized to use team {team_id}'s credits: the team "
                                "(or an admin) must grant it first.", teamId=str(team_id))
+    _grants.put(key, True, generation)
 
 
 async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount: Decimal | None) -> Decimal:
@@ -164,6 +189,11 @@ async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount
         if amount <= 0:
             raise InvalidAmount("amount must be > 0.", field="amount")
         return to_credits(amount)
+    key = (cache.database_key(session), app.app_id, operation)
+    cost = _prices.get(key)
+    if cost is not None:
+        return cost
+    generation = _prices.generation
     cost = await session.scalar(
         select(AppOperation.cost).where(AppOperation.app_id == app.app_id, AppOperation.operation == operation)
     )
@@ -171,6 +201,7 @@ async def price(session: AsyncSession, app: AppPrincipal, operation: str, amount
         raise UnknownOperation(
             f"App {app.name!r} has no price for operation {operation!r}; give an amount or configure it."
         )
+    _prices.put(key, cost, generation)
     return cost
 
 
@@ -202,14 +233,15 @@ async def validate(
 
 async def consume(
     session: AsyncSession, app: AppPrincipal, *, team_id: uuid.UUID, operation: str, amount: Decimal | None,
-    description: str | None, metadata: dict[str, Any], fail_open: bool,
+    description: str | None, metadata: dict[str, Any], fail_open: bool, alone: bool = False,
 ) -> credits.Consumption:
-    """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``."""
+    """Charge the team for an operation the app has performed. Raises ``InsufficientCredits``.
+    ``alone``: see ``credits.service.consume`` (the charge may commit on its own)."""
     await require_grant(session, app, team_id)
     cost = await price(session, app, operation, amount)
     return await credits.consume(
         session, team_id=team_id, amount=cost, operation=operation, app_id=app.app_id, description=description,
-        metadata=metadata, fail_open=fail_open,
+        metadata=metadata, fail_open=fail_open, alone=alone and not session.in_transaction(),
     )
 
 

@@ -46,6 +46,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import Row, select, text
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits.tables import CreditTransaction
@@ -58,12 +59,16 @@ _ROW_FIELDS = """
            CAST(:user_id AS uuid) AS user_id, left(CAST(:description AS text), 500) AS description,
            CAST(:metadata AS jsonb) AS metadata"""
 
-_LOCK = """
-WITH bal AS (
+def _lock(gate: str = "") -> str:
+    """The ``bal`` CTE; ``gate``: a further condition (`` AND …``) under which the row is taken."""
+    return """bal AS (
     SELECT team_id, allocation_credits, bonus_credits, reserved_credits, total_allocated, allocation_period,
            low_balance_threshold
-      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+      FROM credit_balances WHERE team_id = :team_id""" + gate + """ FOR UPDATE
 ),"""
+
+
+_LOCK = "\nWITH " + _lock()
 
 # Apply ``d`` (at most one row) to the balance and append its ledger row.
 _APPLY = """
@@ -98,23 +103,36 @@ d AS (
       FROM bal WHERE allocation_credits + bonus_credits >= CAST(:amount AS numeric)
 ),"""
 
-RESERVE = text(_LOCK + _SPLIT + _APPLY + """, res AS (
+# A spend that is its own transaction must not cross the team's low-balance threshold: its
+# ``credits.low_balance`` webhook is queued in the spending transaction (credits/service.py).
+_NOT_CROSSING = """
+       AND (low_balance_threshold IS NULL
+            OR NOT (allocation_credits + bonus_credits - CAST(:amount AS numeric) < low_balance_threshold
+                    AND low_balance_threshold <= allocation_credits + bonus_credits))"""
+
+_HOLD = """, res AS (
     INSERT INTO credit_reservations (id, team_id, job_id, app_id, operation, amount, from_allocation, from_bonus,
                                      expires_at, allocation_period)
     SELECT reservation_id, team_id, job_id, app_id, operation, amount, -allocation_delta, -bonus_delta,
            :expires_at, allocation_period
       FROM d
-)
+)"""
+
+RESERVE = text(_LOCK + _SPLIT + _APPLY + _HOLD + """
 SELECT bal.allocation_credits + bal.bonus_credits AS available, -d.allocation_delta AS from_allocation,
        -d.bonus_delta AS from_bonus, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN d ON true
 """)
 
-CONSUME = text(_LOCK + _SPLIT + _APPLY + """
+_CONSUMED = """
 SELECT bal.allocation_credits + bal.bonus_credits AS available, led.id AS transaction_id,
        led.allocation_after + led.bonus_after AS after, bal.low_balance_threshold AS threshold
   FROM bal LEFT JOIN led ON true
-""")
+"""
+CONSUME = text(_LOCK + _SPLIT + _APPLY + _CONSUMED)
+# CONSUME as a transaction of its own (``consume_alone``): it also refuses to cross the threshold.
+CONSUME_ALONE = text(_LOCK + _SPLIT.replace("\n),", _NOT_CROSSING + "\n),", 1) + _APPLY + _CONSUMED)
+_CONSUME_ALONE_SQL = CONSUME_ALONE.compile(dialect=asyncpg_dialect.dialect())
 
 # Settle a held reservation. The guard is the reservation UPDATE's WHERE: still held, and the
 # captured amount (default: all of it) within 0..amount. Capture keeps ``captured`` as spent and
@@ -218,6 +236,29 @@ SELECT bal.allocation_credits AS expired, bal.allocation_period + 1 AS allocatio
   FROM bal, held
 """)
 
+
+
+def reserve_ctes(gate: str, *, alone: bool = False) -> str:
+    """RESERVE's CTEs (``bal``, ``d``: the change, none when refused, ``upd``, ``led``, ``res``),
+    for a statement that reserves as one of its steps (``flows/generation.py``: free generation,
+    reservation and enqueue in one statement). ``gate``: a SQL condition on the caller's earlier
+    CTEs; where it is false the balance row is neither locked nor changed. ``alone``: for a
+    statement that is its own transaction, which must not cross the low-balance threshold (as
+    :func:`consume_alone`). The same parameters as :func:`reserve`; count a reservation made this
+    way with :func:`count_reserved`."""
+    split = _SPLIT.replace("\n),", _NOT_CROSSING + "\n),", 1) if alone else _SPLIT
+    return _lock(f" AND ({gate})") + split + _APPLY + _HOLD
+
+
+def count_reserved(session: AsyncSession | None, operation: str | None, amount: Decimal) -> None:
+    """Count a reservation made by a statement built with :func:`reserve_ctes` (``kit/metrics.py``)
+    when ``session`` commits; ``None``: it has committed."""
+    if session is None:
+        metrics.credits_reserved.labels(operation=operation or "none").inc(float(amount))
+    else:
+        _count(session, metrics.credits_reserved, operation, amount)
+
+
 _LOCK_ONLY = text("SELECT allocation_credits, bonus_credits FROM credit_balances WHERE team_id = :team_id FOR UPDATE")
 
 
@@ -277,6 +318,29 @@ async def consume(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal,
     return None if row is None else Spent(
         row.available, transaction_id=row.transaction_id, available_after=row.after, threshold=row.threshold
     )
+
+
+async def consume_alone(session: AsyncSession, *, team_id: uuid.UUID, amount: Decimal, **fields: Any) -> Spent | None:
+    """``consume`` as a transaction of its own, committed when this returns: ONE round trip (no
+    BEGIN, no COMMIT; the balance row is locked only while the statement runs and its commit is
+    flushed). Only for a session that has run nothing yet and whose caller writes nothing else with
+    it (``credits.service.consume(alone=True)``). Refuses (``Spent.transaction_id is None``,
+    nothing written) what ``consume`` refuses and also a charge that would take the balance from at
+    least the team's low-balance threshold to below it."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    values = {
+        "team_id": team_id, "amount": amount, "reserved_delta": 0, "type": "consume", **_row_fields(**fields),
+    }
+    row = await driver.fetchrow(_CONSUME_ALONE_SQL.string,
+                                *(values[name] for name in _CONSUME_ALONE_SQL.positiontup or ()))
+    if row is None:
+        return None
+    if row["transaction_id"] is not None:  # committed already: count it now
+        metrics.credits_consumed.labels(operation=fields.get("operation") or "none").inc(float(amount))
+    return Spent(row["available"], transaction_id=row["transaction_id"], available_after=row["after"],
+                 threshold=row["threshold"])
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ The design leaves the resolution and quality multipliers open; ours are tiers by
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pixelmint.credits.errors import ResolutionNotPriced
+from pixelmint.kit import cache
+from pixelmint.kit.cache import TtlCache
 
 CENT = Decimal("0.01")
 
@@ -100,8 +101,10 @@ PRICING_FIELDS: dict[str, dict[str, str]] = {
     },
     "model_refinement": {"base": "refinement_base", "growth": "refinement_growth", "factor": "refinement_factor"},
 }
+# The pricing table in force, per database (kit/cache.py: "pricing", cleared by set_pricing here at
+# once and in every other process by notification; at most 5 s old if a notification is missed).
 _CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[float, Pricing]] = {}
+_cache: TtlCache[Pricing] = TtlCache("pricing", _CACHE_SECONDS)
 
 
 def pricing_from_config(rows: dict[str, dict[str, Any]]) -> Pricing:
@@ -137,17 +140,17 @@ def pricing_from_config(rows: dict[str, dict[str, Any]]) -> Pricing:
 
 
 async def current_pricing(session: Any) -> Pricing:
-    """The prices in force: the pricing table over the defaults, cached per process for 5 s."""
+    """The prices in force: the pricing table over the defaults, cached per process (above)."""
     from sqlalchemy import text
 
-    key = str(session.bind.url)
-    now = time.monotonic()
-    hit = _cache.get(key)
-    if hit is None or hit[0] < now:
+    key = cache.database_key(session)
+    pricing = _cache.get(key)
+    if pricing is None:
+        generation = _cache.generation
         rows = await session.execute(text("SELECT operation, config FROM credit_pricing_config"))
-        hit = (now + _CACHE_SECONDS, pricing_from_config({r.operation: r.config for r in rows}))
-        _cache[key] = hit
-    return hit[1]
+        pricing = pricing_from_config({r.operation: r.config for r in rows})
+        _cache.put(key, pricing, generation)
+    return pricing
 
 
 async def set_pricing(session: Any, operation: str, config: dict[str, Any]) -> Pricing:
@@ -162,7 +165,7 @@ async def set_pricing(session: Any, operation: str, config: dict[str, Any]) -> P
                 ON CONFLICT (operation) DO UPDATE SET config = EXCLUDED.config, updated_at = now()"""),
         {"op": operation, "config": json.dumps(config)},
     )
-    _cache.clear()
+    await cache.invalidate(session, "pricing")
     rows = await session.execute(text("SELECT operation, config FROM credit_pricing_config"))
     return pricing_from_config({r.operation: r.config for r in rows})
 

@@ -142,15 +142,28 @@ async def consume(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
     fail_open: bool = False,
+    alone: bool = False,
 ) -> Consumption:
     """Spend ``amount`` credits at once (allocation first, then bonus): one statement
     (``ledger.CONSUME``) that locks the balance row and appends a ``consume`` ledger row. Raises
     ``InsufficientCredits`` (nothing written) unless ``fail_open``, and ``NotFound`` for a team
-    without a balance."""
+    without a balance.
+
+    ``alone``: the session has run nothing yet and the caller writes nothing else with it (the
+    credit API's consume without an Idempotency-Key): the charge is then its own transaction,
+    committed in one round trip (``ledger.consume_alone``), unless it is refused or crosses the
+    team's low-balance threshold, which go the usual way, in the session's transaction."""
     fields: dict[str, Any] = {
         "team_id": team_id, "amount": amount, "operation": operation, "app_id": app_id, "user_id": user_id,
         "description": description, "metadata": metadata,
     }
+    if alone:
+        done = await ledger.consume_alone(session, **fields)
+        if done is None:
+            raise _no_balance()
+        if done.transaction_id is not None:
+            assert done.available_after is not None
+            return Consumption(done.transaction_id, amount, done.available_after)
     spent = await ledger.consume(session, **fields)
     if spent is None:
         raise _no_balance()
@@ -163,6 +176,20 @@ async def consume(
         await _low_balance(session, team_id, before=spent.available, after=spent.available_after,
                            threshold=spent.threshold, operation=operation)
     return Consumption(spent.transaction_id, amount, spent.available_after)
+
+
+async def after_reservation(
+    session: AsyncSession, team_id: uuid.UUID, *, amount: Decimal, available: Decimal, threshold: Decimal | None,
+    operation: str, committed: bool = False,
+) -> None:
+    """What ``reserve`` does after its statement, for a reservation made by a statement built with
+    ``ledger.reserve_ctes`` (``flows/generation.py``): count it, and send ``credits.low_balance``
+    if it crossed the team's threshold. ``available``: allocation + bonus before it. ``committed``:
+    the statement was its own transaction (``ledger.reserve_ctes(alone=True)``: it never crosses)."""
+    ledger.count_reserved(None if committed else session, operation, amount)
+    if threshold is not None:
+        await _low_balance(session, team_id, before=available, after=available - amount, threshold=threshold,
+                           operation=operation)
 
 
 async def _low_balance(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 from fastapi import APIRouter, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from pixelmint.accounts.auth import IdempotencyDep, PrincipalDep, rate_limit
 from pixelmint.catalog.errors import ModelNotFound
@@ -50,16 +50,17 @@ generate_router = APIRouter(prefix="/api/v1/generate", tags=["generate"])
 async def generate(
     body: GenerateRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep, db: DatabaseDep,
     events: JobEventsDep, urls: UrlSignerDep, idempotency: IdempotencyDep,
-) -> JobEnvelope | JSONResponse:
+) -> JobEnvelope | Response:
     """Price the generation, reserve its credits and queue it, atomically. Answers 202 with the
     queued job; with ``waitForResult`` waits up to the server's limit and answers 200 with the
     finished job and its images (or 202 if time ran out). With ``Idempotency-Key`` the answer is
     stored in the reserving transaction (``kit/idempotency.py``)."""
     job, free_left = await generation.submit_generation(
-        session, principal, body, settings=settings, pricing=await current_pricing(session)
+        session, principal, body, settings=settings, pricing=await current_pricing(session),
+        alone=idempotency.key is None,  # then nothing but the job is written: it may commit on its own
     )
     envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
-    queued = JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=status.HTTP_202_ACCEPTED)
+    queued = _json(envelope, status.HTTP_202_ACCEPTED)
     # Committed with the reservation; provisional while waitForResult waits for the final answer.
     await idempotency.save(queued, final=not body.wait_for_result)
     await session.commit()  # before the workers are woken and before waiting for them
@@ -73,7 +74,13 @@ async def generate(
             job = latest or job
     code = status.HTTP_200_OK if job.state in FINISHED_STATES else status.HTTP_202_ACCEPTED
     envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
-    return JSONResponse(envelope.model_dump(mode="json", by_alias=True), status_code=code)
+    return _json(envelope, code)
+
+
+def _json(envelope: JobEnvelope, status_code: int) -> Response:
+    """The envelope as JSON, serialized by pydantic in one step (what ``JSONResponse`` of its
+    ``model_dump`` gives, without the intermediate dicts and ``json.dumps``)."""
+    return Response(envelope.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
 
 
 estimate_router = APIRouter(prefix="/api/v1/credits", tags=["credit API"])

@@ -2,25 +2,29 @@
 price, use a free generation or reserve credits, enqueue) and the ``image_generation`` job type
 (render with the model's provider and version, store the images).
 
-``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation it runs at
-most four statements in the caller's transaction (free-generation check, model lookup, the
-one-statement reservation of ``credits.service.reserve``, the one-statement enqueue), and the
-balance row is locked only from the reservation to the commit.
+``submit_generation`` is the hot path of ``POST /api/v1/generate``: after validation (the model
+and the prices come from per-process caches) it runs ONE statement in the caller's transaction
+(``SUBMIT``: queue capacity, free generation or reservation, enqueue); only what that statement
+refuses goes the step-by-step way. The balance row is locked only from that statement to the commit.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Integer, Numeric, Table, TextClause, column, select, text
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts import service as accounts
 from pixelmint.accounts.service import Principal
 from pixelmint.catalog import service as catalog
+from pixelmint.credits import ledger
 from pixelmint.credits import service as credits
 from pixelmint.credits.errors import InsufficientCredits
 from pixelmint.credits.pricing import Pricing
@@ -83,8 +87,13 @@ async def submit_generation(
     *,
     settings: Settings,
     pricing: Pricing,
+    alone: bool = False,
 ) -> tuple[Job, int]:
     """Validate, price and queue an image-generation job; returns (job, free generations left).
+
+    ``alone``: the caller writes nothing else with ``session`` (``POST /generate`` without an
+    Idempotency-Key): when nothing ran in it yet either, the common case commits on its own in one
+    round trip, and the job returned is in no session.
 
     A user's free generations are used first (cost 0, no reservation). Otherwise the estimate is
     reserved from the team's balance in the same transaction as the job insert. Raises
@@ -108,6 +117,13 @@ async def submit_generation(
         "seed": seed,
         "modelKey": model.model_key,
     }
+    submitted = await _submit_in_one_statement(session, principal, cost=cost, params=params, model=model,
+                                               settings=settings, alone=alone and not session.in_transaction())
+    if submitted is not None:
+        return submitted
+    # Refused or out of the ordinary (queue full, no free generation on a free plan, not enough
+    # credits, fail-open cover, no balance): nothing was written; the step-by-step path below
+    # decides and raises as it always has.
     await queue.ensure_queue_capacity(session, team_id=principal.team_id, limit=settings.max_queued_jobs_per_team)
     free_left = await accounts.take_free_generation(session, principal.user_id)
     is_free = free_left is not None
@@ -125,6 +141,87 @@ async def submit_generation(
         custom_model_version=model.custom_model_version, provider=model.provider, settings=settings,
     )
     return job, free_left or 0
+
+
+# The common case of submit_generation in ONE statement (one round trip; the balance row is locked
+# from this statement to the commit, with no statement in between): the queue-capacity check, a free
+# generation or else the reservation, and the enqueue, each step gated on the ones before, composed
+# of the fragments of the domains that own the tables (jobs/queue.py, accounts/service.py,
+# credits/ledger.py). No job row means nothing was written.
+_JOB_COLUMNS = cast(Table, Job.__table__).c
+
+
+def _submit(*, alone: bool) -> TextClause:
+    return text(
+        "WITH " + queue.queued_jobs_cte("cap") + ",\n"
+        + accounts.free_generation_cte("free", gate="SELECT room FROM cap") + ",\n"
+        + ledger.reserve_ctes("NOT EXISTS (SELECT 1 FROM free) AND CAST(:paid AS boolean) AND (SELECT room FROM cap)",
+                              alone=alone)
+        + ",\n"
+        + queue.enqueue_ctes(
+            "EXISTS (SELECT 1 FROM free) OR EXISTS (SELECT 1 FROM d)",
+            estimated_credits="CASE WHEN EXISTS (SELECT 1 FROM free) THEN 0 ELSE CAST(:amount AS numeric) END",
+            reservation_id="(SELECT reservation_id FROM d)", is_free="EXISTS (SELECT 1 FROM free)",
+        )
+        + "\nSELECT " + ", ".join(f"job.{c.name}" for c in _JOB_COLUMNS) + """,
+       (SELECT free_generations_remaining FROM free) AS free_left,
+       (SELECT allocation_credits + bonus_credits FROM bal) AS available,
+       (SELECT low_balance_threshold FROM bal) AS threshold
+  FROM (SELECT 1) one LEFT JOIN job ON true"""
+    )
+
+
+SUBMIT = _submit(alone=False)
+_SUBMIT = SUBMIT.columns(*_JOB_COLUMNS, column("free_left", Integer), column("available", Numeric),
+                         column("threshold", Numeric))
+_SUBMIT_ROW = select(Job, column("free_left", Integer), column("available", Numeric), column("threshold", Numeric))
+# SUBMIT as a transaction of its own (``alone``): one round trip, no BEGIN/COMMIT; it does not
+# reserve across the low-balance threshold (that reservation's webhook needs the transaction).
+SUBMIT_ALONE = _submit(alone=True)
+_SUBMIT_ALONE_SQL = SUBMIT_ALONE.compile(dialect=asyncpg_dialect.dialect())
+
+
+async def _submit_in_one_statement(
+    session: AsyncSession, principal: Principal, *, cost: Decimal, params: dict[str, Any], model: ResolvedModel,
+    settings: Settings, alone: bool,
+) -> tuple[Job, int] | None:
+    """(job, free generations left) when queued, else ``None`` with nothing written. ``alone``:
+    the statement is its own transaction, through the driver (the job is then a transient object,
+    in no session)."""
+    values = {
+        "queue_limit": settings.max_queued_jobs_per_team, "team_id": principal.team_id, "user_id": principal.user_id,
+        "paid": principal.plan_max_concurrent_jobs > 0,
+        # the reservation (credits/ledger.py's parameters)
+        "amount": cost, "reserved_delta": cost, "type": "reserve", "expires_at": None, "operation": "image_generation",
+        "job_id": uuid.uuid4(), "reservation_id": uuid.uuid4(), "app_id": None, "description": None, "metadata": "{}",
+        # the job (jobs/queue.py's)
+        "job_type": "image_generation", "priority": 0, "params": json.dumps(params),
+        "reference_model_id": model.reference_model_id, "custom_model_id": model.custom_model_id,
+        "custom_model_version": model.custom_model_version, "provider": model.provider,
+        "max_attempts": settings.max_attempts,
+    }
+    job: Job | None
+    if alone:
+        connection = await session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        record = await driver.fetchrow(_SUBMIT_ALONE_SQL.string,
+                                       *(values[name] for name in _SUBMIT_ALONE_SQL.positiontup or ()))
+        assert record is not None
+        job = Job(**{c.name: record[c.name] for c in _JOB_COLUMNS}) if record["id"] is not None else None
+        free_left, available, threshold = record["free_left"], record["available"], record["threshold"]
+    else:
+        row = (await session.execute(_SUBMIT_ROW.from_statement(_SUBMIT), values,
+                                     execution_options={"populate_existing": True})).one()
+        job, free_left, available, threshold = row
+    if job is None:
+        return None
+    queue.count_submitted(None if alone else session, job)
+    if job.is_free:
+        return job, free_left
+    await credits.after_reservation(session, principal.team_id, amount=cost, available=available,
+                                    threshold=threshold, operation="image_generation", committed=alone)
+    return job, 0
 
 
 async def _model_for_provider(ctx: TaskContext, job: Job) -> tuple[str | None, tuple[LoraWeight, ...], dict[str, Any]]:

@@ -3,6 +3,8 @@
 - ``pixelmint_jobs`` (no payload) wakes idle workers: work may be claimable.
 - ``pixelmint_job_events`` (payload ``"<job id> <state>"``) tells waiters a job changed state; the
   API's ``waitForResult`` and the worker's cancellation watch use it.
+- ``pixelmint_cache`` (payload: a cache's name) clears that per-process cache (``kit/cache.py``);
+  every cache is cleared when the connection is lost and again once it listens again.
 
 Notifications sent by this process are coalesced: while one wake-up NOTIFY is in flight, further
 requests set a flag and produce a single follow-up NOTIFY (queues.md §6 pitfall 8: NOTIFY takes a
@@ -29,6 +31,7 @@ import structlog
 
 from pixelmint.jobs.queue import FINISHED_STATES, JOB_EVENTS_CHANNEL, JOBS_CHANNEL, backoff_seconds
 from pixelmint.jobs.tables import Job
+from pixelmint.kit import cache
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 
 log = structlog.get_logger(__name__)
@@ -54,6 +57,7 @@ class JobEvents:
         try:
             await conn.add_listener(JOBS_CHANNEL, self._on_jobs)
             await conn.add_listener(JOB_EVENTS_CHANNEL, self._on_job_event)
+            await conn.add_listener(cache.CHANNEL, self._on_cache_invalidated)
         except BaseException:
             conn.terminate()
             raise
@@ -78,6 +82,7 @@ class JobEvents:
             return
         log.warning("listen_connection_lost")
         self._conn = None
+        cache.clear_all()  # invalidations sent from now until we listen again would be missed
         self._reconnect_task = asyncio.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
@@ -91,6 +96,7 @@ class JobEvents:
                 log.warning("listen_reconnect_failed", attempt=attempt, error=str(exc))
                 continue
             log.info("listen_reconnected", attempts=attempt)
+            cache.clear_all()
             self.jobs_available.set()
             for waiters in self._waiters.values():
                 for event in waiters:
@@ -101,6 +107,9 @@ class JobEvents:
 
     def _on_jobs(self, *_: object) -> None:
         self.jobs_available.set()
+
+    def _on_cache_invalidated(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        cache.clear_local(payload)
 
     def _on_job_event(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -108,6 +108,48 @@ SELECT * FROM job
 """)
 
 
+
+
+def queued_jobs_cte(name: str) -> str:
+    """A CTE ``name`` with one row: ``queued``, the team's queued jobs counted up to
+    ``:queue_limit`` (``:team_id``), and ``room``: whether one more may be queued (0: no cap) — the
+    check of :func:`ensure_queue_capacity` inside a larger statement."""
+    return f"""{name} AS (
+    SELECT count(*) AS queued, CAST(:queue_limit AS int) <= 0 OR count(*) < CAST(:queue_limit AS int) AS room
+      FROM (SELECT 1 FROM jobs WHERE team_id = :team_id AND state = 'queued'
+             LIMIT GREATEST(CAST(:queue_limit AS int), 0)) q
+)"""
+
+
+def enqueue_ctes(gate: str, *, estimated_credits: str, reservation_id: str, is_free: str) -> str:
+    """``_ENQUEUE`` as CTEs of a larger statement (``flows/generation.py``): ``job`` inserts the job
+    where ``gate`` holds and returns it, ``dispatch`` raises its team's ``has_ready`` if it did.
+    ``estimated_credits``, ``reservation_id``, ``is_free``: SQL expressions (over the caller's CTEs);
+    the other columns are parameters (``:job_id``, ``:job_type`` and the rest as in :func:`enqueue`).
+    Count a job queued this way with :func:`count_submitted`."""
+    return f"""job AS (
+    INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
+                      custom_model_version, provider, estimated_credits, reservation_id, is_free, max_attempts)
+    SELECT CAST(:job_id AS uuid), :team_id, :user_id, :job_type, :priority, CAST(:params AS jsonb),
+           :reference_model_id, :custom_model_id, :custom_model_version, :provider, {estimated_credits},
+           {reservation_id}, {is_free}, :max_attempts
+     WHERE {gate}
+    RETURNING *
+), dispatch AS (
+    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id AND EXISTS (SELECT 1 FROM job)
+)"""
+
+
+def count_submitted(session: AsyncSession | None, job: Job) -> None:
+    """Count a job queued by a statement built with :func:`enqueue_ctes` (``kit/metrics.py``) when
+    ``session`` commits; ``None``: it has committed."""
+    counter = metrics.jobs_submitted.labels(type=job.type, provider=job.provider)
+    if session is None:
+        counter.inc()
+    else:
+        metrics.after_commit(session, counter.inc)
+
+
 class QueueFull(TooManyRequests):
     code = "queue_full"
 
@@ -136,7 +178,7 @@ async def enqueue(session: AsyncSession, **values: Any) -> Job:
     lock until commit is what makes the claim's flag-clearing step safe (queues.md §B.2).
     """
     job = (await _jobs(session, _ENQUEUE, values))[0]
-    metrics.after_commit(session, metrics.jobs_submitted.labels(type=job.type, provider=job.provider).inc)
+    count_submitted(session, job)
     return job
 
 

@@ -11,6 +11,7 @@ and ``UrlSignerDep`` in ``storage/deps.py``, ``JobEventsDep`` and ``ProvidersDep
 
 from __future__ import annotations
 
+import functools
 import hmac
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +40,8 @@ from pixelmint.settings import Settings
 def from_runtime(name: str) -> Any:
     """Dependency on one piece of the process's runtime (``request.app.state.runtime.<name>``)."""
 
-    def piece(request: Request) -> Any:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop per request and piece.
+    async def piece(request: Request) -> Any:
         return getattr(request.app.state.runtime, name)
 
     piece.__name__ = f"runtime_{name}"
@@ -101,7 +103,13 @@ def base_url(request: Request, settings: Settings) -> str:
     if settings.public_url:
         return settings.public_url
     host, port = request.scope.get("server") or ("localhost", None)
-    return str(httpx.URL(scheme=request.url.scheme, host=host, port=port, path=request.scope.get("root_path") or "/"))
+    return _url(request.scope.get("scheme", "http"), host, port, request.scope.get("root_path") or "/")
+
+
+@functools.lru_cache(maxsize=64)
+def _url(scheme: str, host: str, port: int | None, path: str) -> str:
+    """A listening address as a URL (built once per address: every request that shows images asks)."""
+    return str(httpx.URL(scheme=scheme, host=host, port=port, path=path))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pixelmint.storage.schemas import UrlSigner
 StorageDep = Annotated[Storage, from_runtime("storage")]
 
 
-def url_signer(request: Request, settings: SettingsDep, storage: StorageDep) -> UrlSigner:
+async def url_signer(request: Request, settings: SettingsDep, storage: StorageDep) -> UrlSigner:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread (kit/http.from_runtime)
     return UrlSigner(storage, base_url(request, settings), settings.signed_url_ttl_seconds)
 
 
