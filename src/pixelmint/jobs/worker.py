@@ -264,9 +264,10 @@ class _Waiting:
 
 class _Successes:
     """Group commit of the worker's successes (TigerBeetle's batching, ``hot-rows-and-scale.md``
-    A3/D1): a job whose handler succeeded is finished at once, in its own transaction, when no
-    success transaction of this worker is in flight; otherwise it waits and the jobs that
-    finished meanwhile go together in the next one (``queue.mark_succeeded_many``, up to
+    A3/D1): a job whose handler succeeded is finished at once (with the jobs that succeeded in the
+    same turn of the event loop), in a transaction of its own, when no success transaction of this
+    worker is in flight; otherwise it waits and the jobs that finished meanwhile go together in
+    the next one (``queue.mark_succeeded_many``, up to
     ``max_batch``): one commit, one fenced update, one webhook statement for all of them. No
     added latency for a lone job.
 
@@ -300,6 +301,7 @@ class _Successes:
                 return answer
         self._leading = True
         try:
+            await asyncio.sleep(0)  # the jobs that finish in this same turn of the event loop come along
             return await self._lead(me)
         finally:
             self._pass_lead()
