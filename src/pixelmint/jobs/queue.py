@@ -18,7 +18,8 @@ Every finishing transition is fenced (``state = 'running' AND locked_by = worker
 n``, queues.md §6 pitfall 11): a worker that lost its lease cannot finish a job twice, and credit
 settlement happens in the same transaction as the fenced update. So does the team's outbound
 webhook (``job.succeeded`` / ``job.failed`` / ``job.canceled``, ``_announce``): every way a job
-finishes goes through ``mark_succeeded`` or ``_refund``, which call it. ``_announce`` and ``claim``
+finishes goes through ``mark_succeeded`` (``mark_succeeded_many`` for the worker's batches of
+successes) or ``_refund``, which call it. ``_announce`` and ``claim``
 (a job's first attempt starting) also tell the registry's listeners (``jobs/registry.py``), in the
 same transaction: the Replicate-compatible API queues a prediction's own webhook there.
 """

@@ -4,7 +4,8 @@ One ``Worker`` runs up to ``concurrency`` jobs at once in its event loop. It sle
 ``pixelmint_jobs`` NOTIFY (or its own finished job, or the poll interval as a fallback) says work
 may be claimable. Every ``lease/3`` seconds it extends the leases of its running jobs (and learns
 of cancellations); every ``lease/2`` seconds it rescues jobs whose lease ran out, from any worker,
-and releases credit-API holds past their time-to-live.
+and releases credit-API holds past their time-to-live. Its successes are committed in groups
+(``_Successes``): the jobs that succeed while one success transaction is in flight share the next.
 ``pixelmint worker`` runs workers alone; ``pixelmint serve`` runs one in-process.
 """
 
@@ -275,7 +276,9 @@ class _Successes:
     batch's statements, as it reaches a job's own transaction), then hands the lead to the next
     waiter. A failed batch changes nothing: each of its jobs is answered ``_ALONE`` and finished
     in a transaction of its own, so that one job's failure (its ``apply``, a listener) cannot
-    roll back another's success. A waiter canceled before its batch starts leaves it."""
+    roll back another's success. A waiter canceled before its batch starts leaves it; one canceled
+    while its batch is in flight leaves the outcome to the batch (its success stands if the batch
+    commits, as when a cancellation comes just after a job's own COMMIT)."""
 
     def __init__(self, db: Database, worker_id: str, *, max_batch: int) -> None:
         self._db = db
@@ -329,6 +332,7 @@ class _Successes:
         except Exception:  # noqa: BLE001 - each job then meets its own failure alone
             if len(batch) == 1:
                 raise
+            log.info("success_batch_failed", worker=self._worker_id, jobs=len(batch))  # each job alone now
             self._answer(batch[1:], lambda _: _ALONE)
             return _ALONE
         self._answer(batch[1:], lambda w: done.get(w.success.fence.job_id))
