@@ -268,9 +268,8 @@ class _Successes:
     A3/D1): a job whose handler succeeded is finished at once (with the jobs that succeeded in the
     same turn of the event loop), in a transaction of its own, when no success transaction of this
     worker is in flight; otherwise it waits and the jobs that finished meanwhile go together in
-    the next one (``queue.mark_succeeded_many``, up to
-    ``max_batch``): one commit, one fenced update, one webhook statement for all of them. No
-    added latency for a lone job.
+    the next one (``queue.mark_succeeded_many``, up to ``max_batch``): one commit, one fenced
+    update, one webhook statement for all of them. No added latency for a lone job.
 
     The first waiter leads a batch in its own task (a cancellation of that task reaches the
     batch's statements, as it reaches a job's own transaction), then hands the lead to the next
