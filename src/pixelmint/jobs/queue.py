@@ -18,7 +18,8 @@ Every finishing transition is fenced (``state = 'running' AND locked_by = worker
 n``, queues.md §6 pitfall 11): a worker that lost its lease cannot finish a job twice, and credit
 settlement happens in the same transaction as the fenced update. So does the team's outbound
 webhook (``job.succeeded`` / ``job.failed`` / ``job.canceled``, ``_announce``): every way a job
-finishes goes through ``mark_succeeded`` or ``_refund``, which call it. ``_announce`` and ``claim``
+finishes goes through ``mark_succeeded`` (``mark_succeeded_many`` for the worker's batches of
+successes) or ``_refund``, which call it. ``_announce`` and ``claim``
 (a job's first attempt starting) also tell the registry's listeners (``jobs/registry.py``), in the
 same transaction: the Replicate-compatible API queues a prediction's own webhook there.
 """
@@ -26,6 +27,7 @@ same transaction: the Replicate-compatible API queues a prediction's own webhook
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -218,15 +220,20 @@ async def extend_leases(
     """Heartbeat: push the leases of this worker's running jobs forward.
 
     Returns ``{job id: cancel requested}`` for the jobs still held; a job missing from the answer
-    was taken from this worker (its lease ran out and it was rescued) and must be abandoned.
+    was taken from this worker (its lease ran out and it was rescued) and must be abandoned. One
+    statement for all of them, locking them in id order as ``mark_succeeded_many`` does.
     """
     if not job_ids:
         return {}
     rows = await session.execute(
         text("""
-            UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease)
-             WHERE id = ANY(:ids) AND state = 'running' AND locked_by = :worker
-            RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+            WITH mine AS (
+                SELECT id FROM jobs WHERE id = ANY(:ids) AND state = 'running' AND locked_by = :worker
+                 ORDER BY id FOR UPDATE
+            )
+            UPDATE jobs j SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease)
+              FROM mine WHERE j.id = mine.id AND j.state = 'running' AND j.locked_by = :worker
+            RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested
         """),
         {"ids": job_ids, "worker": worker_id, "lease": lease_seconds},
     )
@@ -342,6 +349,77 @@ async def mark_succeeded(
     await _announce(session, job)
     await _finish_attempt(session, fence, "succeeded", None, state="succeeded")
     return job
+
+
+@dataclass(frozen=True)
+class Success:
+    """A job whose handler succeeded, for ``mark_succeeded_many``: its fence, result and
+    ``apply`` (``TaskOutcome.apply``)."""
+
+    fence: Fence
+    result: dict[str, Any]
+    apply: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
+
+
+# Fenced running → succeeded for many jobs of one worker, with their attempts closed and their
+# states announced, in one statement. The job rows are locked in id order (as the heartbeat's
+# ``extend_leases`` locks them), so two statements over the same jobs cannot deadlock; the UPDATE
+# repeats the fence, which READ COMMITTED re-checks on the row version it locked.
+_SUCCEED_MANY = text(f"""
+WITH fin AS (
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:results AS text[]))
+        AS f(id, attempt, result)
+), locked AS (
+    SELECT j.id FROM jobs j JOIN fin f ON f.id = j.id
+     WHERE j.state = 'running' AND j.locked_by = :worker AND j.attempt = f.attempt
+     ORDER BY j.id FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j SET state = 'succeeded', lease_expires_at = NULL, locked_by = NULL,
+           result = CAST(f.result AS jsonb), finished_at = :now, progress = 100,
+           charged_credits = CASE WHEN j.reservation_id IS NULL THEN 0 ELSE j.estimated_credits END
+      FROM fin f JOIN locked l ON l.id = f.id
+     WHERE j.id = f.id AND j.state = 'running' AND j.locked_by = :worker AND j.attempt = f.attempt
+    RETURNING j.*
+), attempt AS (
+    UPDATE job_attempts a SET finished_at = clock_timestamp(), outcome = 'succeeded', error_message = NULL
+      FROM done d WHERE a.job_id = d.id AND a.attempt = d.attempt AND a.finished_at IS NULL
+)
+SELECT d.* FROM done d
+ CROSS JOIN LATERAL (SELECT pg_notify('{JOB_EVENTS_CHANNEL}', d.id::text || ' succeeded'),
+                            pg_notify('{JOBS_CHANNEL}', '')) AS announce
+""")
+
+
+async def mark_succeeded_many(session: AsyncSession, worker_id: str, successes: list[Success]) -> dict[uuid.UUID, Job]:
+    """``mark_succeeded`` (with ``charged`` the whole reservation) for several jobs of
+    ``worker_id`` in the caller's transaction: one statement for the fenced updates, the attempts'
+    records and the NOTIFYs; then, job after job in team order (the order every transaction that
+    locks several teams' credits takes, so these cannot deadlock), the reservation's capture and
+    ``apply``; then one statement for the team webhooks (``webhooks.emit_many``) and the registry's
+    listeners. Returns the jobs that succeeded by job id; a job missing from the answer was no
+    longer this worker's (the fence failed) and nothing of it changed. Whatever raises (an
+    ``apply``, a listener) rolls back every job of the transaction: the caller then finishes them
+    one by one (``mark_succeeded``)."""
+    if not successes:
+        return {}
+    fences = {success.fence.job_id: success for success in successes}
+    assert all(s.fence.worker_id == worker_id and s.fence.from_state == "running" for s in successes)
+    jobs = await _jobs(session, _SUCCEED_MANY, {
+        "ids": list(fences), "attempts": [s.fence.attempt for s in successes],
+        "results": [json.dumps(s.result) for s in successes], "worker": worker_id, "now": dt.datetime.now(dt.UTC),
+    })
+    jobs.sort(key=lambda job: (job.team_id, job.id))
+    for job in jobs:
+        _count(session, job, "running")
+        if job.reservation_id is not None:
+            await credits.capture(session, job.reservation_id, amount=job.charged_credits, description="job succeeded")
+        apply = fences[job.id].apply
+        if apply is not None:
+            await apply(session, job)
+    await webhooks.emit_many(session, [(job.team_id, f"job.{job.state}", _finish_data(job)) for job in jobs])
+    for job in jobs:
+        await _tell(session, job)
+    return {job.id: job for job in jobs}
 
 
 async def mark_failed(
@@ -485,16 +563,21 @@ async def _announce(session: AsyncSession, job: Job) -> None:
     """The job finished (succeeded, failed or canceled): the team's ``job.<state>`` webhook, in
     this transaction (one statement; nothing written when no endpoint takes it), and the
     registry's listeners."""
+    await webhooks.emit(session, job.team_id, f"job.{job.state}", _finish_data(job))
+    await _tell(session, job)
+
+
+def _finish_data(job: Job) -> dict[str, Any]:
+    """The ``data`` of a finished job's ``job.<state>`` webhook."""
     error = None if job.state == "succeeded" else {"code": job.error_code, "message": job.error_message}
-    await webhooks.emit(session, job.team_id, f"job.{job.state}", {
+    return {
         "id": str(job.id), "type": job.type, "state": job.state, "referenceModelId": job.reference_model_id,
         "customModelId": str(job.custom_model_id) if job.custom_model_id else None,
         "customModelVersion": job.custom_model_version, "estimatedCredits": float(job.estimated_credits),
         "chargedCredits": float(job.charged_credits) if job.charged_credits is not None else None,
         "error": error, "createdAt": job.created_at.isoformat() if job.created_at else None,
         "finishedAt": job.finished_at.isoformat() if job.finished_at else None, "links": job_links(job),
-    })
-    await _tell(session, job)
+    }
 
 
 async def cancel(session: AsyncSession, *, job_id: uuid.UUID, team_id: uuid.UUID) -> Job | None:

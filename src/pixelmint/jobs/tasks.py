@@ -1,7 +1,7 @@
 """What job handlers share. A handler (one per job type, registered by the domain that owns the
 type: ``jobs/registry.py``) gets the claimed job and returns a ``TaskOutcome``; it never settles the
-job: the worker finishes it (fenced), and ``queue.mark_succeeded`` calls ``outcome.apply`` in the
-same transaction, so domain changes (a new model version, image rows) commit together with the
+job: the worker finishes it (fenced), and ``queue.mark_succeeded`` (or ``mark_succeeded_many``, several
+jobs of a worker in one transaction) calls ``outcome.apply`` in the same transaction, so domain changes (a new model version, image rows) commit together with the
 credit capture or not at all."""
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ One ``Worker`` runs up to ``concurrency`` jobs at once in its event loop. It sle
 ``pixelmint_jobs`` NOTIFY (or its own finished job, or the poll interval as a fallback) says work
 may be claimable. Every ``lease/3`` seconds it extends the leases of its running jobs (and learns
 of cancellations); every ``lease/2`` seconds it rescues jobs whose lease ran out, from any worker,
-and releases credit-API holds past their time-to-live.
+and releases credit-API holds past their time-to-live. Its successes are committed in groups
+(``_Successes``): the jobs that succeed while one success transaction is in flight share the next.
 ``pixelmint worker`` runs workers alone; ``pixelmint serve`` runs one in-process.
 """
 
@@ -14,6 +15,8 @@ import asyncio
 import os
 import socket
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -58,6 +61,7 @@ class Worker:
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._successes = _Successes(self.db, self.id, max_batch=self.concurrency)
 
     async def run(self) -> None:
         """Run until ``stop()``; then wait for the jobs in hand to finish."""
@@ -183,10 +187,12 @@ class Worker:
                     outcome = await self.handlers[job.type](context, job)
             except TimeoutError:
                 raise _TimedOut(f"{job.type} took longer than {timeout:g} s (PIXELMINT_JOB_TIMEOUTS).") from None
-            async with self.db.transaction() as session:
-                finished = await queue.mark_succeeded(session, fence, result=outcome.result, apply=outcome.apply)
-                if finished is None:
-                    raise _LostJob
+            finished = await self._successes.finish(queue.Success(fence, outcome.result, outcome.apply))
+            if finished is _ALONE:  # its batch failed: this job alone, as if it had been alone
+                async with self.db.transaction() as session:
+                    finished = await queue.mark_succeeded(session, fence, result=outcome.result, apply=outcome.apply)
+            if finished is None:
+                raise _LostJob
             logger.info("job_succeeded", charged=str(finished.charged_credits))
         except AwaitingWebhook:
             async with self.db.transaction() as session:
@@ -245,6 +251,97 @@ class Worker:
         async with self.db.transaction() as session:
             kept = await images.referenced_keys(session, fence.job_id, outcome.stored_keys)
         await outcome.discard(self.storage, keep=kept)
+
+
+_ALONE: Any = object()  # _Successes.finish: the batch failed, finish the job in a transaction of its own
+_LEAD: Any = object()  # a waiter's signal: lead the next batch
+
+
+@dataclass(eq=False)
+class _Waiting:
+    success: queue.Success
+    answer: asyncio.Future[Any]
+
+
+class _Successes:
+    """Group commit of the worker's successes (TigerBeetle's batching, ``hot-rows-and-scale.md``
+    A3/D1): a job whose handler succeeded is finished at once (with the jobs that succeeded in the
+    same turn of the event loop), in a transaction of its own, when no success transaction of this
+    worker is in flight; otherwise it waits and the jobs that finished meanwhile go together in
+    the next one (``queue.mark_succeeded_many``, up to ``max_batch``): one commit, one fenced
+    update, one webhook statement for all of them. No added latency for a lone job.
+
+    The first waiter leads a batch in its own task (a cancellation of that task reaches the
+    batch's statements, as it reaches a job's own transaction), then hands the lead to the next
+    waiter. A failed batch changes nothing: each of its jobs is answered ``_ALONE`` and finished
+    in a transaction of its own, so that one job's failure (its ``apply``, a listener) cannot
+    roll back another's success. A waiter canceled before its batch starts leaves it; one canceled
+    while its batch is in flight leaves the outcome to the batch (its success stands if the batch
+    commits, as when a cancellation comes just after a job's own COMMIT)."""
+
+    def __init__(self, db: Database, worker_id: str, *, max_batch: int) -> None:
+        self._db = db
+        self._worker_id = worker_id
+        self._max_batch = max(1, max_batch)
+        self._waiting: list[_Waiting] = []
+        self._leading = False
+
+    async def finish(self, success: queue.Success) -> Job | None:
+        """The job finished (the ``Job``), or lost (``None``), or ``_ALONE``."""
+        me = _Waiting(success, asyncio.get_running_loop().create_future())
+        if self._leading:
+            self._waiting.append(me)
+            try:
+                answer = await me.answer
+            except asyncio.CancelledError:
+                if me in self._waiting:
+                    self._waiting.remove(me)
+                elif me.answer.done() and not me.answer.cancelled() and me.answer.result() is _LEAD:
+                    self._pass_lead()  # made leader, then canceled before it could lead
+                raise
+            if answer is not _LEAD:
+                return answer
+        self._leading = True
+        try:
+            await asyncio.sleep(0)  # the jobs that finish in this same turn of the event loop come along
+            return await self._lead(me)
+        finally:
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        while self._waiting:
+            nxt = self._waiting.pop(0)
+            if not nxt.answer.done():
+                nxt.answer.set_result(_LEAD)
+                return
+        self._leading = False
+
+    async def _lead(self, me: _Waiting) -> Job | None:
+        batch = [me]
+        while self._waiting and len(batch) < self._max_batch:
+            other = self._waiting.pop(0)
+            if not other.answer.done():
+                batch.append(other)
+        try:
+            async with self._db.transaction() as session:
+                done = await queue.mark_succeeded_many(session, self._worker_id, [w.success for w in batch])
+        except asyncio.CancelledError:
+            self._answer(batch[1:], lambda _: _ALONE)
+            raise
+        except Exception:  # noqa: BLE001 - each job then meets its own failure alone
+            if len(batch) == 1:
+                raise
+            log.info("success_batch_failed", worker=self._worker_id, jobs=len(batch))  # each job alone now
+            self._answer(batch[1:], lambda _: _ALONE)
+            return _ALONE
+        self._answer(batch[1:], lambda w: done.get(w.success.fence.job_id))
+        return done.get(me.success.fence.job_id)
+
+    @staticmethod
+    def _answer(waiting: list[_Waiting], answer: Any) -> None:
+        for w in waiting:
+            if not w.answer.done():
+                w.answer.set_result(answer(w))
 
 
 class _TimedOut(Exception):

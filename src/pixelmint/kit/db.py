@@ -119,6 +119,7 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=False,
+            pool_use_lifo=True,
             connect_args={"server_settings": {"application_name": "pixelmint"}},
         )
         return cls(url=url, engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False))

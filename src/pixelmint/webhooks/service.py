@@ -139,6 +139,43 @@ async def emit(session: AsyncSession, team_id: uuid.UUID, event_type: str, data:
     return int(result.scalar_one())
 
 
+# emit for several events: the message ids are drawn first (a volatile CTE is evaluated once), so
+# that each event's deliveries find their message.
+_EMIT_MANY = text(f"""
+WITH events AS MATERIALIZED (
+    SELECT e.*, gen_random_uuid() AS message_id
+      FROM unnest(CAST(:team_ids AS uuid[]), CAST(:event_types AS varchar[]), CAST(:payloads AS text[]))
+           WITH ORDINALITY AS e(team_id, event_type, payload, ord)
+), targets AS (
+    SELECT e.message_id, w.id AS endpoint_id, e.ord
+      FROM events e JOIN webhook_endpoints w ON w.team_id = e.team_id AND w.enabled
+       AND (cardinality(w.event_types) = 0 OR e.event_type = ANY(w.event_types))
+), message AS (
+    INSERT INTO webhook_messages (id, team_id, event_type, payload)
+    SELECT e.message_id, e.team_id, e.event_type, CAST(e.payload AS jsonb) FROM events e
+     WHERE e.message_id IN (SELECT message_id FROM targets) ORDER BY e.ord
+), deliveries AS (
+    INSERT INTO webhook_deliveries (message_id, endpoint_id)
+    SELECT message_id, endpoint_id FROM targets ORDER BY ord
+    RETURNING id
+)
+SELECT count(*) AS deliveries, CASE WHEN count(*) > 0 THEN pg_notify('{CHANNEL}', '') END AS woken FROM deliveries
+""")
+
+
+async def emit_many(session: AsyncSession, events: list[tuple[uuid.UUID, str, dict[str, Any]]]) -> int:
+    """``emit`` for several ``(team_id, event_type, data)`` events in one statement (what each
+    writes is what ``emit`` would write). Returns the number of deliveries queued."""
+    if not events:
+        return 0
+    assert all(event_type in EVENT_TYPES for _, event_type, _ in events), events
+    result = await session.execute(_EMIT_MANY, {
+        "team_ids": [team_id for team_id, _, _ in events], "event_types": [event_type for _, event_type, _ in events],
+        "payloads": [json.dumps(envelope(event_type, data), default=str) for _, event_type, data in events],
+    })
+    return int(result.scalar_one())
+
+
 _EMIT_TO_URL = text(f"""
 WITH secret AS (
     INSERT INTO webhook_signing_secrets (team_id, secret) VALUES (:team_id, :secret)
