@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from pixelmint.credits import coalesce, ledger
 from pixelmint.credits import service as credits
@@ -114,6 +115,21 @@ async def test_concurrent_charges_join_one_batch_in_arrival_order(db) -> None:  
     assert [r.id for r in rows] == answers[:9]  # arrival order = ledger order
     assert [r.description for r in rows] == [f"#{i}" for i in range(9)]
     assert not coalesce.in_flight(team_id)
+    await assert_invariants(db, team_id)
+
+
+async def test_a_charge_that_fails_the_batch_fails_alone(db) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL refuses the batch statement (one charge's metadata is not valid JSON for it): nothing
+    is written and each charge takes its own way, so only the bad one fails."""
+    team_id = await funded_team(db, allocation="0", bonus="100")
+    before = coalesce.stats.batches
+    answers = await asyncio.gather(*(
+        consume(db, team_id, Decimal("10"), metadata={"x": float("nan") if i == 2 else i}) for i in range(5)
+    ), return_exceptions=True)
+    assert coalesce.stats.batches == before + 1
+    assert [isinstance(a, int) for a in answers] == [True, True, False, True, True]
+    assert isinstance(answers[2], DBAPIError), answers[2]
+    assert sorted(r.metadata["x"] for r in await ledger_rows(db, team_id)) == [0, 1, 3, 4]
     await assert_invariants(db, team_id)
 
 

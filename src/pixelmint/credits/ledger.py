@@ -11,7 +11,9 @@ Every balance change is ONE SQL statement, of one shape::
     upd  UPDATE credit_balances SET column = d.column + d.delta …     (_APPLY, shared)
     led  INSERT INTO credit_transactions … the deltas and the balance as written, RETURNING *
 
-Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
+``CONSUME_BATCH`` is the one exception to one row per statement: several consumes of one team
+(``credits/coalesce.py``: the charges that arrived while another was in flight) in one statement,
+each with its own row, chained in arrival order. Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
 its own UPDATE and INSERT of the same kind.
 
 Why one text statement each, rather than SQLAlchemy Core constructs or the ORM (which grant,
