@@ -252,6 +252,66 @@ def reserve_ctes(gate: str, *, alone: bool = False) -> str:
     return _lock(f" AND ({gate})") + split + _APPLY + _HOLD
 
 
+def reserve_batch_ctes(source: str, admit: str) -> str:
+    """RESERVE for several holds on the team ``:team_id`` at once, as CTEs of a larger statement
+    that is its own transaction (``flows/generation.py``: the paid generations that queued while
+    one was in flight, ``kit/coalesce.py``). ``source``: the caller's CTE of requests, one row each
+    with ``ord`` (arrival order), ``amount`` (> 0), ``job_id``, ``reservation_id`` and ``user_id``
+    (its other columns are carried along); ``admit``: a further SQL condition on ``run`` (``n``:
+    the 1-based rank in ``source``) that only gets stricter along ``ord``. CTEs: ``run`` (the
+    running sum ``cum``), ``bal`` (the locked balance), ``d``: the admitted holds — the prefix the
+    balance covers without crossing the low-balance threshold, where ``admit`` holds — with their
+    deltas (allocation first) and the balance after each, ``total``, ``upd``, ``res`` (one
+    reservation each, no expiry) and ``led`` (one ``reserve`` row each, chained in arrival
+    order). ``:operation``: the holds' operation. Count each with :func:`count_reserved`."""
+    return f"""run AS (
+    SELECT s.*, sum(s.amount) OVER w AS cum, row_number() OVER w AS n
+      FROM {source} s WINDOW w AS (ORDER BY s.ord ROWS UNBOUNDED PRECEDING)
+), bal AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, allocation_period, low_balance_threshold,
+           allocation_credits + bonus_credits AS available
+      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+), split AS (
+    SELECT run.*, bal.team_id, bal.allocation_credits, bal.bonus_credits, bal.reserved_credits, bal.allocation_period,
+           -LEAST(GREATEST(bal.allocation_credits - (run.cum - run.amount), 0), run.amount) AS allocation_delta
+      FROM run, bal
+     WHERE run.cum <= bal.available
+       AND (bal.low_balance_threshold IS NULL OR bal.available < bal.low_balance_threshold
+            OR bal.available - run.cum >= bal.low_balance_threshold)
+       AND ({admit})
+), d AS (
+    SELECT split.*, -amount - allocation_delta AS bonus_delta,
+           allocation_credits + sum(allocation_delta) OVER w AS allocation_after,
+           bonus_credits + sum(-amount - allocation_delta) OVER w AS bonus_after,
+           reserved_credits + sum(amount) OVER w AS reserved_after
+      FROM split WINDOW w AS (ORDER BY ord ROWS UNBOUNDED PRECEDING)
+), total AS (
+    SELECT team_id, sum(allocation_delta) AS allocation_delta, sum(bonus_delta) AS bonus_delta,
+           sum(amount) AS reserved_delta
+      FROM d GROUP BY team_id
+), upd AS (
+    UPDATE credit_balances b
+       SET allocation_credits = bal.allocation_credits + total.allocation_delta,
+           bonus_credits = bal.bonus_credits + total.bonus_delta,
+           reserved_credits = bal.reserved_credits + total.reserved_delta, updated_at = now()
+      FROM bal, total WHERE b.team_id = bal.team_id
+    RETURNING b.team_id
+), res AS (
+    INSERT INTO credit_reservations (id, team_id, job_id, operation, amount, from_allocation, from_bonus,
+                                     allocation_period)
+    SELECT reservation_id, team_id, job_id, CAST(:operation AS text), amount, -allocation_delta, -bonus_delta,
+           allocation_period
+      FROM d
+), led AS (
+    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
+                                     allocation_after, bonus_after, reserved_after, operation, job_id,
+                                     reservation_id, user_id)
+    SELECT d.team_id, 'reserve', d.amount, d.allocation_delta, d.bonus_delta, d.amount, d.allocation_after,
+           d.bonus_after, d.reserved_after, CAST(:operation AS text), d.job_id, d.reservation_id, d.user_id
+      FROM d, upd ORDER BY d.ord
+)"""
+
+
 def count_reserved(session: AsyncSession | None, operation: str | None, amount: Decimal) -> None:
     """Count a reservation made by a statement built with :func:`reserve_ctes` (``kit/metrics.py``)
     when ``session`` commits; ``None``: it has committed."""
