@@ -9,6 +9,8 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from pixelmint.accounts.service import authenticate
@@ -18,6 +20,7 @@ from pixelmint.credits.pricing import current_pricing
 from pixelmint.flows import generation
 from pixelmint.jobs.schemas import GenerateRequest
 from tests.builders import assert_ledger_ok, generate_body, make_team
+from tests.credits.test_coalesce import amounts, consume
 from tests.credits.test_ledger_properties import assert_invariants
 
 
@@ -77,4 +80,31 @@ async def test_a_user_with_free_generations_is_left_out_of_the_batch(db, setting
     answers = await asyncio.gather(*(submit(db, settings, team.api_key, prompt=f"#{i}") for i in range(4)))
     assert sum(a.is_free for a in answers) == 2  # the 2 left, then paid
     await assert_invariants(db, team.team_id)
+    await assert_ledger_ok(db)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.lists(st.one_of(st.just("generate"), amounts), min_size=2, max_size=10),
+                       min_size=1, max_size=3))
+async def test_concurrent_generations_and_charges_keep_the_books(db, settings, rounds) -> None:  # type: ignore[no-untyped-def]
+    """Both coalescers on one balance at once (a batch of generations, a batch of consumes, and
+    what they leave out, interleaved by the row lock): every generation is a job with its hold or a
+    402, every charge a ledger row or a 402; balance == sum(ledger), rows chained, nothing negative."""
+    team = await make_team(db, plan="pro", credits="0")
+    async with db.transaction() as s:
+        await credits.grant(s, team_id=team.team_id, amount=Decimal("60"), bucket="allocation")
+        await credits.grant(s, team_id=team.team_id, amount=Decimal("40"), bucket="bonus")
+
+    async def one(op: object) -> object:
+        if op == "generate":
+            return await submit(db, settings, team.api_key)
+        assert isinstance(op, Decimal)
+        return await consume(db, team.team_id, op)
+
+    for ops in rounds:
+        answers = await asyncio.gather(*(one(op) for op in ops))
+        for op, answer in zip(ops, answers, strict=True):
+            if op == "generate":
+                assert isinstance(answer, InsufficientCredits) or answer.reservation_id is not None
+        await assert_invariants(db, team.team_id)
     await assert_ledger_ok(db)

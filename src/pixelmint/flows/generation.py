@@ -96,7 +96,9 @@ async def submit_generation(
 
     ``alone``: the caller writes nothing else with ``session`` (``POST /generate`` without an
     Idempotency-Key): when nothing ran in it yet either, the common case commits on its own in one
-    round trip, and the job returned is in no session.
+    round trip, and the job returned is in no session; a paid one that arrives while another of
+    the team is in flight in this process goes with the others that arrive meanwhile, in one
+    statement (``_SUBMIT_BATCH``, ``kit/coalesce.py``).
 
     A user's free generations are used first (cost 0, no reservation). Otherwise the estimate is
     reserved from the team's balance in the same transaction as the job insert. Raises
