@@ -161,6 +161,24 @@ async def ledger_state(url: str, target: Target) -> asyncpg.Record:
     return await fetch_row(url, LEDGER_SQL, target.team_id, target.app_id)
 
 
+async def last_ledger_id(url: str, target: Target) -> int:
+    return int((await fetch_row(url, "SELECT COALESCE(max(id), 0) AS id FROM credit_transactions WHERE team_id = $1",
+                                target.team_id))["id"])
+
+
+async def print_transactions(url: str, target: Target, after_id: int) -> None:
+    """The transactions that wrote the consume rows of the API run (warm-up and drain included):
+    rows written by one transaction share its ``xmin``. Fewer transactions than rows when charges
+    were batched (credits/coalesce.py: one statement, one commit, one WAL flush per batch)."""
+    row = await fetch_row(url, """SELECT count(*) AS rows, count(DISTINCT CAST(xmin AS text)) AS transactions
+                                    FROM credit_transactions WHERE team_id = $1 AND type = 'consume' AND id > $2""",
+                          target.team_id, after_id)
+    rows, transactions = int(row["rows"]), int(row["transactions"])
+    print(f"  commits per charge: {transactions / rows if rows else float('nan'):.3f} ({rows} consume "
+          f"rows written by {transactions} transactions; mean batch "
+          f"{rows / transactions if transactions else float('nan'):.1f})")
+
+
 async def check_books(url: str, target: Target, before: asyncpg.Record, api: Result, bare: Result,
                       naive: Result | None) -> bool:
     """The team's balance equals its ledger, check_ledger is happy, and the consume rows written
@@ -233,11 +251,13 @@ async def main(args: argparse.Namespace) -> int:
             print_bare(naive, ("postgres", "bench"), rest=True)
 
         await checkpoint(bench.url)
+        api_from = await last_ledger_id(bench.url, target)
         api = await bench.api_run(
             wrk, "/api/v1/credits/consume", 200, target.body, [target.service_key],
             cpu_keys=("server", "postgres", "bench"), rest=True,
             sampler=LOCK.sampler(bench.url, "pixelmint", args.sample_interval),
             profile=Path(args.py_spy) / "api-consume.txt" if args.py_spy else None, **load)
+        await print_transactions(bench.url, target, api_from)
         ratio = api_bare_ratio(api, bare, AIM)
         if naive is not None:
             print(f"  API/naive throughput: {api.rate / naive.rate if naive.rate else float('nan'):.2f}")

@@ -41,6 +41,7 @@ from harness import (
     check_rendering,
     checkpoint,
     connections,
+    fetch_row,
     load_loop,
     positional,
     print_bare,
@@ -171,6 +172,17 @@ async def create_keys(url: str, n: int) -> list[str]:
                 for i in range(n)]
 
 
+async def print_transactions(url: str, since: object) -> None:
+    """The transactions that wrote the jobs of the API run (warm-up and drain included): jobs
+    written by one transaction share its ``xmin``. Fewer transactions than jobs when submissions
+    were batched (flows/generation._SUBMIT_BATCH: one statement, one commit per batch)."""
+    row = await fetch_row(url, """SELECT count(*) AS jobs, count(DISTINCT CAST(xmin AS text)) AS transactions
+                                    FROM jobs WHERE created_at >= $1""", since)
+    jobs, transactions = int(row["jobs"]), int(row["transactions"])
+    print(f"  commits per job: {transactions / jobs if jobs else float('nan'):.3f} ({jobs} jobs written by "
+          f"{transactions} transactions; mean batch {jobs / transactions if transactions else float('nan'):.1f})")
+
+
 async def main(args: argparse.Namespace) -> int:
     check_rendering(*RENDERED)
     wrk = use_wrk(args.loadgen, args.py_spy)
@@ -204,8 +216,10 @@ async def main(args: argparse.Namespace) -> int:
                 continue
             print(f"\n{title}")
             await checkpoint(bench.url)
+            api_from = (await fetch_row(bench.url, "SELECT now() AS t"))["t"]
             api = await bench.api_run(wrk, "/api/v1/generate", 202, BODY, team_keys, cpu_keys=("server", "postgres"),
                                       profile=Path(args.py_spy) / f"api-{name}.txt" if args.py_spy else None, **load)
+            await print_transactions(bench.url, api_from)
             await checkpoint(bench.url)
             bare = await bare_run(bench.url, team_keys, meter=CpuMeter(None, bench.postmaster), **load)
             print_bare(bare, ("postgres", "bench"))

@@ -11,7 +11,9 @@ Every balance change is ONE SQL statement, of one shape::
     upd  UPDATE credit_balances SET column = d.column + d.delta …     (_APPLY, shared)
     led  INSERT INTO credit_transactions … the deltas and the balance as written, RETURNING *
 
-Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
+``CONSUME_BATCH`` is the one exception to one row per statement: several consumes of one team
+(``credits/coalesce.py``: the charges that arrived while another was in flight) in one statement,
+each with its own row, chained in arrival order. Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
 its own UPDATE and INSERT of the same kind.
 
 Why one text statement each, rather than SQLAlchemy Core constructs or the ORM (which grant,
@@ -250,6 +252,66 @@ def reserve_ctes(gate: str, *, alone: bool = False) -> str:
     return _lock(f" AND ({gate})") + split + _APPLY + _HOLD
 
 
+def reserve_batch_ctes(source: str, admit: str) -> str:
+    """RESERVE for several holds on the team ``:team_id`` at once, as CTEs of a larger statement
+    that is its own transaction (``flows/generation.py``: the paid generations that queued while
+    one was in flight, ``kit/coalesce.py``). ``source``: the caller's CTE of requests, one row each
+    with ``ord`` (arrival order), ``amount`` (> 0), ``job_id``, ``reservation_id`` and ``user_id``
+    (its other columns are carried along); ``admit``: a further SQL condition on ``run`` (``n``:
+    the 1-based rank in ``source``) that only gets stricter along ``ord``. CTEs: ``run`` (the
+    running sum ``cum``), ``bal`` (the locked balance), ``d``: the admitted holds — the prefix the
+    balance covers without crossing the low-balance threshold, where ``admit`` holds — with their
+    deltas (allocation first) and the balance after each, ``total``, ``upd``, ``res`` (one
+    reservation each, no expiry) and ``led`` (one ``reserve`` row each, chained in arrival
+    order). ``:operation``: the holds' operation. Count each with :func:`count_reserved`."""
+    return f"""run AS (
+    SELECT s.*, sum(s.amount) OVER w AS cum, row_number() OVER w AS n
+      FROM {source} s WINDOW w AS (ORDER BY s.ord ROWS UNBOUNDED PRECEDING)
+), bal AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, allocation_period, low_balance_threshold,
+           allocation_credits + bonus_credits AS available
+      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+), split AS (
+    SELECT run.*, bal.team_id, bal.allocation_credits, bal.bonus_credits, bal.reserved_credits, bal.allocation_period,
+           -LEAST(GREATEST(bal.allocation_credits - (run.cum - run.amount), 0), run.amount) AS allocation_delta
+      FROM run, bal
+     WHERE run.cum <= bal.available
+       AND (bal.low_balance_threshold IS NULL OR bal.available < bal.low_balance_threshold
+            OR bal.available - run.cum >= bal.low_balance_threshold)
+       AND ({admit})
+), d AS (
+    SELECT split.*, -amount - allocation_delta AS bonus_delta,
+           allocation_credits + sum(allocation_delta) OVER w AS allocation_after,
+           bonus_credits + sum(-amount - allocation_delta) OVER w AS bonus_after,
+           reserved_credits + sum(amount) OVER w AS reserved_after
+      FROM split WINDOW w AS (ORDER BY ord ROWS UNBOUNDED PRECEDING)
+), total AS (
+    SELECT team_id, sum(allocation_delta) AS allocation_delta, sum(bonus_delta) AS bonus_delta,
+           sum(amount) AS reserved_delta
+      FROM d GROUP BY team_id
+), upd AS (
+    UPDATE credit_balances b
+       SET allocation_credits = bal.allocation_credits + total.allocation_delta,
+           bonus_credits = bal.bonus_credits + total.bonus_delta,
+           reserved_credits = bal.reserved_credits + total.reserved_delta, updated_at = now()
+      FROM bal, total WHERE b.team_id = bal.team_id
+    RETURNING b.team_id
+), res AS (
+    INSERT INTO credit_reservations (id, team_id, job_id, operation, amount, from_allocation, from_bonus,
+                                     allocation_period)
+    SELECT reservation_id, team_id, job_id, CAST(:operation AS text), amount, -allocation_delta, -bonus_delta,
+           allocation_period
+      FROM d
+), led AS (
+    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
+                                     allocation_after, bonus_after, reserved_after, operation, job_id,
+                                     reservation_id, user_id)
+    SELECT d.team_id, 'reserve', d.amount, d.allocation_delta, d.bonus_delta, d.amount, d.allocation_after,
+           d.bonus_after, d.reserved_after, CAST(:operation AS text), d.job_id, d.reservation_id, d.user_id
+      FROM d, upd ORDER BY d.ord
+)"""
+
+
 def count_reserved(session: AsyncSession | None, operation: str | None, amount: Decimal) -> None:
     """Count a reservation made by a statement built with :func:`reserve_ctes` (``kit/metrics.py``)
     when ``session`` commits; ``None``: it has committed."""
@@ -341,6 +403,108 @@ async def consume_alone(session: AsyncSession, *, team_id: uuid.UUID, amount: De
         metrics.credits_consumed.labels(operation=fields.get("operation") or "none").inc(float(amount))
     return Spent(row["available"], transaction_id=row["transaction_id"], available_after=row["after"],
                  threshold=row["threshold"])
+
+
+# CONSUME_ALONE for several charges on one team at once (``credits/coalesce.py``): one statement,
+# its own transaction. ``req``: the charges in arrival order (``ord``) with their running sum;
+# ``d``: those admitted — the prefix the locked balance covers without crossing the team's
+# low-balance threshold (both conditions only get stricter along ``ord``: the amounts are > 0),
+# each with its signed deltas (allocation burns first) and, as running sums of them from the
+# locked values, the balance after it; ``upd`` writes the locked values plus all the deltas
+# (never clamped, as ``_APPLY``); ``led`` appends one ``consume`` row per admitted charge in
+# arrival order (ids ascend with ``ord``: the identity is drawn above the sorted SELECT), so the
+# k-th id is the k-th charge. One result row per charge, in order: ``available`` before the
+# batch (NULL: no balance), ``remaining`` after it, and the charge's ledger row and balance after
+# it when admitted.
+CONSUME_BATCH = text("""
+WITH bal AS (
+    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, low_balance_threshold,
+           allocation_credits + bonus_credits AS available
+      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
+), req AS (
+    SELECT r.*, sum(r.amount) OVER (ORDER BY r.ord ROWS UNBOUNDED PRECEDING) AS cum
+      FROM unnest(CAST(:amounts AS numeric[]), CAST(:operations AS text[]), CAST(:app_ids AS uuid[]),
+                  CAST(:user_ids AS uuid[]), CAST(:descriptions AS text[]), CAST(:metadata AS text[]))
+           WITH ORDINALITY AS r(amount, operation, app_id, user_id, description, metadata, ord)
+), split AS (
+    SELECT req.*, bal.team_id, bal.allocation_credits, bal.bonus_credits, bal.reserved_credits,
+           -LEAST(GREATEST(bal.allocation_credits - (req.cum - req.amount), 0), req.amount) AS allocation_delta
+      FROM req, bal
+     WHERE req.cum <= bal.available
+       AND (bal.low_balance_threshold IS NULL OR bal.available < bal.low_balance_threshold
+            OR bal.available - req.cum >= bal.low_balance_threshold)
+), d AS (
+    SELECT split.*, -amount - allocation_delta AS bonus_delta,
+           allocation_credits + sum(allocation_delta) OVER w AS allocation_after,
+           bonus_credits + sum(-amount - allocation_delta) OVER w AS bonus_after
+      FROM split WINDOW w AS (ORDER BY ord ROWS UNBOUNDED PRECEDING)
+), total AS (
+    SELECT team_id, sum(allocation_delta) AS allocation_delta, sum(bonus_delta) AS bonus_delta, sum(amount) AS spent
+      FROM d GROUP BY team_id
+), upd AS (
+    UPDATE credit_balances b
+       SET allocation_credits = bal.allocation_credits + total.allocation_delta,
+           bonus_credits = bal.bonus_credits + total.bonus_delta, updated_at = now()
+      FROM bal, total WHERE b.team_id = bal.team_id
+    RETURNING b.team_id
+), led AS (
+    INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
+                                     allocation_after, bonus_after, reserved_after, operation, app_id, user_id,
+                                     description, metadata)
+    SELECT d.team_id, 'consume', d.amount, d.allocation_delta, d.bonus_delta, 0, d.allocation_after, d.bonus_after,
+           d.reserved_credits, d.operation, d.app_id, d.user_id, left(d.description, 500), CAST(d.metadata AS jsonb)
+      FROM d, upd ORDER BY d.ord
+    RETURNING id, allocation_after + bonus_after AS after
+)
+SELECT bal.available, bal.available - COALESCE((SELECT spent FROM total), 0) AS remaining,
+       bal.low_balance_threshold AS threshold, l.id AS transaction_id, l.after
+  FROM req LEFT JOIN bal ON true
+  LEFT JOIN (SELECT id, after, row_number() OVER (ORDER BY id) AS ord FROM led) l ON l.ord = req.ord
+ ORDER BY req.ord
+""")
+_CONSUME_BATCH_SQL = CONSUME_BATCH.compile(dialect=asyncpg_dialect.dialect())
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One consume of a batch (``consume_batch``): ``amount`` credits (> 0) and its ledger row's
+    fields."""
+
+    amount: Decimal
+    operation: str | None = None
+    app_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+async def consume_batch(driver: Any, team_id: uuid.UUID, charges: list[Charge]) -> list[Spent] | None:
+    """``consume_alone`` for several charges on one team, in ONE statement that is its own
+    transaction (``CONSUME_BATCH``), on ``driver`` (an asyncpg connection outside a transaction),
+    committed when this returns. Admits the longest prefix of ``charges`` (arrival order) that the
+    balance covers without crossing the team's low-balance threshold: one ``consume`` row each,
+    chained in order. Returns one ``Spent`` per charge, in order: admitted (``transaction_id``,
+    ``available`` before and ``available_after`` it) or not (``transaction_id is None``,
+    ``available``: the balance after the admitted ones, nothing written for it); ``None`` when
+    the team has no balance."""
+    values = {
+        "team_id": team_id, "amounts": [c.amount for c in charges], "operations": [c.operation for c in charges],
+        "app_ids": [c.app_id for c in charges], "user_ids": [c.user_id for c in charges],
+        "descriptions": [c.description for c in charges],
+        "metadata": [json.dumps(c.metadata or {}) for c in charges],
+    }
+    rows = await driver.fetch(_CONSUME_BATCH_SQL.string, *(values[name] for name in _CONSUME_BATCH_SQL.positiontup or ()))
+    if not rows or rows[0]["available"] is None:
+        return None
+    spent: list[Spent] = []
+    for charge, row in zip(charges, rows, strict=True):
+        if row["transaction_id"] is None:
+            spent.append(Spent(row["remaining"], threshold=row["threshold"]))
+            continue
+        metrics.credits_consumed.labels(operation=charge.operation or "none").inc(float(charge.amount))
+        spent.append(Spent(row["after"] + charge.amount, transaction_id=row["transaction_id"],
+                           available_after=row["after"], threshold=row["threshold"]))
+    return spent
 
 
 @dataclass(frozen=True)

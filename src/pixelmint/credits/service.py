@@ -26,7 +26,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts.errors import TeamNotFound
-from pixelmint.credits import ledger
+from pixelmint.credits import coalesce, ledger
 from pixelmint.credits.errors import (
     AlreadyVoided,
     BucketWouldGoNegative,
@@ -151,19 +151,28 @@ async def consume(
 
     ``alone``: the session has run nothing yet and the caller writes nothing else with it (the
     credit API's consume without an Idempotency-Key): the charge is then its own transaction,
-    committed in one round trip (``ledger.consume_alone``), unless it is refused or crosses the
-    team's low-balance threshold, which go the usual way, in the session's transaction."""
+    committed in one round trip (``ledger.consume_alone``), or, while another charge of the team
+    is in flight in this process, one of a batch committed together (``credits/coalesce.py``:
+    admitted in arrival order while the balance lasts). A charge the balance does not cover at
+    its turn is refused (``InsufficientCredits``) unless ``fail_open``; one that would cross the
+    team's low-balance threshold (or ``fail_open``'s) goes the usual way, in the session's
+    transaction."""
     fields: dict[str, Any] = {
         "team_id": team_id, "amount": amount, "operation": operation, "app_id": app_id, "user_id": user_id,
         "description": description, "metadata": metadata,
     }
     if alone:
-        done = await ledger.consume_alone(session, **fields)
+        done = await coalesce.consume(session, team_id, ledger.Charge(
+            amount, operation=operation, app_id=app_id, user_id=user_id, description=description, metadata=metadata,
+        ))
         if done is None:
             raise _no_balance()
-        if done.transaction_id is not None:
-            assert done.available_after is not None
-            return Consumption(done.transaction_id, amount, done.available_after)
+        if isinstance(done, ledger.Spent):
+            if done.transaction_id is not None:
+                assert done.available_after is not None
+                return Consumption(done.transaction_id, amount, done.available_after)
+            if done.available < amount and not fail_open:  # refused at that point of the order
+                raise InsufficientCredits(required=amount, available=done.available, operation=operation)
     spent = await ledger.consume(session, **fields)
     if spent is None:
         raise _no_balance()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import Integer, Numeric, Table, TextClause, column, select, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pixelmint.accounts import service as accounts
 from pixelmint.accounts.service import Principal
@@ -44,6 +45,8 @@ from pixelmint.jobs.tasks import (
     store_generated,
     webhook_url,
 )
+from pixelmint.kit.coalesce import Coalescer
+from pixelmint.kit.db import database_unreachable
 from pixelmint.providers.base import GenerationRequest, LoraWeight
 from pixelmint.settings import Settings
 
@@ -93,7 +96,9 @@ async def submit_generation(
 
     ``alone``: the caller writes nothing else with ``session`` (``POST /generate`` without an
     Idempotency-Key): when nothing ran in it yet either, the common case commits on its own in one
-    round trip, and the job returned is in no session.
+    round trip, and the job returned is in no session; a paid one that arrives while another of
+    the team is in flight in this process goes with the others that arrive meanwhile, in one
+    statement (``_SUBMIT_BATCH``, ``kit/coalesce.py``).
 
     A user's free generations are used first (cost 0, no reservation). Otherwise the estimate is
     reserved from the team's balance in the same transaction as the job insert. Raises
@@ -181,6 +186,97 @@ SUBMIT_ALONE = _submit(alone=True)
 _SUBMIT_ALONE_SQL = SUBMIT_ALONE.compile(dialect=asyncpg_dialect.dialect())
 
 
+# The paid generations of one team that queued while one of its submissions was in flight in this
+# process (``kit/coalesce.py``), in ONE statement that is its own transaction: for each, in arrival
+# order, the queue-capacity check, the reservation and the enqueue of SUBMIT_ALONE, one reservation,
+# one ``reserve`` ledger row and one job each (credits/ledger.reserve_batch_ctes,
+# jobs/queue.enqueue_batch_ctes). A request whose user still has free generations is left out (its
+# own SUBMIT_ALONE takes one), as are those past the balance (without crossing the low-balance
+# threshold) or the queue cap: nothing written for them; they go their own way.
+_SUBMIT_BATCH = text(
+    "WITH " + queue.queued_jobs_cte("cap") + """,
+req AS (
+    SELECT r.*
+      FROM unnest(CAST(:job_ids AS uuid[]), CAST(:reservation_ids AS uuid[]), CAST(:user_ids AS uuid[]),
+                  CAST(:amounts AS numeric[]), CAST(:params AS text[]), CAST(:reference_model_ids AS text[]),
+                  CAST(:custom_model_ids AS uuid[]), CAST(:custom_model_versions AS int[]), CAST(:providers AS text[]))
+           WITH ORDINALITY AS r(job_id, reservation_id, user_id, amount, params, reference_model_id, custom_model_id,
+                                custom_model_version, provider, ord)
+), paid AS (
+    SELECT req.* FROM req
+     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = req.user_id AND u.free_generations_remaining > 0)
+),"""
+    + ledger.reserve_batch_ctes(
+        "paid", "CAST(:queue_limit AS int) <= 0 OR (SELECT queued FROM cap) + run.n <= CAST(:queue_limit AS int)")
+    + ",\n" + queue.enqueue_batch_ctes("d")
+    + "\nSELECT " + ", ".join(f"job.{c.name}" for c in _JOB_COLUMNS) + """,
+       d.allocation_after + d.bonus_after + d.amount AS available, bal.low_balance_threshold AS threshold
+  FROM req LEFT JOIN bal ON true LEFT JOIN job ON job.id = req.job_id LEFT JOIN d ON d.job_id = req.job_id
+ ORDER BY req.ord""")
+_SUBMIT_BATCH_SQL = _SUBMIT_BATCH.compile(dialect=asyncpg_dialect.dialect())
+
+
+@dataclass(frozen=True)
+class _Paid:
+    """One paid submission of a batch (``_SUBMIT_BATCH``'s arrays)."""
+
+    job_id: uuid.UUID
+    reservation_id: uuid.UUID
+    user_id: uuid.UUID | None
+    amount: Decimal
+    params: str
+    reference_model_id: str | None
+    custom_model_id: uuid.UUID | None
+    custom_model_version: int | None
+    provider: str
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """A submission's statement's answer: the job (``None``: nothing written), the free
+    generations left, the available credits before its reservation and the team's threshold;
+    ``batched``: it came from a batch."""
+
+    job: Job | None
+    free_left: int | None
+    available: Decimal | None
+    threshold: Decimal | None
+    batched: bool = False
+
+
+_NOT_SUBMITTED = _Submitted(None, None, None, None, batched=True)
+
+
+async def _submit_batch(driver: Any, key: tuple[uuid.UUID, int, int], items: list[_Paid]) -> list[_Submitted]:
+    """``_SUBMIT_BATCH`` for ``items`` (``key``: team, queue limit, max attempts), committed when
+    this returns. Refused whole by PostgreSQL: nothing written, each goes its own way."""
+    team_id, queue_limit, max_attempts = key
+    values: dict[str, Any] = {
+        "team_id": team_id, "queue_limit": queue_limit, "max_attempts": max_attempts, "job_type": "image_generation",
+        "priority": 0, "operation": "image_generation",
+        **{f"{name}s": [getattr(item, name) for item in items] for name in (
+            "job_id", "reservation_id", "user_id", "amount", "reference_model_id", "custom_model_id",
+            "custom_model_version", "provider")},
+        "params": [item.params for item in items],
+    }
+    try:
+        records = await driver.fetch(_SUBMIT_BATCH_SQL.string,
+                                     *(values[name] for name in _SUBMIT_BATCH_SQL.positiontup or ()))
+    except asyncpg.PostgresError as exc:
+        if database_unreachable(exc):
+            raise
+        return [_NOT_SUBMITTED] * len(items)
+    return [
+        _Submitted(Job(**{c.name: r[c.name] for c in _JOB_COLUMNS}), 0, r["available"], r["threshold"], batched=True)
+        if r["id"] is not None else _NOT_SUBMITTED
+        for r in records
+    ]
+
+
+_generations: Coalescer[tuple[uuid.UUID, int, int], _Paid, _Submitted] = Coalescer(_submit_batch)
+generation_stats = _generations.stats
+
+
 async def _submit_in_one_statement(
     session: AsyncSession, principal: Principal, *, cost: Decimal, params: dict[str, Any], model: ResolvedModel,
     settings: Settings, alone: bool,
@@ -188,7 +284,7 @@ async def _submit_in_one_statement(
     """(job, free generations left) when queued, else ``None`` with nothing written. ``alone``:
     the statement is its own transaction, through the driver (the job is then a transient object,
     in no session)."""
-    values = {
+    values: dict[str, Any] = {
         "queue_limit": settings.max_queued_jobs_per_team, "team_id": principal.team_id, "user_id": principal.user_id,
         "paid": principal.plan_max_concurrent_jobs > 0,
         # the reservation (credits/ledger.py's parameters)
@@ -201,15 +297,34 @@ async def _submit_in_one_statement(
         "max_attempts": settings.max_attempts,
     }
     job: Job | None
+    free_left: Any
+    available: Any
+    threshold: Any
     if alone:
-        connection = await session.connection()
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        record = await driver.fetchrow(_SUBMIT_ALONE_SQL.string,
-                                       *(values[name] for name in _SUBMIT_ALONE_SQL.positiontup or ()))
-        assert record is not None
-        job = Job(**{c.name: record[c.name] for c in _JOB_COLUMNS}) if record["id"] is not None else None
-        free_left, available, threshold = record["free_left"], record["available"], record["threshold"]
+        async def one() -> _Submitted:  # SUBMIT_ALONE on the caller's session
+            connection = await session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            record = await driver.fetchrow(_SUBMIT_ALONE_SQL.string,
+                                           *(values[name] for name in _SUBMIT_ALONE_SQL.positiontup or ()))
+            assert record is not None
+            return _Submitted(Job(**{c.name: record[c.name] for c in _JOB_COLUMNS}) if record["id"] is not None
+                              else None, record["free_left"], record["available"], record["threshold"])
+
+        if values["paid"]:  # paid generations of one team may go together (kit/coalesce.py)
+            engine = session.bind
+            assert isinstance(engine, AsyncEngine)
+            submitted = await _generations.submit(
+                (principal.team_id, settings.max_queued_jobs_per_team, settings.max_attempts),
+                _Paid(values["job_id"], values["reservation_id"], principal.user_id, cost, values["params"],
+                      model.reference_model_id, model.custom_model_id, model.custom_model_version, model.provider),
+                engine, one)
+            if submitted.job is None and submitted.batched:  # left out of a batch: its own statement
+                submitted = await one()
+        else:
+            submitted = await one()
+        job, free_left, available, threshold = (submitted.job, submitted.free_left, submitted.available,
+                                                submitted.threshold)
     else:
         row = (await session.execute(_SUBMIT_ROW.from_statement(_SUBMIT), values,
                                      execution_options={"populate_existing": True})).one()

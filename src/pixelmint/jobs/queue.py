@@ -142,6 +142,26 @@ def enqueue_ctes(gate: str, *, estimated_credits: str, reservation_id: str, is_f
 )"""
 
 
+def enqueue_batch_ctes(source: str) -> str:
+    """:func:`enqueue_ctes` for several paid jobs of the team ``:team_id`` at once (``flows/generation.py``,
+    a batch of generations): ``job`` inserts one job per row of the caller's CTE ``source`` (its
+    ``job_id``, ``user_id``, ``params`` as JSON text, ``reference_model_id``, ``custom_model_id``,
+    ``custom_model_version``, ``provider``, ``amount`` — the estimate — and ``reservation_id``),
+    in its ``ord`` order, and returns them; ``dispatch`` raises the team's ``has_ready`` if any.
+    ``:job_type``, ``:priority``, ``:max_attempts`` as in :func:`enqueue`."""
+    return f"""job AS (
+    INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
+                      custom_model_version, provider, estimated_credits, reservation_id, is_free, max_attempts)
+    SELECT s.job_id, CAST(:team_id AS uuid), s.user_id, :job_type, :priority, CAST(s.params AS jsonb),
+           s.reference_model_id, s.custom_model_id, s.custom_model_version, s.provider, s.amount, s.reservation_id,
+           false, :max_attempts
+      FROM {source} s ORDER BY s.ord
+    RETURNING *
+), dispatch AS (
+    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id AND EXISTS (SELECT 1 FROM job)
+)"""
+
+
 def count_submitted(session: AsyncSession | None, job: Job) -> None:
     """Count a job queued by a statement built with :func:`enqueue_ctes` (``kit/metrics.py``) when
     ``session`` commits; ``None``: it has committed."""
