@@ -81,7 +81,8 @@ async def main(args: argparse.Namespace) -> int:
             sampler = RssSampler({"API server": bench.proc.pid, "worker": worker.pid}, args.interval)
             sampler.start()
             await api_load(wrk, bench.base_url, "/api/v1/generate", 202, BODY, keys, workdir=bench.workdir,
-                           cpu_keys=("server", "postgres"), meter=CpuMeter(bench.proc.pid, bench.postmaster, workers=[worker.pid]),
+                           cpu_keys=("server", "workers", "postgres"),
+                           meter=CpuMeter(bench.proc.pid, bench.postmaster, workers=[worker.pid]),
                            clients=args.concurrency, seconds=int(args.minutes * 60), warmup=0)
             await sampler.stop()
         finally:
