@@ -2,18 +2,13 @@
 """100x the seed's scale: the hot paths on a database with 1,000,000 teams and 10,000,000 finished
 jobs against the same measurements on a nearly empty one, both seeded by this script in SQL.
 
-Run (full scale: about an hour of seeding on 2 cores and ~40 GB of disk; 1/100 scale: a minute)::
+Run: ``.venv/bin/python benchmarks/bench_scale.py --teams 10000`` (1/100 scale, minutes; without
+``--teams``: 1,000,000, most of an hour of seeding on 2 cores, ~30 GB; ``DATABASE_URL`` as usual).
 
-    .venv/bin/python benchmarks/bench_scale.py --teams 10000          # 1/100 scale
-    .venv/bin/python benchmarks/bench_scale.py                        # 1,000,000 teams
-    DATABASE_URL=postgresql://user:pw@host/db .venv/bin/python benchmarks/bench_scale.py --teams 10000
-
-Both databases (``empty``, ``scaled``) hold the same fixtures: 32 enterprise teams to generate
-with, one team with ``--history-jobs`` finished jobs (its ledger paged deep), one with
-``--expired`` expired images, and ``--queued`` queued jobs over ``--queued-teams`` teams; ``scaled``
-adds ``--teams`` teams with ``--jobs-per-team`` finished jobs each (a reservation, a reserve and a
-capture ledger row, an attempt and an image each). Measured on each: generate, claim, history
-pages, retention; the ratios, the plans and the ledger check. How: ``benchmarks/README.md``.
+Both databases hold the same fixtures (teams to generate with, a team with a deep ledger, expired
+images, queued jobs); ``scaled`` adds ``--teams`` teams with ``--jobs-per-team`` finished jobs each.
+Measured on each: generate, deep history pages, claims, retention, the ledger check and the hot
+statements' plans; printed as ratios. What and how: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -31,81 +26,53 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
+import harness
 from bench_generate import BODY, MODEL_ID
-from harness import (
-    BenchPostgres,
-    CpuMeter,
-    admin_execute,
-    api_load,
-    checkpoint,
-    connections,
-    drop_database,
-    explain,
-    find_postmaster,
-    free_port,
-    load_loop,
-    plan_key_lines,
-    recorded_calls,
-    run_main,
-    session,
-    start_server,
-    stop_server,
-    use_wrk,
-    warn_if_machine_busy,
-)
 from pixelmint.accounts import service as accounts
 from pixelmint.bootstrap import prepare_database
 from pixelmint.credits import history, ledger
-from pixelmint.credits.service import check_ledger
 from pixelmint.flows.retention import cleanup_expired
 from pixelmint.jobs import queue
 from pixelmint.jobs import service as jobs_service
 from pixelmint.kit.db import Database, asyncpg_connect_kwargs, with_database
 from pixelmint.storage import service as images
 from pixelmint.storage.backend import LocalStorage
+from queue_harness import FINISH_SQL, claim_rate
 
 PARAMS = ('{"prompt": "p", "negativePrompt": null, "width": 512, "height": 512, "quality": "standard", '
           '"numImages": 1, "seed": 1, "modelKey": "business-headshot"}')
 COST = Decimal("4.80")
 SEED_SQL = Path(__file__).with_suffix(".sql")  # pg_temp.seed(tag, teams, plan, jobs, queued, expired)
-CLAIM = "SELECT id, attempt FROM pixelmint_claim_jobs($1, $2, $3)"
-# The worker's completion, reduced to the queue rows (the queued jobs hold no credits).
-FINISH = """
-WITH j AS (UPDATE jobs SET state = 'succeeded', finished_at = now(), progress = 100, locked_by = NULL,
-                           lease_expires_at = NULL
-            WHERE id = $1 AND locked_by = $2 AND attempt = $3 AND state = 'running' RETURNING id, attempt)
-UPDATE job_attempts a SET finished_at = now(), outcome = 'succeeded' FROM j WHERE a.job_id = j.id AND a.attempt = j.attempt
-"""
+# Put the retention fixture's swept images and expired jobs back for the next round's sweep.
+RESET_RETENTION = """UPDATE images SET deleted_at = NULL WHERE team_id = (SELECT id FROM teams WHERE name = 'ret1');
+UPDATE jobs SET state = 'succeeded' WHERE team_id = (SELECT id FROM teams WHERE name = 'ret1') AND state = 'expired'"""
+CLAIM_STATS = """SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_time), 0) FROM pg_stat_user_functions
+                 WHERE funcname = 'pixelmint_claim_jobs'"""
 CLAIM_TEAMS = re.compile(r"SELECT array_agg\(s\.team_id\) INTO v_teams FROM \((.*?)\) s;", re.S)
 
 
-async def seed(conn: asyncpg.Connection, tag: str, teams: int, plan: str, *, jobs: int = 0, queued: int = 0,
-               expired: bool = False) -> None:
-    print(f"  {tag}: {teams:,} {plan} teams, {teams * jobs:,} finished jobs, {teams * queued:,} queued", flush=True)
-    await conn.execute("SELECT pg_temp.seed($1, $2, $3, $4, $5, $6)", tag, teams, plan, jobs, queued, expired)
-
-
 async def build(admin_url: str, name: str, args: argparse.Namespace, scaled: bool) -> str:
-    await admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    await harness.admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     url = with_database(admin_url, name)
     await prepare_database(url)
     print(f"{name}:", flush=True)
     conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
     try:
         conn.add_log_listener(lambda _conn, message: print(message.message, flush=True))  # seed's steps
-        await conn.execute(SEED_SQL.read_text() + "SET synchronous_commit = off; SET maintenance_work_mem = '1GB';")
+        await conn.execute(SEED_SQL.read_text() + "SET synchronous_commit = off; SET maintenance_work_mem = '1GB';"
+                           f"ALTER DATABASE \"{name}\" SET track_functions = 'pl';")  # ms per claim call
         try:  # no FK trigger per row (superuser only): the rows are consistent by construction
             await conn.execute("SET session_replication_role = replica")
         except asyncpg.PostgresError:
             print("  (not a superuser: FK checks run per row, seeding is slower)")
-        await seed(conn, "gen", 32, "enterprise")
-        await seed(conn, "hist", 1, "enterprise", jobs=args.history_jobs)
-        await seed(conn, "ret", 1, "enterprise", jobs=args.expired, expired=True)
-        await seed(conn, "q", args.queued_teams, "enterprise", queued=args.queued // args.queued_teams)
-        if scaled:
-            await seed(conn, "bulk", args.teams, "pro", jobs=args.jobs_per_team)
+        parts = [("gen", 32, "enterprise", 0, 0, False), ("hist", 1, "enterprise", args.history_jobs, 0, False),
+                 ("ret", 1, "enterprise", args.expired, 0, True),
+                 ("q", args.queued_teams, "enterprise", 0, args.queued // args.queued_teams, False),
+                 *([("bulk", args.teams, "pro", args.jobs_per_team, 0, False)] if scaled else [])]
+        for tag, teams, plan, jobs, queued, expired in parts:
+            print(f"  {tag}: {teams:,} {plan} teams, {teams * jobs:,} finished jobs, {teams * queued:,} queued")
+            await conn.execute("SELECT pg_temp.seed($1, $2, $3, $4, $5, $6)", tag, teams, plan, jobs, queued, expired)
         t0 = time.monotonic()
         await conn.execute("VACUUM (ANALYZE)")
         size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
@@ -113,44 +80,6 @@ async def build(admin_url: str, name: str, args: argparse.Namespace, scaled: boo
     finally:
         await conn.close()
     return url
-
-
-async def walk(base_url: str, path: str, limit: int, key: str) -> list[float]:
-    """Follow ``nextCursor`` from the first page to the last; the seconds of each page."""
-    seconds: list[float] = []
-    cursor = None
-    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-        while True:
-            t0 = time.perf_counter()
-            response = await client.get(path, params={"limit": limit, **({"cursor": cursor} if cursor else {})})
-            seconds.append(time.perf_counter() - t0)
-            response.raise_for_status()
-            if not (cursor := response.json()["nextCursor"]):
-                return seconds
-
-
-def deep_ms(seconds: list[float]) -> float:
-    """Median ms of the deepest quarter of the pages."""
-    return statistics.median(seconds[len(seconds) * 3 // 4:]) * 1000
-
-
-async def measure_claims(url: str, args: argparse.Namespace, postmaster: int | None) -> float:
-    """Jobs/s claimed by ``--claim-connections`` asyncpg connections, each claiming
-    ``--claim-demand`` jobs a call and completing them (bench_drain's bare loop)."""
-    claimed = 0
-    async with connections(url, args.claim_connections) as conns:
-        async def attempt(i: int) -> None:
-            nonlocal claimed
-            jobs = await conns[i].fetch(CLAIM, f"scale{i}", args.claim_demand, 30.0)
-            for job in jobs:
-                await conns[i].execute(FINISH, job["id"], f"scale{i}", job["attempt"])
-            if window[0] <= time.monotonic() < window[1]:
-                claimed += len(jobs)
-
-        window = (time.monotonic() + args.warmup, time.monotonic() + args.warmup + args.seconds)
-        await load_loop(attempt, clients=args.claim_connections, seconds=args.seconds, warmup=args.warmup,
-                        meter=CpuMeter(None, postmaster))
-    return claimed / args.seconds
 
 
 async def plans(url: str) -> list[tuple[str, list[str]]]:
@@ -189,49 +118,56 @@ async def plans(url: str) -> list[tuple[str, list[str]]]:
         await queue.expire_jobs(s, [r.job_id for r in rows])
 
     async def claim(s: Any) -> None:
-        await queue.claim(s, worker_id="explain", demand=4, lease_seconds=30)
+        job = (await queue.claim(s, worker_id="explain", demand=4, lease_seconds=30))[0]
+        finish.append((FINISH_SQL, (job.id, "explain", job.attempt)))  # the claim loop's completion
 
-    statements = await recorded_calls(url, generate, deep_history, claim, retention)
+    finish: list[tuple[str, tuple[object, ...]]] = []
+    statements = await harness.recorded_calls(url, generate, deep_history, claim, retention)
+    statements[-2:-2] = finish  # after the claim, before retention
     if match := CLAIM_TEAMS.search(claim_fn):  # the claim function's first statement: which teams
         statements.append((match.group(1).replace("p_demand", "4"), ()))
-    return [(" ".join(sql.split())[:100], plan) for (sql, _), plan in zip(statements, await explain(url, statements),
-                                                                           strict=True)]
+    found = await harness.explain(url, statements)
+    return [(" ".join(sql.split())[:100], plan) for (sql, _), plan in zip(statements, found, strict=True)]
 
 
-async def measure(url: str, args: argparse.Namespace, workdir: Path, wrk: bool) -> dict[str, float]:
-    """Generate and the two histories through a ``pixelmint serve``, then claims, then retention."""
-    out: dict[str, float] = {}
-    postmaster = await find_postmaster(url)
-    port = free_port()
-    proc = start_server(url, workdir, port, 1, {"PIXELMINT_RATE_LIMIT_GENERATE": "",
-                                                "PIXELMINT_RATE_LIMIT_GENERATE_TEAM": ""})
+async def measure(url: str, args: argparse.Namespace, workdir: Path, wrk: bool, first: bool) -> dict[str, Any]:
+    """Generate and the two histories through a ``pixelmint serve``, the ledger check, claims, the
+    plans (first round), retention (later rounds first put the swept images back)."""
+    out: dict[str, Any] = {}
+    postmaster = await harness.find_postmaster(url)
+    port = harness.free_port()
+    no_limits = {"PIXELMINT_RATE_LIMIT_GENERATE": "", "PIXELMINT_RATE_LIMIT_GENERATE_TEAM": ""}
+    proc = harness.start_server(url, workdir, port, 1, no_limits)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        await checkpoint(url)
-        api = await api_load(wrk, base_url, "/api/v1/generate", 202, BODY, [f"genkey{n}" for n in range(1, 33)],
-                             workdir=workdir, cpu_keys=("server", "postgres"), meter=CpuMeter(proc.pid, postmaster),
-                             clients=args.concurrency, seconds=args.seconds, warmup=args.warmup)
+        await harness.checkpoint(url)
+        keys = [f"genkey{n}" for n in range(1, 33)]
+        api = await harness.api_load(wrk, base_url, "/api/v1/generate", 202, BODY, keys, workdir=workdir,
+                                     cpu_keys=("server", "postgres"), meter=harness.CpuMeter(proc.pid, postmaster),
+                                     clients=args.concurrency, seconds=args.seconds, warmup=args.warmup)
         out.update({"generate req/s": api.rate, "generate p50 ms": api.p50_ms, "generate p99 ms": api.p99_ms})
         for name, path, limit in (("credits", "/api/v1/credits/history", 50), ("generations", "/api/v1/generate/history", 20)):
-            await walk(base_url, path, limit, "histkey1")  # warm
-            pages = await walk(base_url, path, limit, "histkey1")
-            out[f"{name} history deep page ms"] = deep_ms(pages)
+            await harness.walk_pages(base_url, path, "histkey1", limit=limit)  # warm
+            pages = await harness.walk_pages(base_url, path, "histkey1", limit=limit)
+            deep = out[f"{name} history deep page ms"] = statistics.median(pages[len(pages) * 3 // 4:]) * 1000
             print(f"  {name} history: {len(pages)} pages of {limit}, median {statistics.median(pages) * 1000:.2f} ms, "
-                  f"deepest quarter {deep_ms(pages):.2f} ms")
+                  f"deepest quarter {deep:.2f} ms")
     finally:
-        stop_server(proc)
-    if args.check_ledger:  # the seeded books and generate's holds (the claim loop below settles none)
-        t0 = time.monotonic()
-        async with session(url) as s:
-            problems = await check_ledger(s)
-        print(f"  ledger check ({time.monotonic() - t0:.0f} s): " + (
-            "ok, every balance equals the sum of its ledger" if not problems else
-            f"{len(problems)} PROBLEMS: " + "; ".join(f"{p.kind} {p.detail}" for p in problems[:3])))
-    await checkpoint(url)
-    out["claim jobs/s"] = await measure_claims(url, args, postmaster)
+        harness.stop_server(proc)
+    if args.check_ledger and first:  # the seeded books and generate's holds (the claim loop settles none)
+        print("  " + await harness.ledger_check(url))
+    await harness.checkpoint(url)
+    before = await harness.fetch_row(url, CLAIM_STATS)
+    out["claim jobs/s"] = await claim_rate(url, args.claim_connections, args.claim_demand, seconds=args.seconds,
+                                           warmup=args.warmup, postmaster=postmaster)
+    after = await harness.fetch_row(url, CLAIM_STATS)
     print(f"  claims: {out['claim jobs/s']:,.0f} jobs/s ({args.claim_connections} connections x demand "
-          f"{args.claim_demand}, each job completed)")
-    out["plans"] = await plans(url)  # type: ignore[assignment]
+          f"{args.claim_demand}, each job completed; {(after[1] - before[1]) / max(1, after[0] - before[0]):.2f} ms "
+          "in PostgreSQL per claim call)")
+    if first:
+        out["plans"] = await plans(url)
+    else:
+        await harness.admin_execute(url, RESET_RETENTION)
     db = Database.connect(url, pool_size=2)
     root = Path(tempfile.mkdtemp(prefix="/tmp/pmscale-ret"))
     try:
@@ -247,62 +183,67 @@ async def measure(url: str, args: argparse.Namespace, workdir: Path, wrk: bool) 
 
 
 async def main(args: argparse.Namespace) -> int:
-    wrk = use_wrk(args.loadgen, None)
-    pg = await BenchPostgres.open("/tmp/pmscale")
+    wrk = harness.use_wrk(args.loadgen, None)
+    pg = await harness.BenchPostgres.open("/tmp/pmscale")
     workdir = Path(tempfile.mkdtemp(prefix="/tmp/pmscalew"))
     names = {kind: f"pmscale_{kind}_{uuid.uuid4().hex[:6]}" for kind in ("empty", "scaled")}
     try:
         pg.tune(shared_buffers=args.shared_buffers, max_wal_size="8GB", checkpoint_timeout="30min")
         await pg.describe("shared_buffers")
         urls = {kind: await build(pg.url, name, args, kind == "scaled") for kind, name in names.items()}
-        await warn_if_machine_busy()
-        results = {}
-        for kind, url in urls.items():
-            print(f"\n{kind} ({names[kind]}):", flush=True)
-            results[kind] = await measure(url, args, workdir, wrk)
-        plan_text = [f"== {kind}: {sql}\n" + "\n".join(plan) for kind in urls for sql, plan in results[kind]["plans"]]
+        await harness.warn_if_machine_busy()
+        runs: dict[str, list[dict[str, Any]]] = {"empty": [], "scaled": []}
+        for round_no in range(args.rounds):  # empty first, then scaled first, …
+            for kind in (["empty", "scaled"] if round_no % 2 == 0 else ["scaled", "empty"]):
+                print(f"\nround {round_no + 1}, {kind} ({names[kind]}):", flush=True)
+                runs[kind].append(await measure(urls[kind], args, workdir, wrk, first=round_no == 0))
+        plan_text = [f"== {kind}: {sql}\n" + "\n".join(plan) for kind in urls for sql, plan in runs[kind][0]["plans"]]
         Path(args.plans).write_text("\n\n".join(plan_text) + "\n")
         print(f"\nplans on scaled, key lines (all of both databases in {args.plans}):")
-        for sql, plan in results["scaled"]["plans"]:
-            print(f"  {sql}\n" + "\n".join(f"      {line}" for line in plan_key_lines(plan)))
-        print(f"\nsummary ({args.teams:,} teams x {args.jobs_per_team} finished jobs vs empty; "
-              f"flat = 1.00, aim >= 0.80)\n{'':<30}{'empty':>10}{'scaled':>10}{'flat':>8}")
-        flat = []
-        for metric, empty in results["empty"].items():
-            if metric == "plans":
-                continue
-            scaled = results["scaled"][metric]
-            flat.append(empty / scaled if " ms" in metric else scaled / empty)
-            print(f"{metric:<30}{empty:>10.2f}{scaled:>10.2f}{flat[-1]:>8.2f}{'' if flat[-1] >= 0.8 else '  BELOW'}")
+        for sql, plan in runs["scaled"][0]["plans"]:
+            print(f"  {sql}\n" + "\n".join(f"      {line}" for line in harness.plan_key_lines(plan)))
+        print(f"\nsummary, best of {args.rounds} round(s) ({args.teams:,} teams x {args.jobs_per_team} finished jobs "
+              f"vs empty; flat = 1.00, aim >= 0.80)\n{'':<34}{'empty':>10}{'scaled':>10}{'flat':>8}")
+        for metric in (m for m in runs["empty"][0] if m != "plans"):
+            best = min if " ms" in metric else max
+            empty, scaled = (best(run[metric] for run in runs[kind]) for kind in ("empty", "scaled"))
+            flat = empty / scaled if " ms" in metric else scaled / empty
+            print(f"{metric:<34}{empty:>10.2f}{scaled:>10.2f}{flat:>8.2f}{'' if flat >= 0.8 else '  BELOW'}")
         return 0
     finally:
         for name in names.values():
-            await drop_database(pg.url, name)
+            await harness.drop_database(pg.url, name)
         await pg.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+OPTIONS = (  # flag, default, help
+    ("--teams", 1_000_000, "teams of the scaled database"),
+    ("--jobs-per-team", 10, "finished jobs per scaled team"),
+    ("--queued", 100_000, "queued jobs in both databases"),
+    ("--queued-teams", 10_000, "teams holding the queued jobs"),
+    ("--history-jobs", 10_000, "finished jobs of the team whose histories are paged (x2 + 1 ledger rows)"),
+    ("--expired", 20_000, "expired images the retention sweep deletes"),
+    ("--rounds", 2, "rounds of measurements, alternating which database goes first; the best counts"),
+    ("--seconds", 10, "measured seconds of generate and of claims"),
+    ("--warmup", 2, "warm-up seconds before each"),
+    ("--concurrency", 32, "generate clients (client i: team i)"),
+    ("--claim-connections", 8, "connections of the claim loop"),
+    ("--claim-demand", 4, "jobs asked per claim call"),
+    ("--shared-buffers", "1GB", "the embedded server's shared_buffers"),
+    ("--plans", "/tmp/pmscale-plans.txt", "where the plans of both databases go"),
+)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teams", type=int, default=1_000_000, help="teams of the scaled database (default 1,000,000)")
-    parser.add_argument("--jobs-per-team", type=int, default=10, help="finished jobs per scaled team (default 10)")
-    parser.add_argument("--queued", type=int, default=100_000, help="queued jobs in both databases (default 100,000)")
-    parser.add_argument("--queued-teams", type=int, default=10_000, help="teams holding them (default 10,000)")
-    parser.add_argument("--history-jobs", type=int, default=10_000, help="finished jobs of the team whose histories "
-                        "are paged (default 10,000: 20,001 ledger rows)")
-    parser.add_argument("--expired", type=int, default=20_000, help="expired images retention sweeps (default 20,000)")
-    parser.add_argument("--seconds", type=int, default=10, help="measured seconds of generate and of claims")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=32, help="generate clients (client i: team i)")
-    parser.add_argument("--claim-connections", type=int, default=8)
-    parser.add_argument("--claim-demand", type=int, default=4, help="jobs asked per claim call (default 4)")
+    for flag, default, text in OPTIONS:
+        parser.add_argument(flag, type=type(default), default=default, help=f"{text} (default {default})")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto")
-    parser.add_argument("--shared-buffers", default="1GB", help="embedded server's shared_buffers (default 1GB)")
-    parser.add_argument("--plans", default="/tmp/pmscale-plans.txt", help="where the full plans go")
     parser.add_argument("--no-check-ledger", dest="check_ledger", action="store_false",
                         help="skip credits.service.check_ledger (after generate)")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    run_main(main, parse_args())
+    harness.run_main(main, parse_args())

@@ -1254,6 +1254,33 @@ def plan_key_lines(plan: list[str]) -> list[str]:
     return [cut[0].strip()] + [line.rstrip() for line in cut[1:] if any(k in line for k in keep)]
 
 
+async def walk_pages(base_url: str, path: str, key: str, **params: object) -> list[float]:
+    """GET ``path`` with ``params`` as ``Bearer key``, following ``nextCursor`` from the first page
+    to the last; the seconds of each page, in order."""
+    seconds: list[float] = []
+    cursor = None
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        while True:
+            t0 = time.perf_counter()
+            response = await client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+            seconds.append(time.perf_counter() - t0)
+            response.raise_for_status()
+            if not (cursor := response.json()["nextCursor"]):
+                return seconds
+
+
+async def ledger_check(url: str) -> str:
+    """``credits.service.check_ledger`` (what ``pixelmint admin check-ledger`` runs), as one line."""
+    from pixelmint.credits.service import check_ledger
+
+    t0 = time.monotonic()
+    async with session(url) as s:
+        problems = await check_ledger(s)
+    return f"ledger check ({time.monotonic() - t0:.0f} s): " + (
+        "ok, every balance equals the sum of its ledger" if not problems else
+        f"{len(problems)} PROBLEMS: " + "; ".join(f"{p.kind} team {p.team_id}: {p.detail}" for p in problems[:3]))
+
+
 def rss_kb(pid: int) -> int | None:
     """``VmRSS`` of ``pid`` from ``/proc/<pid>/status`` (kB), ``None`` once it is gone."""
     try:
