@@ -262,6 +262,17 @@ class BenchPostgres:
         pgexec("pg_ctl", ("-w", "-D", str(self.server.pgdata), "-l", str(self.server.log), action, *extra),
                bin_path=self.server.bin_path, user=self.server.system_user, timeout=60)
 
+    def tune(self, **settings: str) -> bool:
+        """On the embedded server only: ``ALTER SYSTEM SET name = 'value'`` for each setting, then a
+        restart (for ``shared_buffers`` and the like); whether it was done."""
+        if self.server is None:
+            return False
+        for name, value in settings.items():  # one statement each: not in a transaction block
+            self.server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
+        self._pg_ctl(None, "restart")
+        self.restarted = True
+        return True
+
     async def describe(self, *more: str) -> dict[str, str]:
         """Print ``PostgreSQL <version> (<where>; fsync=…, synchronous_commit=…[, <more>=…])``;
         returns the settings read."""
@@ -1200,6 +1211,133 @@ def summarize_profile(*paths: Path, top: int = 15) -> str:
     lines.append("  hottest leaf frames:")
     lines += [f"    {v / total:5.1%}  {k}" for k, v in by_leaf.most_common(top)]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plans and resident memory (bench_scale.py, bench_memory.py)
+
+
+async def recorded_calls(url: str, *calls: Callable[[Any], Awaitable[Any]]) -> list[tuple[str, tuple[object, ...]]]:
+    """The statements (and parameters) ``calls`` send, each ``call(session)`` in turn on one
+    SQLAlchemy ``AsyncSession``, all rolled back at the end."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    db = Database.connect(url, pool_size=1)
+    try:
+        async with db.engine.connect() as conn:
+            s = AsyncSession(bind=conn)
+            with recording(db.engine) as sent:
+                for call in calls:
+                    await call(s)
+            await conn.rollback()
+    finally:
+        await db.dispose()
+    return sent
+
+
+async def explain(url: str, statements: list[tuple[str, tuple[object, ...]]]) -> list[list[str]]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of each ``(sql, args)`` in turn, in one transaction rolled back
+    at the end (so a statement sees what the ones before it wrote); the plans' lines."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            return [[r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
+                    for sql, args in statements]
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+
+
+def plan_key_lines(plan: list[str]) -> list[str]:
+    """The lines of a plan that say how it reads: scans, index conditions, sorts, buffers of the
+    top node, execution time."""
+    keep = ("Scan", "Index Cond", "Sort", "Execution Time", "Limit", "Join", "Nested Loop", "Recheck")
+    cut = [line if len(line) <= 160 else line[:157] + "..." for line in plan]  # long ANY('{…}') arrays
+    return [cut[0].strip()] + [line.rstrip() for line in cut[1:] if any(k in line for k in keep)]
+
+
+async def walk_pages(base_url: str, path: str, key: str, **params: object) -> list[float]:
+    """GET ``path`` with ``params`` as ``Bearer key``, following ``nextCursor`` from the first page
+    to the last; the seconds of each page, in order."""
+    seconds: list[float] = []
+    cursor = None
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        while True:
+            t0 = time.perf_counter()
+            response = await client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+            seconds.append(time.perf_counter() - t0)
+            response.raise_for_status()
+            if not (cursor := response.json()["nextCursor"]):
+                return seconds
+
+
+async def ledger_check(url: str) -> str:
+    """``credits.service.check_ledger`` (what ``pixelmint admin check-ledger`` runs), as one line."""
+    from pixelmint.credits.service import check_ledger
+
+    t0 = time.monotonic()
+    async with session(url) as s:
+        problems = await check_ledger(s)
+    return f"ledger check ({time.monotonic() - t0:.0f} s): " + (
+        "ok, every balance equals the sum of its ledger" if not problems else
+        f"{len(problems)} PROBLEMS: " + "; ".join(f"{p.kind} team {p.team_id}: {p.detail}" for p in problems[:3]))
+
+
+def rss_kb(pid: int) -> int | None:
+    """``VmRSS`` of ``pid`` from ``/proc/<pid>/status`` (kB), ``None`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples the resident memory (``VmRSS``) of ``pids`` (name → pid) every ``interval`` seconds
+    between :meth:`start` and :meth:`stop`; :meth:`report` gives start, peak, end and the slope of
+    the second half per process."""
+
+    def __init__(self, pids: dict[str, int], interval: float) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}  # (s, MB)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        t0 = time.monotonic()
+        while True:
+            for name, pid in self.pids.items():
+                kb = rss_kb(pid)
+                if kb is not None:
+                    self.samples[name].append((time.monotonic() - t0, kb / 1024))
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def report(self, name: str) -> tuple[float, float, float, float]:
+        """(start, peak, end) in MB and the least-squares slope of the second half in MB/minute."""
+        series = self.samples[name]
+        if not series:
+            return (float("nan"),) * 4
+        half = [(t / 60, mb) for t, mb in series if t >= series[-1][0] / 2]
+        n = len(half)
+        mean_t, mean_m = sum(t for t, _ in half) / n, sum(m for _, m in half) / n
+        var = sum((t - mean_t) ** 2 for t, _ in half)
+        slope = sum((t - mean_t) * (m - mean_m) for t, m in half) / var if var else float("nan")
+        return series[0][1], max(mb for _, mb in series), series[-1][1], slope
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from harness import (
     copy_database,
     cpu_per_job,
     drop_database,
+    load_loop,
     session,
     settle,
     start_profile,
@@ -451,6 +452,37 @@ async def bare_run(setup: Setup, label: str, tag: str, connection_count: int, sl
     run.report.append("  " + cpu_per_job(run.cpu, ("bench", "postgres"), run.jobs))
     await drop_database(setup.admin_url, name)
     return run
+
+
+# ------------------------------------------------------------------------------------------------
+# Claim throughput over a window (bench_scale.py)
+
+CLAIM_SQL = "SELECT id, attempt FROM pixelmint_claim_jobs($1, $2, $3)"
+# A worker's completion of a job that holds no credits, reduced to the queue rows, in one statement.
+FINISH_SQL = """WITH j AS (UPDATE jobs SET state = 'succeeded', finished_at = now(), progress = 100, locked_by = NULL,
+    lease_expires_at = NULL WHERE id = $1 AND locked_by = $2 AND attempt = $3 AND state = 'running' RETURNING id, attempt)
+UPDATE job_attempts a SET finished_at = now(), outcome = 'succeeded' FROM j WHERE a.job_id = j.id AND a.attempt = j.attempt"""
+
+
+async def claim_rate(url: str, connection_count: int, demand: int, *, seconds: float, warmup: float,
+                     postmaster: int | None) -> float:
+    """Jobs/s claimed over ``seconds`` (after ``warmup``) by ``connection_count`` asyncpg
+    connections, each calling ``pixelmint_claim_jobs`` for ``demand`` jobs and completing each
+    (``FINISH_SQL``) in a loop, from whatever is queued (the jobs must hold no credits)."""
+    claimed = 0
+    async with connections(url, connection_count) as conns:
+        async def attempt(i: int) -> None:
+            nonlocal claimed
+            jobs = await conns[i].fetch(CLAIM_SQL, f"claimer{i}", demand, 30.0)
+            for job in jobs:
+                await conns[i].execute(FINISH_SQL, job["id"], f"claimer{i}", job["attempt"])
+            if window[0] <= time.monotonic() < window[1]:
+                claimed += len(jobs)
+
+        window = (time.monotonic() + warmup, time.monotonic() + warmup + seconds)
+        await load_loop(attempt, clients=connection_count, seconds=seconds, warmup=warmup,
+                        meter=CpuMeter(None, postmaster))
+    return claimed / seconds
 
 
 if __name__ == "__main__":  # one worker process of worker_run
