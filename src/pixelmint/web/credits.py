@@ -10,7 +10,6 @@ Everyone in the team sees the page; owners and admins pay (``ManagerDep``).
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Form, Request
@@ -26,7 +25,7 @@ from pixelmint.kit.http import DatabaseDep, SessionDep, SettingsDep, base_url
 from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
 from pixelmint.web.auth import CurrentUserDep, ManagerDep, WebPrincipalDep
 from pixelmint.web.forms import CheckoutForm, WebForm
-from pixelmint.web.home import CHART_DAYS, OPERATION_LABELS, usage_chart
+from pixelmint.web.home import usage_context
 from pixelmint.web.paging import Filters, day_range, with_query
 from pixelmint.web.routing import web_router
 from pixelmint.web.templating import render
@@ -64,14 +63,12 @@ async def credits_page(
     page = rows[:PAGE_SIZE]
     next_link = with_query(request, cursor=encode_cursor(page[-1].id)) if len(rows) > PAGE_SIZE else None
     balance = await credits.get_balance(session, user.team_id)
-    usage = await history.usage_by_day(session, user.team_id, days=CHART_DAYS)
     team = await accounts.get_team(session, user.team_id)
     query = {k: v for k, v in {"type": type, "since": since, "until": until}.items() if v}
     return render(request, "credits.html", {
         "balance": balance, "available": balance.allocation_credits + balance.bonus_credits,
         "plan": await accounts.get_plan(session, user.principal.plan_code), "plans": await accounts.list_plans(session),
-        "prices": settings.plan_prices, "team": team, "usage": usage, "chart": usage_chart(usage),
-        "usage_total": sum((u.credits for u in usage), Decimal(0)), "operation_labels": OPERATION_LABELS,
+        "prices": settings.plan_prices, "team": team, **await usage_context(session, user.team_id),
         "rows": page, "types": LEDGER_TYPES, "type_labels": TYPE_LABELS, "filters": {"type": type, "since": since,
                                                                                         "until": until},
         "errors": filters.errors, "next_link": next_link, "first_link": with_query(request, cursor=None) if cursor else None,

@@ -4,11 +4,13 @@ renewal, credits spent per day (30 days, by operation) and the recent jobs."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.accounts import service as accounts
 from pixelmint.credits import service as credits
@@ -52,16 +54,21 @@ def usage_chart(usage: list[DailyUsage], days: int = CHART_DAYS) -> dict[str, An
     }
 
 
+async def usage_context(session: AsyncSession, team_id: uuid.UUID) -> dict[str, Any]:
+    """What ``_usage.html``'s ``usage_section`` shows: credits used per day over CHART_DAYS days."""
+    usage = await usage_by_day(session, team_id, days=CHART_DAYS)
+    return {"usage": usage, "usage_total": sum((u.credits for u in usage), Decimal(0)), "chart": usage_chart(usage),
+            "operation_labels": OPERATION_LABELS}
+
+
 @router.get("")
 async def home(request: Request, session: SessionDep, user: CurrentUserDep) -> Response:
     balance = await credits.get_balance(session, user.team_id)
     person = await accounts.get_user(session, user.user_id)
     plan = await accounts.get_plan(session, user.principal.plan_code)
     recent = await jobs.list_jobs(session, user.principal, limit=10)
-    usage = await usage_by_day(session, user.team_id, days=CHART_DAYS)
     return render(request, "home.html", {
         "balance": balance, "available": balance.allocation_credits + balance.bonus_credits,
-        "free_left": person.free_generations_remaining, "plan": plan, "jobs": recent, "usage": usage,
-        "usage_total": sum((u.credits for u in usage), Decimal(0)), "chart": usage_chart(usage),
-        "labels": OPERATION_LABELS,
+        "free_left": person.free_generations_remaining, "plan": plan, "jobs": recent,
+        **await usage_context(session, user.team_id),
     })
