@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from fastapi import APIRouter, status
 from fastapi.responses import Response
 
@@ -24,7 +22,7 @@ from pixelmint.jobs.errors import (
     ModelRequired,
     PromptTooLong,
 )
-from pixelmint.jobs.events import watch_job
+from pixelmint.jobs.events import wait_for_job
 from pixelmint.jobs.presenters import present_job
 from pixelmint.jobs.queue import FINISHED_STATES, QueueFull
 from pixelmint.jobs.schemas import GenerateRequest, JobEnvelope
@@ -67,11 +65,7 @@ async def generate(
     events.announce_jobs_available()
     if not body.wait_for_result:
         return queued
-    async with contextlib.aclosing(
-        watch_job(db, events, job.id, timeout=settings.wait_for_result_timeout_seconds)
-    ) as updates:
-        async for latest in updates:
-            job = latest or job
+    job = await wait_for_job(db, events, job, timeout=settings.wait_for_result_timeout_seconds)
     code = status.HTTP_200_OK if job.state in FINISHED_STATES else status.HTTP_202_ACCEPTED
     envelope = JobEnvelope(job=await present_job(session, job, urls), free_generations_remaining=free_left)
     return _json(envelope, code)

@@ -187,3 +187,13 @@ async def watch_job(
                 await asyncio.wait_for(changed.wait(), wait)
         finally:
             events.unwatch(job_id, changed)
+
+
+async def wait_for_job(db: Database, events: JobEvents, job: Job, *, timeout: float) -> Job:
+    """The job once it has finished, or as it is when ``timeout`` seconds have passed (``job``
+    itself if it has gone): ``watch_job`` to its end. Used by ``waitForResult`` and the compatible
+    APIs' waits."""
+    async with contextlib.aclosing(watch_job(db, events, job.id, timeout=timeout)) as updates:
+        async for latest in updates:
+            job = latest or job
+    return job

@@ -11,6 +11,7 @@ Everyone in the team sees the page; owners and admins pay (``ManagerDep``).
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -72,7 +73,7 @@ async def credits_page(
         "rows": page, "types": LEDGER_TYPES, "type_labels": TYPE_LABELS, "filters": {"type": type, "since": since,
                                                                                         "until": until},
         "errors": filters.errors, "next_link": next_link, "first_link": with_query(request, cursor=None) if cursor else None,
-        "csv_link": "/app/credits/history.csv" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""),
+        "csv_link": "/app/credits/history.csv" + (f"?{urlencode(query)}" if query else ""),
         "stripe": checkout.enabled(settings), "offers": checkout.offers(settings),
         "checkout": request.query_params.get("checkout"),
     }, block="ledger")

@@ -57,9 +57,8 @@ QUEUE_SIZE = 8
 # connections to a host over HTTP/1.1; the others show a refresh link).
 LIVE_LIMIT = 3
 # Progress is not announced by NOTIFY (only state changes are): a live stream re-reads its job this
-# often (seconds) to show it. A stream ends after STREAM_SECONDS; the browser reconnects.
+# often (seconds) to show it. A stream ends after PIXELMINT_EVENT_STREAM_MAX_SECONDS; the browser reconnects.
 PROGRESS_SECONDS = 1.0
-STREAM_SECONDS = 600.0
 
 # (value, label): multiples of 8 within the default 64..2048 limits.
 RESOLUTIONS = (
@@ -155,9 +154,9 @@ async def queue_jobs(session: AsyncSession, user: CurrentUserDep, urls: UrlSigne
 async def _page(
     request: Request, session: AsyncSession, settings: Settings, urls: UrlSigner, user: CurrentUserDep,
     form: GenerateForm, *, errors: dict[str, str] | None = None, error: str | None = None,
-    submitted: uuid.UUID | None = None, status_code: int = 200,
+    submitted: uuid.UUID | None = None, status_code: int = 200, choices: list[ModelChoice] | None = None,
 ) -> Response:
-    choices = await model_choices(session, user)
+    choices = choices if choices is not None else await model_choices(session, user)
     if not form.model:
         form = form.model_copy(update={"model": choices[0].value if choices else ""})
     queue = await queue_jobs(session, user, urls)
@@ -193,7 +192,7 @@ async def generate_page(
         negative_prompt=negative_prompt, seed=seed, resolution=resolution,
         quality="hd" if quality == "hd" else "standard", num_images=num_images,
     )
-    return await _page(request, session, settings, urls, user, form)
+    return await _page(request, session, settings, urls, user, form, choices=choices)
 
 
 @router.get("/estimate")
@@ -284,7 +283,7 @@ def job_card(job: JobOut, csrf_token: str) -> str:
 @router.get("/jobs/{job_id}/events")
 async def job_events(
     request: Request, job_id: uuid.UUID, session: SessionDep, db: DatabaseDep, events: JobEventsDep,
-    urls: UrlSignerDep, user: CurrentUserDep,
+    urls: UrlSignerDep, user: CurrentUserDep, settings: SettingsDep,
 ) -> EventSourceResponse:
     """Server-sent events for one of the team's jobs (htmx-ext-sse): ``event: job`` with the card's
     HTML on each change of state or progress, then ``event: done``. Like
@@ -299,7 +298,7 @@ async def job_events(
     async def stream() -> AsyncIterator[dict[str, Any]]:
         last = None
         async with contextlib.aclosing(
-            watch_job(db, events, job_id, timeout=STREAM_SECONDS, recheck=PROGRESS_SECONDS)
+            watch_job(db, events, job_id, timeout=settings.event_stream_max_seconds, recheck=PROGRESS_SECONDS)
         ) as updates:
             async for job in updates:
                 if job is None:

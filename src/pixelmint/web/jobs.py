@@ -20,7 +20,6 @@ from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.tables import JOB_STATES, JOB_TYPES
 from pixelmint.kit.http import SessionDep, SettingsDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
-from pixelmint.providers.registry import provider_label
 from pixelmint.storage.deps import UrlSignerDep
 from pixelmint.web.auth import CurrentUserDep
 from pixelmint.web.paging import Filters, with_query
@@ -70,7 +69,7 @@ async def jobs_page(
     return render(request, "jobs.html", {
         "jobs": page, "states": JOB_STATES, "types": JOB_TYPES, "labels": TYPE_LABELS, "errors": filters.errors,
         "filters": {"status": status, "type": type}, "next_link": next_link,
-        "first_link": with_query(request, cursor=None) if cursor else None, "provider_label": provider_label,
+        "first_link": with_query(request, cursor=None) if cursor else None,
     }, block="list")
 
 

@@ -23,18 +23,12 @@ from pixelmint.kit.http import RateLimiterDep, SessionDep, SettingsDep
 from pixelmint.kit.ratelimit import RateLimited
 from pixelmint.web.auth import COOKIE, MaybeUserDep, clear_session_cookie, set_session_cookie
 from pixelmint.web.forms import InviteForm, LoginForm, PasswordForm, SignupForm
+from pixelmint.web.paging import safe_back
 from pixelmint.web.routing import web_router
 from pixelmint.web.templating import render
 
 router = web_router()
 
-
-
-def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a path on this site only (never ``//host`` or a URL)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/app"
 
 
 def client_address(request: Request) -> str:
@@ -76,8 +70,8 @@ async def landing(request: Request, session: SessionDep, settings: SettingsDep, 
 @router.get("/login")
 async def login_page(request: Request, settings: SettingsDep, user: MaybeUserDep, next: str = "/app") -> Response:
     if user is not None:
-        return RedirectResponse(safe_next(next), status_code=303)
-    return render(request, "login.html", {"next": safe_next(next), "email": "", "error": None,
+        return RedirectResponse(safe_back(next, "/app"), status_code=303)
+    return render(request, "login.html", {"next": safe_back(next, "/app"), "email": "", "error": None,
                                           "signup_enabled": settings.signup_enabled})
 
 
@@ -88,7 +82,7 @@ async def login(
 ) -> Response:
     """Sign in. A wrong password and an unknown email get the same answer (401, same message)."""
     email, password, next = form.email, form.password, form.next
-    context = {"next": safe_next(next), "email": email, "signup_enabled": settings.signup_enabled}
+    context = {"next": safe_back(next, "/app"), "email": email, "signup_enabled": settings.signup_enabled}
     try:
         await limiter.hit("login", team=email.strip().lower() or None, key=client_address(request))
         user = await people.check_credentials(session, email, password)
@@ -97,7 +91,7 @@ async def login(
                       headers=exc.headers)
     except InvalidCredentials as exc:
         return render(request, "login.html", {**context, "error": exc.message}, status_code=401)
-    return await signed_in_response(request, session, settings, user.id, safe_next(next))
+    return await signed_in_response(request, session, settings, user.id, safe_back(next, "/app"))
 
 
 @router.post("/logout")

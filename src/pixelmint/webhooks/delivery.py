@@ -312,8 +312,15 @@ class Deliverer:
         finally:
             self._wake.set()  # a slot is free
 
-    async def _wait(self) -> None:
+    async def _wait(self, *, saturated: bool) -> None:
+        """Until a NOTIFY, a finished delivery (both set ``_wake``), the next due delivery or the
+        poll interval. ``saturated`` (every slot busy): what is due cannot be claimed before a slot
+        frees, so only ``_wake`` or the poll interval end the wait."""
         poll = self.settings.webhook_poll_interval_seconds
+        if saturated:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+            return
         try:
             async with self.db.transaction() as session:
                 due_in = await session.scalar(_NEXT_DUE)
@@ -345,7 +352,7 @@ class Deliverer:
                         task.add_done_callback(self._in_flight.discard)
                     if claimed and len(claimed) == free:
                         continue  # there may be more due right now
-                    await self._wait()
+                    await self._wait(saturated=free <= 0)
             finally:
                 if self._in_flight:
                     await asyncio.gather(*self._in_flight, return_exceptions=True)

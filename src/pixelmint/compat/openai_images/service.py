@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import uuid
 
@@ -41,7 +40,7 @@ from pixelmint.compat.openai_images.schemas import (
 from pixelmint.custom_models import service as custom_models
 from pixelmint.jobs import service as jobs
 from pixelmint.jobs.errors import InvalidResolution, JobFinished
-from pixelmint.jobs.events import JobEvents, watch_job
+from pixelmint.jobs.events import JobEvents, wait_for_job
 from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.schemas import GenerateRequest
 from pixelmint.jobs.tables import Job
@@ -180,9 +179,7 @@ async def wait_for_images(
     its reservation released; a running one by its worker; a remote one at its provider, best
     effort), so that the caller, who gets no images, pays nothing. A job that finished meanwhile
     is returned as it is."""
-    async with contextlib.aclosing(watch_job(db, events, job.id, timeout=timeout)) as updates:
-        async for latest in updates:
-            job = latest or job
+    job = await wait_for_job(db, events, job, timeout=timeout)
     if job.state not in FINISHED_STATES:
         job = await _cancel(db, providers, principal, job)
         if job.state not in ("succeeded", "failed"):  # canceled, or its worker is canceling it
@@ -203,11 +200,7 @@ async def _cancel(db: Database, providers: Providers, principal: Principal, job:
     except JobFinished:
         async with db.transaction() as session:
             return await session.get(Job, job.id, populate_existing=True) or job
-    if job.state == "canceled" and job.provider_handle and (remote := providers.remote(job.provider)):
-        try:  # it was waiting for its provider's callback: tell the provider, best effort
-            await remote.cancel(job.provider_handle)
-        except Exception as exc:
-            log.warning("provider_cancel_failed", job_id=str(job.id), provider=job.provider, error=str(exc))
+    await jobs.cancel_at_provider(job, providers)
     return job
 
 

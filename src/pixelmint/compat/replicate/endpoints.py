@@ -13,7 +13,6 @@ the native error shape. The SDK never retries a POST (``replicate/client.py`` ``
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from typing import Annotated
@@ -41,7 +40,7 @@ from pixelmint.credits.pricing import current_pricing
 from pixelmint.jobs import service as jobs
 from pixelmint.jobs.deps import JobEventsDep, ProvidersDep
 from pixelmint.jobs.errors import JobFinished
-from pixelmint.jobs.events import watch_job
+from pixelmint.jobs.events import wait_for_job
 from pixelmint.jobs.queue import FINISHED_STATES
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.errors import NotFound
@@ -130,9 +129,7 @@ async def _answer_created(
     events.announce_jobs_available()
     wait = wait_seconds(prefer, settings.wait_for_result_timeout_seconds)
     if wait is not None:
-        async with contextlib.aclosing(watch_job(db, events, job.id, timeout=wait)) as updates:
-            async for latest in updates:
-                job = latest or job
+        job = await wait_for_job(db, events, job, timeout=wait)
     prediction = await service.present_prediction(session, job, urls)
     if wait is not None and job.state not in FINISHED_STATES:
         prediction.status = "starting"
