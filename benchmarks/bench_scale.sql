@@ -7,7 +7,8 @@
 --     long ago and the rest are unexpired;
 --   * `queued` queued jobs each (no credits held, as bench_drain's), has_ready raised.
 -- It raises a NOTICE with the seconds of each step. Ids are md5 of (tag, kind, team, job): random
--- like the service's uuid4 keys, and the same in every run.
+-- like the service's uuid4 keys of teams, users and keys, and the same in every run; jobs,
+-- reservations and images get UUIDv7 ids from their creation time, as the service's (kit/ids.py).
 
 CREATE FUNCTION pg_temp.sid(tag text, k text, n int, j int DEFAULT 0) RETURNS uuid IMMUTABLE LANGUAGE sql
   AS $$ SELECT md5(tag || k || n || '.' || j)::uuid $$;
@@ -15,6 +16,17 @@ CREATE FUNCTION pg_temp.sid(tag text, k text, n int, j int DEFAULT 0) RETURNS uu
 -- Job j of a team of `jobs` finished j hours before the last; teams 1 ms apart.
 CREATE FUNCTION pg_temp.at(jobs int, j int, n int) RETURNS timestamptz STABLE LANGUAGE sql
   AS $$ SELECT now() - make_interval(hours => jobs - j + 2, secs => n / 1000.0) $$;
+
+-- `id` made a UUIDv7 of time `at` (RFC 9562 §5.7): its first 48 bits the Unix milliseconds, then
+-- version 7 (bits 52-55 = 0111, numbered from the right within each byte) and variant 10.
+CREATE FUNCTION pg_temp.v7(id uuid, at timestamptz) RETURNS uuid IMMUTABLE LANGUAGE sql
+  AS $$ SELECT encode(set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(
+           overlay(uuid_send(id) PLACING substring(int8send(floor(extract(epoch FROM at) * 1000)::bigint) FROM 3)
+                   FROM 1 FOR 6), 52, 1), 53, 1), 54, 1), 55, 0), 70, 0), 71, 1), 'hex')::uuid $$;
+
+-- The id of kind k ('j' job, 'r' reservation, 'i' image) of job j of team n: time-ordered.
+CREATE FUNCTION pg_temp.tid(tag text, k text, n int, j int, jobs int) RETURNS uuid STABLE LANGUAGE sql
+  AS $$ SELECT pg_temp.v7(pg_temp.sid(tag, k, n, j), pg_temp.at(jobs, j, n)) $$;
 
 CREATE FUNCTION pg_temp.step(INOUT t timestamptz, what text) LANGUAGE plpgsql AS $$
 BEGIN
@@ -53,20 +65,20 @@ BEGIN
   IF jobs > 0 THEN
     INSERT INTO credit_reservations (id, team_id, job_id, operation, amount, from_allocation, from_bonus, status,
                                      captured_amount, created_at, settled_at, allocation_period)
-    SELECT pg_temp.sid(tag, 'r', n, j), pg_temp.sid(tag, 't', n), pg_temp.sid(tag, 'j', n, j), 'image_generation',
+    SELECT pg_temp.tid(tag, 'r', n, j, jobs), pg_temp.sid(tag, 't', n), pg_temp.tid(tag, 'j', n, j, jobs), 'image_generation',
            cost, cost, 0, 'captured', cost, pg_temp.at(jobs, j, n), pg_temp.at(jobs, j, n) + interval '5 s', 0
       FROM generate_series(1, teams) n, generate_series(1, jobs) j;
     t := pg_temp.step(t, 'reservations');
     INSERT INTO jobs (id, team_id, user_id, type, state, params, reference_model_id, provider, estimated_credits,
                       charged_credits, reservation_id, attempt, progress, run_at, created_at, started_at, finished_at)
-    SELECT pg_temp.sid(tag, 'j', n, j), pg_temp.sid(tag, 't', n), pg_temp.sid(tag, 'u', n), 'image_generation',
-           'succeeded', params, 'business-headshot', 'procedural', cost, cost, pg_temp.sid(tag, 'r', n, j), 1, 100,
+    SELECT pg_temp.tid(tag, 'j', n, j, jobs), pg_temp.sid(tag, 't', n), pg_temp.sid(tag, 'u', n), 'image_generation',
+           'succeeded', params, 'business-headshot', 'procedural', cost, cost, pg_temp.tid(tag, 'r', n, j, jobs), 1, 100,
            pg_temp.at(jobs, j, n), pg_temp.at(jobs, j, n), pg_temp.at(jobs, j, n) + interval '1 s',
            pg_temp.at(jobs, j, n) + interval '5 s'
       FROM generate_series(1, teams) n, generate_series(1, jobs) j;
     t := pg_temp.step(t, 'jobs');
     INSERT INTO job_attempts (job_id, team_id, attempt, worker_id, started_at, finished_at, outcome)
-    SELECT pg_temp.sid(tag, 'j', n, j), pg_temp.sid(tag, 't', n), 1, 'seed', pg_temp.at(jobs, j, n) + interval '1 s',
+    SELECT pg_temp.tid(tag, 'j', n, j, jobs), pg_temp.sid(tag, 't', n), 1, 'seed', pg_temp.at(jobs, j, n) + interval '1 s',
            pg_temp.at(jobs, j, n) + interval '5 s', 'succeeded'
       FROM generate_series(1, teams) n, generate_series(1, jobs) j;
     t := pg_temp.step(t, 'attempts');
@@ -75,15 +87,15 @@ BEGIN
                                      description, created_at)
     SELECT pg_temp.sid(tag, 't', n), k.type, cost, CASE k.type WHEN 'reserve' THEN -cost ELSE 0 END,
            CASE k.type WHEN 'reserve' THEN cost ELSE -cost END, grant_ - j * cost, 0,
-           CASE k.type WHEN 'reserve' THEN cost ELSE 0 END, 'image_generation', pg_temp.sid(tag, 'j', n, j),
-           pg_temp.sid(tag, 'r', n, j), pg_temp.sid(tag, 'u', n), CASE k.type WHEN 'capture' THEN 'job succeeded' END,
+           CASE k.type WHEN 'reserve' THEN cost ELSE 0 END, 'image_generation', pg_temp.tid(tag, 'j', n, j, jobs),
+           pg_temp.tid(tag, 'r', n, j, jobs), pg_temp.sid(tag, 'u', n), CASE k.type WHEN 'capture' THEN 'job succeeded' END,
            pg_temp.at(jobs, j, n) + CASE k.type WHEN 'capture' THEN interval '5 s' ELSE interval '0 s' END
       FROM generate_series(1, teams) n, generate_series(1, jobs) j, (VALUES ('reserve'), ('capture')) k(type);
     t := pg_temp.step(t, 'ledger');
     INSERT INTO images (id, team_id, job_id, user_id, storage_key, width, height, size_bytes, seed, created_at,
                         expires_at, deleted_at)
-    SELECT pg_temp.sid(tag, 'i', n, j), pg_temp.sid(tag, 't', n), pg_temp.sid(tag, 'j', n, j), pg_temp.sid(tag, 'u', n),
-           'generated/' || pg_temp.sid(tag, 't', n) || '/' || pg_temp.sid(tag, 'i', n, j) || '.png', 512, 512, 300000,
+    SELECT pg_temp.tid(tag, 'i', n, j, jobs), pg_temp.sid(tag, 't', n), pg_temp.tid(tag, 'j', n, j, jobs), pg_temp.sid(tag, 'u', n),
+           'generated/' || pg_temp.sid(tag, 't', n) || '/' || pg_temp.tid(tag, 'i', n, j, jobs) || '.png', 512, 512, 300000,
            j, pg_temp.at(jobs, j, n) + interval '5 s',
            CASE WHEN expired THEN now() - interval '1 day'
                 WHEN j % 2 = 0 THEN pg_temp.at(jobs, j, n) + interval '30 days'
@@ -93,9 +105,9 @@ BEGIN
     t := pg_temp.step(t, 'images');
   END IF;
   IF queued > 0 THEN
-    INSERT INTO jobs (team_id, user_id, type, params, reference_model_id, provider, estimated_credits, created_at)
-    SELECT pg_temp.sid(tag, 't', n), pg_temp.sid(tag, 'u', n), 'image_generation', params, 'business-headshot',
-           'procedural', 0, clock_timestamp()
+    INSERT INTO jobs (id, team_id, user_id, type, params, reference_model_id, provider, estimated_credits, created_at)
+    SELECT pg_temp.v7(pg_temp.sid(tag, 'q', n, q), clock_timestamp()), pg_temp.sid(tag, 't', n),
+           pg_temp.sid(tag, 'u', n), 'image_generation', params, 'business-headshot', 'procedural', 0, clock_timestamp()
       FROM generate_series(1, teams) n, generate_series(1, queued) q;
     t := pg_temp.step(t, 'queued jobs');
   END IF;

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from tests.builders import assert_ledger_ok, auth, generate_body, make_team
 
@@ -28,6 +29,11 @@ async def test_generate_waits_and_returns_a_real_png_at_the_requested_size(api_w
     assert job["status"] == "succeeded"
     assert job["estimatedCredits"] == job["chargedCredits"] == 9.6  # 5 × 1.0 × 1.0 × 0.8 × 1.2 × 2
     assert [i["seed"] for i in job["images"]] == [7, 8]
+    # time-ordered ids (kit/ids.py) for the rows that grow with use: job, reservation, images
+    async with db.sessionmaker() as s:
+        reservation_id = await s.scalar(text("SELECT reservation_id FROM jobs WHERE id = :id"), {"id": job["id"]})
+    ids = [uuid.UUID(job["id"]), reservation_id, *(uuid.UUID(i["id"]) for i in job["images"])]
+    assert [i.version for i in ids] == [7, 7, 7, 7]
     image = await fetch_png(api_with_worker, job["images"][0]["url"])
     assert image.size == (640, 384)
     recipe = json.loads(image.text["pixelmint"])

@@ -40,6 +40,7 @@ from pixelmint.credits.errors import (
 )
 from pixelmint.credits.tables import CreditBalance, CreditTransaction
 from pixelmint.kit.errors import Conflict, NotFound
+from pixelmint.kit.ids import new_id
 from pixelmint.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
@@ -81,7 +82,7 @@ async def reserve(
     (``PIXELMINT_CREDIT_ENFORCEMENT=fail_open``) a shortfall is first granted as recorded, logged
     bonus credits (``cover_shortfall``).
     """
-    reservation_id = uuid.uuid4()
+    reservation_id = new_id()
     fields: dict[str, Any] = {
         "team_id": team_id, "amount": amount, "reservation_id": reservation_id, "expires_at": expires_at,
         "operation": operation, "job_id": job_id, "app_id": app_id, "user_id": user_id, "description": description,

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pixelmint.kit.db import Base, created_at_column
+from pixelmint.kit.ids import new_id
 
 CREDITS = Numeric(14, 2)
 
@@ -64,7 +65,7 @@ class CreditReservation(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     app_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("apps.id"))

@@ -47,6 +47,7 @@ from pixelmint.jobs.tasks import (
 )
 from pixelmint.kit.coalesce import Coalescer
 from pixelmint.kit.db import database_unreachable
+from pixelmint.kit.ids import new_id
 from pixelmint.providers.base import GenerationRequest, LoraWeight
 from pixelmint.settings import Settings
 
@@ -289,7 +290,7 @@ async def _submit_in_one_statement(
         "paid": principal.plan_max_concurrent_jobs > 0,
         # the reservation (credits/ledger.py's parameters)
         "amount": cost, "reserved_delta": cost, "type": "reserve", "expires_at": None, "operation": "image_generation",
-        "job_id": uuid.uuid4(), "reservation_id": uuid.uuid4(), "app_id": None, "description": None, "metadata": "{}",
+        "job_id": new_id(), "reservation_id": new_id(), "app_id": None, "description": None, "metadata": "{}",
         # the job (jobs/queue.py's)
         "job_type": "image_generation", "priority": 0, "params": json.dumps(params),
         "reference_model_id": model.reference_model_id, "custom_model_id": model.custom_model_id,

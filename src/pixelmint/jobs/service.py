@@ -31,6 +31,7 @@ from pixelmint.jobs.errors import (
 )
 from pixelmint.jobs.schemas import GenerateRequest
 from pixelmint.jobs.tables import Job, JobLog
+from pixelmint.kit.ids import new_id
 from pixelmint.providers.registry import Providers
 from pixelmint.settings import Settings
 
@@ -102,7 +103,7 @@ async def queue_job(
     """Queue a job in the caller's transaction: reserve ``cost`` credits for it first (``None``: a
     free generation, nothing reserved). The one way every job enters the queue. Raises
     ``InsufficientCredits`` (nothing written) unless the enforcement mode is ``fail_open``."""
-    job_id = uuid.uuid4()
+    job_id = new_id()
     reservation = None
     if cost is not None:
         reservation = await credits.reserve(

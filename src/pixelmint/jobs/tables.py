@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from pixelmint.credits.tables import CREDITS
 from pixelmint.kit.db import Base, created_at_column
+from pixelmint.kit.ids import new_id
 
 JOB_STATES = ("queued", "running", "awaiting_webhook", "succeeded", "failed", "canceled", "expired")
 JOB_TYPES = ("image_generation", "model_creation", "model_refinement")
@@ -43,7 +44,7 @@ class Job(Base):
               postgresql_where=text("provider_request_id IS NOT NULL")),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id, server_default=text("gen_random_uuid()"))
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     type: Mapped[str] = mapped_column(String(32))

@@ -7,7 +7,6 @@ credit capture or not at all."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.jobs.tables import Job
 from pixelmint.kit.db import Database
+from pixelmint.kit.ids import new_id
 from pixelmint.providers.base import (
     GeneratedImage,
     GenerationRequest,
@@ -140,7 +140,7 @@ async def store_generated(
         outcome.result["provider"] = provider_details
     rows = []
     for image in generated:
-        image_id = uuid.uuid4()
+        image_id = new_id()
         key = storage_key(job.team_id, image_id, now)
         await ctx.storage.put(
             key, image.data, content_type=image.content_type,

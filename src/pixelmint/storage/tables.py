@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pixelmint.kit.db import Base, created_at_column
+from pixelmint.kit.ids import new_id
 
 
 class Image(Base):
@@ -23,7 +24,7 @@ class Image(Base):
               postgresql_where=text("favorited_at IS NOT NULL AND deleted_at IS NULL")),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"))
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), index=True)
     user_id: Mapped[uuid.UUID | None]

@@ -141,7 +141,7 @@ async def download(image_id: uuid.UUID, session: SessionDep, storage: StorageDep
     data = await storage.get(image.storage_key)
     extension = "png" if image.content_type == "image/png" else image.content_type.rsplit("/", 1)[-1]
     return Response(data, media_type=image.content_type, headers={
-        "Content-Disposition": f'attachment; filename="pixelmint-{image.seed}-{str(image.id)[:8]}.{extension}"',
+        "Content-Disposition": f'attachment; filename="pixelmint-{image.seed}-{image.id.hex[-8:]}.{extension}"',
         "Cache-Control": "private, no-store",
     })
 
