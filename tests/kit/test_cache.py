@@ -5,6 +5,7 @@ arrives (``jobs/events.JobEvents`` listens)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from decimal import Decimal
 
 import asyncpg
@@ -20,20 +21,20 @@ from tests.builders import auth, make_team
 
 
 def test_a_read_that_started_before_an_invalidation_is_not_stored() -> None:
-    c: TtlCache[int] = TtlCache("test-generation", 60)
+    c: TtlCache[int] = TtlCache(f"test-generation-{uuid.uuid4()}", 60)  # a fresh name per run
     before = c.generation
     c.clear()
     c.put("k", 1, before)
     assert c.get("k") is None
     c.put("k", 1, c.generation)
     assert c.get("k") == 1
-    cache.clear_local("test-generation")
+    cache.clear_local(c.name)
     assert c.get("k") is None
     cache.clear_local("a-cache-of-another-version")  # ignored
 
 
 def test_entries_expire_after_the_ttl() -> None:
-    c: TtlCache[int] = TtlCache("test-ttl", 0)
+    c: TtlCache[int] = TtlCache(f"test-ttl-{uuid.uuid4()}", 0)
     c.put("k", 1, c.generation)
     assert c.get("k") is None
 

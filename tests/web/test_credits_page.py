@@ -43,6 +43,7 @@ def parse_csv(text: str) -> list[dict[str, str]]:
 
 
 async def test_buckets_ledger_filters_csv_and_chart(api_with_worker: httpx.AsyncClient, db: Database) -> None:
+    first_day = dt.datetime.now(dt.UTC).date()  # the rows below are made on this UTC day or the next
     api = api_with_worker
     key = await signed_up_with_key(api)
     await make_paying(db)
@@ -64,8 +65,8 @@ async def test_buckets_ledger_filters_csv_and_chart(api_with_worker: httpx.Async
     # Filters: type, dates (whole UTC days), a bad date explained.
     assert ledger_types((await api.get("/app/credits?type=capture")).text) == ["capture"]
     today = dt.datetime.now(dt.UTC).date()
-    assert len(ledger_types((await api.get(f"/app/credits?since={today}&until={today}")).text)) == 3
-    assert ledger_types((await api.get(f"/app/credits?until={today - dt.timedelta(days=1)}")).text) == []
+    assert len(ledger_types((await api.get(f"/app/credits?since={first_day}&until={today}")).text)) == 3
+    assert ledger_types((await api.get(f"/app/credits?until={first_day - dt.timedelta(days=1)}")).text) == []
     bad = await api.get("/app/credits?since=soon&type=gift")
     assert "Use a date such as" in bad.text and "Choose one of" in bad.text
     partial = await api.get("/app/credits?type=reserve", headers={"HX-Request": "true"})

@@ -118,20 +118,20 @@ async def test_create_refine_rename_and_delete_a_model(
 
 
 async def wait_for(api: httpx.AsyncClient, url: str, marker: str, events: JobEvents) -> httpx.Response:
-    """The page once it shows ``marker``: re-read after each job state change (NOTIFY), bounded."""
+    """The page once it shows ``marker``: re-read after each job state change (NOTIFY), bounded.
+    The listener is in place before the first read, so no change between a read and the wait is
+    missed."""
     import asyncio
 
-    async def changed() -> None:
-        happened = asyncio.Event()
-        events.add_state_listener(lambda _job, _state: happened.set())
-        await asyncio.wait_for(happened.wait(), 2)
-
+    changed = asyncio.Event()
+    events.add_state_listener(lambda _job, _state: changed.set())
     for _ in range(60):
+        changed.clear()
         page = await api.get(url)
         if marker in page.text:
             return page
         try:
-            await changed()
+            await asyncio.wait_for(changed.wait(), 2)
         except TimeoutError:
             pass
     raise AssertionError(f"{url} never showed {marker}")

@@ -103,22 +103,22 @@ async def add_team(
     return CreatedTeam(team.id, user.id, key)
 
 
-_TAKE_FREE_GENERATION = text("""
-UPDATE users SET free_generations_remaining = free_generations_remaining - 1
- WHERE id = :user_id AND free_generations_remaining > 0
-RETURNING free_generations_remaining
-""")
+def _take_free_generation(gate: str = "") -> str:
+    """The UPDATE taking one of the user ``:user_id``'s free generations, ``RETURNING`` how many
+    are left; ``gate``: a further condition (`` AND …``)."""
+    return f"""UPDATE users SET free_generations_remaining = free_generations_remaining - 1
+     WHERE id = :user_id AND free_generations_remaining > 0{gate}
+    RETURNING free_generations_remaining"""
+
+
+_TAKE_FREE_GENERATION = text(_take_free_generation())
 
 
 def free_generation_cte(name: str, gate: str) -> str:
     """``take_free_generation`` as a CTE ``name`` of a larger statement (``flows/generation.py``):
     the user ``:user_id``'s free generations left after taking one (no row: none left, or ``gate``,
     a SQL condition on the caller's earlier CTEs, is false)."""
-    return f"""{name} AS (
-    UPDATE users SET free_generations_remaining = free_generations_remaining - 1
-     WHERE id = :user_id AND free_generations_remaining > 0 AND ({gate})
-    RETURNING free_generations_remaining
-)"""
+    return f"{name} AS (\n    {_take_free_generation(f' AND ({gate})')}\n)"
 
 
 async def take_free_generation(session: AsyncSession, user_id: uuid.UUID) -> int | None:

@@ -11,10 +11,12 @@ Every balance change is ONE SQL statement, of one shape::
     upd  UPDATE credit_balances SET column = d.column + d.delta …     (_APPLY, shared)
     led  INSERT INTO credit_transactions … the deltas and the balance as written, RETURNING *
 
-``CONSUME_BATCH`` is the one exception to one row per statement: several consumes of one team
-(``credits/coalesce.py``: the charges that arrived while another was in flight) in one statement,
-each with its own row, chained in arrival order. Replenish, which writes two rows (``expire``, ``replenish``) and moves the allocation period, has
-its own UPDATE and INSERT of the same kind.
+The batches are the exception to one row per statement: several consumes (``CONSUME_BATCH``,
+``credits/coalesce.py``) or holds (``reserve_batch_ctes``, ``flows/generation.py``) of one team —
+the requests that arrived while another was in flight — in one statement, each with its own row,
+chained in arrival order; both are built by ``_spend_batch_ctes``. Replenish, which writes two
+rows (``expire``, ``replenish``) and moves the allocation period, has its own UPDATE and INSERT of
+the same kind.
 
 Why one text statement each, rather than SQLAlchemy Core constructs or the ORM (which grant,
 adjust, void and replenish used before: a locking SELECT, then a flush of an UPDATE and INSERTs):
@@ -48,11 +50,11 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import Row, select, text
-from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pixelmint.credits.tables import CreditTransaction
 from pixelmint.kit import metrics
+from pixelmint.kit.db import DriverStatement, driver_connection
 
 # The ledger row's descriptive fields, from parameters (the ``d`` CTEs of reserve, consume, move).
 _ROW_FIELDS = """
@@ -134,7 +136,7 @@ SELECT bal.allocation_credits + bal.bonus_credits AS available, led.id AS transa
 CONSUME = text(_LOCK + _SPLIT + _APPLY + _CONSUMED)
 # CONSUME as a transaction of its own (``consume_alone``): it also refuses to cross the threshold.
 CONSUME_ALONE = text(_LOCK + _SPLIT.replace("\n),", _NOT_CROSSING + "\n),", 1) + _APPLY + _CONSUMED)
-_CONSUME_ALONE_SQL = CONSUME_ALONE.compile(dialect=asyncpg_dialect.dialect())
+_CONSUME_ALONE_SQL = DriverStatement(CONSUME_ALONE)
 
 # Settle a held reservation. The guard is the reservation UPDATE's WHERE: still held, and the
 # captured amount (default: all of it) within 0..amount. Capture keeps ``captured`` as spent and
@@ -252,18 +254,25 @@ def reserve_ctes(gate: str, *, alone: bool = False) -> str:
     return _lock(f" AND ({gate})") + split + _APPLY + _HOLD
 
 
-def reserve_batch_ctes(source: str, admit: str) -> str:
-    """RESERVE for several holds on the team ``:team_id`` at once, as CTEs of a larger statement
-    that is its own transaction (``flows/generation.py``: the paid generations that queued while
-    one was in flight, ``kit/coalesce.py``). ``source``: the caller's CTE of requests, one row each
-    with ``ord`` (arrival order), ``amount`` (> 0), ``job_id``, ``reservation_id`` and ``user_id``
-    (its other columns are carried along); ``admit``: a further SQL condition on ``run`` (``n``:
-    the 1-based rank in ``source``) that only gets stricter along ``ord``. CTEs: ``run`` (the
-    running sum ``cum``), ``bal`` (the locked balance), ``d``: the admitted holds — the prefix the
-    balance covers without crossing the low-balance threshold, where ``admit`` holds — with their
-    deltas (allocation first) and the balance after each, ``total``, ``upd``, ``res`` (one
-    reservation each, no expiry) and ``led`` (one ``reserve`` row each, chained in arrival
-    order). ``:operation``: the holds' operation. Count each with :func:`count_reserved`."""
+def _spend_batch_ctes(source: str, *, hold: bool, admit: str = "true") -> str:
+    """Several spends from the balance of the team ``:team_id`` in one statement (the requests that
+    queued while one was in flight, ``kit/coalesce.py``), as CTEs of a statement that is its own
+    transaction. ``source``: the caller's CTE of requests, one row each with ``ord`` (arrival
+    order) and ``amount`` (> 0), its other columns carried along; ``admit``: a further SQL
+    condition on ``run`` (``n``: the 1-based rank in ``source``) that only gets stricter along
+    ``ord``; ``hold``: the spent credits move to ``reserved_credits`` (reserve) rather than leave
+    the balance (consume).
+
+    CTEs: ``run`` (the running sum ``cum``), ``bal`` (the locked balance, ``available`` =
+    allocation + bonus), ``split``/``d``: the admitted spends — the prefix the balance covers
+    without crossing the low-balance threshold, where ``admit`` holds (both conditions only get
+    stricter along ``ord``) — with their signed deltas (allocation burns first) and, as running
+    sums from the locked values, the balance after each (``allocation_after``, ``bonus_after``,
+    ``reserved_after``); ``total`` (the deltas summed, ``spent``) and ``upd``, which writes the
+    locked values plus the deltas, never clamped (as ``_APPLY``). The caller appends the ledger
+    rows (``led``, in ``ord`` order) and anything else each spend writes."""
+    reserved_after = "reserved_credits + sum(amount) OVER w" if hold else "reserved_credits"
+    set_reserved = "reserved_credits = bal.reserved_credits + total.spent, " if hold else ""
     return f"""run AS (
     SELECT s.*, sum(s.amount) OVER w AS cum, row_number() OVER w AS n
       FROM {source} s WINDOW w AS (ORDER BY s.ord ROWS UNBOUNDED PRECEDING)
@@ -283,20 +292,31 @@ def reserve_batch_ctes(source: str, admit: str) -> str:
     SELECT split.*, -amount - allocation_delta AS bonus_delta,
            allocation_credits + sum(allocation_delta) OVER w AS allocation_after,
            bonus_credits + sum(-amount - allocation_delta) OVER w AS bonus_after,
-           reserved_credits + sum(amount) OVER w AS reserved_after
+           {reserved_after} AS reserved_after
       FROM split WINDOW w AS (ORDER BY ord ROWS UNBOUNDED PRECEDING)
 ), total AS (
-    SELECT team_id, sum(allocation_delta) AS allocation_delta, sum(bonus_delta) AS bonus_delta,
-           sum(amount) AS reserved_delta
+    SELECT team_id, sum(allocation_delta) AS allocation_delta, sum(bonus_delta) AS bonus_delta, sum(amount) AS spent
       FROM d GROUP BY team_id
 ), upd AS (
     UPDATE credit_balances b
        SET allocation_credits = bal.allocation_credits + total.allocation_delta,
-           bonus_credits = bal.bonus_credits + total.bonus_delta,
-           reserved_credits = bal.reserved_credits + total.reserved_delta, updated_at = now()
+           bonus_credits = bal.bonus_credits + total.bonus_delta, {set_reserved}updated_at = now()
       FROM bal, total WHERE b.team_id = bal.team_id
     RETURNING b.team_id
-), res AS (
+)"""
+
+
+def reserve_batch_ctes(source: str, admit: str) -> str:
+    """RESERVE for several holds on the team ``:team_id`` at once, as CTEs of a larger statement
+    that is its own transaction (``flows/generation.py``: the paid generations that queued while
+    one was in flight, ``kit/coalesce.py``). ``source``: the caller's CTE of requests, one row each
+    with ``ord`` (arrival order), ``amount`` (> 0), ``job_id``, ``reservation_id`` and ``user_id``
+    (its other columns are carried along); ``admit``: a further SQL condition on ``run`` (``n``:
+    the 1-based rank in ``source``) that only gets stricter along ``ord``. The CTEs of
+    :func:`_spend_batch_ctes` (``d``: the admitted holds) and ``res`` (one reservation each, no
+    expiry) and ``led`` (one ``reserve`` row each, chained in arrival order). ``:operation``: the
+    holds' operation. Count each with :func:`count_reserved`."""
+    return _spend_batch_ctes(source, hold=True, admit=admit) + """, res AS (
     INSERT INTO credit_reservations (id, team_id, job_id, operation, amount, from_allocation, from_bonus,
                                      allocation_period)
     SELECT reservation_id, team_id, job_id, CAST(:operation AS text), amount, -allocation_delta, -bonus_delta,
@@ -389,14 +409,10 @@ async def consume_alone(session: AsyncSession, *, team_id: uuid.UUID, amount: De
     it (``credits.service.consume(alone=True)``). Refuses (``Spent.transaction_id is None``,
     nothing written) what ``consume`` refuses and also a charge that would take the balance from at
     least the team's low-balance threshold to below it."""
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    assert driver is not None
     values = {
         "team_id": team_id, "amount": amount, "reserved_delta": 0, "type": "consume", **_row_fields(**fields),
     }
-    row = await driver.fetchrow(_CONSUME_ALONE_SQL.string,
-                                *(values[name] for name in _CONSUME_ALONE_SQL.positiontup or ()))
+    row = await _CONSUME_ALONE_SQL.fetchrow(await driver_connection(session), values)
     if row is None:
         return None
     if row["transaction_id"] is not None:  # committed already: count it now
@@ -406,53 +422,24 @@ async def consume_alone(session: AsyncSession, *, team_id: uuid.UUID, amount: De
 
 
 # CONSUME_ALONE for several charges on one team at once (``credits/coalesce.py``): one statement,
-# its own transaction. ``req``: the charges in arrival order (``ord``) with their running sum;
-# ``d``: those admitted — the prefix the locked balance covers without crossing the team's
-# low-balance threshold (both conditions only get stricter along ``ord``: the amounts are > 0),
-# each with its signed deltas (allocation burns first) and, as running sums of them from the
-# locked values, the balance after it; ``upd`` writes the locked values plus all the deltas
-# (never clamped, as ``_APPLY``); ``led`` appends one ``consume`` row per admitted charge in
-# arrival order (ids ascend with ``ord``: the identity is drawn above the sorted SELECT), so the
-# k-th id is the k-th charge. One result row per charge, in order: ``available`` before the
-# batch (NULL: no balance), ``remaining`` after it, and the charge's ledger row and balance after
-# it when admitted.
+# its own transaction. ``req``: the charges in arrival order (``ord``); the spends of
+# ``_spend_batch_ctes`` (``d``: the admitted prefix, the balance after each); ``led`` appends one
+# ``consume`` row per admitted charge in arrival order (ids ascend with ``ord``: the identity is
+# drawn above the sorted SELECT), so the k-th id is the k-th charge. One result row per charge, in
+# order: ``available`` before the batch (NULL: no balance), ``remaining`` after it, and the
+# charge's ledger row and balance after it when admitted.
 CONSUME_BATCH = text("""
-WITH bal AS (
-    SELECT team_id, allocation_credits, bonus_credits, reserved_credits, low_balance_threshold,
-           allocation_credits + bonus_credits AS available
-      FROM credit_balances WHERE team_id = :team_id FOR UPDATE
-), req AS (
-    SELECT r.*, sum(r.amount) OVER (ORDER BY r.ord ROWS UNBOUNDED PRECEDING) AS cum
+WITH req AS (
+    SELECT r.*
       FROM unnest(CAST(:amounts AS numeric[]), CAST(:operations AS text[]), CAST(:app_ids AS uuid[]),
                   CAST(:user_ids AS uuid[]), CAST(:descriptions AS text[]), CAST(:metadata AS text[]))
            WITH ORDINALITY AS r(amount, operation, app_id, user_id, description, metadata, ord)
-), split AS (
-    SELECT req.*, bal.team_id, bal.allocation_credits, bal.bonus_credits, bal.reserved_credits,
-           -LEAST(GREATEST(bal.allocation_credits - (req.cum - req.amount), 0), req.amount) AS allocation_delta
-      FROM req, bal
-     WHERE req.cum <= bal.available
-       AND (bal.low_balance_threshold IS NULL OR bal.available < bal.low_balance_threshold
-            OR bal.available - req.cum >= bal.low_balance_threshold)
-), d AS (
-    SELECT split.*, -amount - allocation_delta AS bonus_delta,
-           allocation_credits + sum(allocation_delta) OVER w AS allocation_after,
-           bonus_credits + sum(-amount - allocation_delta) OVER w AS bonus_after
-      FROM split WINDOW w AS (ORDER BY ord ROWS UNBOUNDED PRECEDING)
-), total AS (
-    SELECT team_id, sum(allocation_delta) AS allocation_delta, sum(bonus_delta) AS bonus_delta, sum(amount) AS spent
-      FROM d GROUP BY team_id
-), upd AS (
-    UPDATE credit_balances b
-       SET allocation_credits = bal.allocation_credits + total.allocation_delta,
-           bonus_credits = bal.bonus_credits + total.bonus_delta, updated_at = now()
-      FROM bal, total WHERE b.team_id = bal.team_id
-    RETURNING b.team_id
-), led AS (
+), """ + _spend_batch_ctes("req", hold=False) + """, led AS (
     INSERT INTO credit_transactions (team_id, type, amount, allocation_delta, bonus_delta, reserved_delta,
                                      allocation_after, bonus_after, reserved_after, operation, app_id, user_id,
                                      description, metadata)
     SELECT d.team_id, 'consume', d.amount, d.allocation_delta, d.bonus_delta, 0, d.allocation_after, d.bonus_after,
-           d.reserved_credits, d.operation, d.app_id, d.user_id, left(d.description, 500), CAST(d.metadata AS jsonb)
+           d.reserved_after, d.operation, d.app_id, d.user_id, left(d.description, 500), CAST(d.metadata AS jsonb)
       FROM d, upd ORDER BY d.ord
     RETURNING id, allocation_after + bonus_after AS after
 )
@@ -462,7 +449,7 @@ SELECT bal.available, bal.available - COALESCE((SELECT spent FROM total), 0) AS 
   LEFT JOIN (SELECT id, after, row_number() OVER (ORDER BY id) AS ord FROM led) l ON l.ord = req.ord
  ORDER BY req.ord
 """)
-_CONSUME_BATCH_SQL = CONSUME_BATCH.compile(dialect=asyncpg_dialect.dialect())
+_CONSUME_BATCH_SQL = DriverStatement(CONSUME_BATCH)
 
 
 @dataclass(frozen=True)
@@ -493,7 +480,7 @@ async def consume_batch(driver: Any, team_id: uuid.UUID, charges: list[Charge]) 
         "descriptions": [c.description for c in charges],
         "metadata": [json.dumps(c.metadata or {}) for c in charges],
     }
-    rows = await driver.fetch(_CONSUME_BATCH_SQL.string, *(values[name] for name in _CONSUME_BATCH_SQL.positiontup or ()))
+    rows = await _CONSUME_BATCH_SQL.fetch(driver, values)
     if not rows or rows[0]["available"] is None:
         return None
     spent: list[Spent] = []

@@ -270,6 +270,19 @@ async def release(
     return settled.captured is not None
 
 
+async def _move_bucket(
+    session: AsyncSession, *, team_id: uuid.UUID, type: str, bucket: str, delta: Decimal, **fields: Any,
+) -> CreditTransaction | None:
+    """One ``type`` ledger row adding the signed ``delta`` credits to ``bucket`` (``allocation``,
+    which also moves ``total_allocated``, or ``bonus``); its ``amount`` is ``|delta|``.
+    ``None`` when the statement's guard refused it or the team has no balance (``ledger.move``)."""
+    allocation = delta if bucket == "allocation" else ZERO
+    return await ledger.move(
+        session, team_id=team_id, type=type, amount=abs(delta), allocation_delta=allocation,
+        bonus_delta=delta if bucket == "bonus" else ZERO, total_allocated_delta=allocation, **fields,
+    )
+
+
 async def grant(
     session: AsyncSession,
     *,
@@ -285,12 +298,8 @@ async def grant(
     ``NotFound`` (team_not_found)."""
     if amount < 0:
         raise ValueError("grant amount must be >= 0")
-    allocation = amount if bucket == "allocation" else ZERO
-    entry = await ledger.move(
-        session, team_id=team_id, type=ledger_type, amount=amount, allocation_delta=allocation,
-        bonus_delta=amount if bucket == "bonus" else ZERO, total_allocated_delta=allocation,
-        description=description, metadata=metadata,
-    )
+    entry = await _move_bucket(session, team_id=team_id, type=ledger_type, bucket=bucket, delta=amount,
+                               description=description, metadata=metadata)
     if entry is None:
         raise _no_balance()
     return entry
@@ -407,12 +416,8 @@ async def adjust(
     reason = require_reason(reason)
     if amount == 0:
         raise InvalidAmount("amount must not be 0.")
-    allocation = amount if bucket == "allocation" else ZERO
-    entry = await ledger.move(
-        session, team_id=team_id, type="adjust", amount=abs(amount), allocation_delta=allocation,
-        bonus_delta=amount if bucket == "bonus" else ZERO, total_allocated_delta=allocation,
-        description=reason, metadata={**(metadata or {}), "bucket": bucket},
-    )
+    entry = await _move_bucket(session, team_id=team_id, type="adjust", bucket=bucket, delta=amount,
+                               description=reason, metadata={**(metadata or {}), "bucket": bucket})
     if entry is None:  # refused by the statement's guard, or no balance (get_balance raises NotFound)
         current: Decimal = getattr(await get_balance(session, team_id), f"{bucket}_credits")
         raise _would_go_negative(
@@ -470,12 +475,8 @@ async def void_grant(
     ):
         raise GrantExpired(f"Grant {transaction_id} went into an allocation period that has ended; its credits "
                            "already expired.", transactionId=transaction_id)
-    allocation = -amount if bucket == "allocation" else ZERO
-    entry = await ledger.move(
-        session, team_id=team_id, type="void", amount=amount, allocation_delta=allocation,
-        bonus_delta=-amount if bucket == "bonus" else ZERO, total_allocated_delta=allocation,
-        description=reason, metadata={**(metadata or {}), "voids": transaction_id, "bucket": bucket},
-    )
+    entry = await _move_bucket(session, team_id=team_id, type="void", bucket=bucket, delta=-amount,
+                               description=reason, metadata={**(metadata or {}), "voids": transaction_id, "bucket": bucket})
     if entry is None:  # refused by the statement's guard: the bucket holds less than the grant
         current: Decimal = locked.allocation_credits if bucket == "allocation" else locked.bonus_credits
         raise _would_go_negative(

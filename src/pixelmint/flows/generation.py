@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Integer, Numeric, Table, TextClause, column, select, text
-from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pixelmint.accounts import service as accounts
@@ -46,7 +45,7 @@ from pixelmint.jobs.tasks import (
     webhook_url,
 )
 from pixelmint.kit.coalesce import Coalescer
-from pixelmint.kit.db import database_unreachable
+from pixelmint.kit.db import DriverStatement, database_unreachable, driver_connection
 from pixelmint.kit.ids import new_id
 from pixelmint.providers.base import GenerationRequest, LoraWeight
 from pixelmint.settings import Settings
@@ -184,7 +183,7 @@ _SUBMIT_ROW = select(Job, column("free_left", Integer), column("available", Nume
 # SUBMIT as a transaction of its own (``alone``): one round trip, no BEGIN/COMMIT; it does not
 # reserve across the low-balance threshold (that reservation's webhook needs the transaction).
 SUBMIT_ALONE = _submit(alone=True)
-_SUBMIT_ALONE_SQL = SUBMIT_ALONE.compile(dialect=asyncpg_dialect.dialect())
+_SUBMIT_ALONE_SQL = DriverStatement(SUBMIT_ALONE)
 
 
 # The paid generations of one team that queued while one of its submissions was in flight in this
@@ -214,7 +213,7 @@ req AS (
        d.allocation_after + d.bonus_after + d.amount AS available, bal.low_balance_threshold AS threshold
   FROM req LEFT JOIN bal ON true LEFT JOIN job ON job.id = req.job_id LEFT JOIN d ON d.job_id = req.job_id
  ORDER BY req.ord""")
-_SUBMIT_BATCH_SQL = _SUBMIT_BATCH.compile(dialect=asyncpg_dialect.dialect())
+_SUBMIT_BATCH_SQL = DriverStatement(_SUBMIT_BATCH)
 
 
 @dataclass(frozen=True)
@@ -261,8 +260,7 @@ async def _submit_batch(driver: Any, key: tuple[uuid.UUID, int, int], items: lis
         "params": [item.params for item in items],
     }
     try:
-        records = await driver.fetch(_SUBMIT_BATCH_SQL.string,
-                                     *(values[name] for name in _SUBMIT_BATCH_SQL.positiontup or ()))
+        records = await _SUBMIT_BATCH_SQL.fetch(driver, values)
     except asyncpg.PostgresError as exc:
         if database_unreachable(exc):
             raise
@@ -303,11 +301,7 @@ async def _submit_in_one_statement(
     threshold: Any
     if alone:
         async def one() -> _Submitted:  # SUBMIT_ALONE on the caller's session
-            connection = await session.connection()
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None
-            record = await driver.fetchrow(_SUBMIT_ALONE_SQL.string,
-                                           *(values[name] for name in _SUBMIT_ALONE_SQL.positiontup or ()))
+            record = await _SUBMIT_ALONE_SQL.fetchrow(await driver_connection(session), values)
             assert record is not None
             return _Submitted(Job(**{c.name: record[c.name] for c in _JOB_COLUMNS}) if record["id"] is not None
                               else None, record["free_left"], record["available"], record["threshold"])

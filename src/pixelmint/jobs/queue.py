@@ -95,21 +95,23 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     return delay * random.uniform(0.9, 1.1)
 
 
-_ENQUEUE = text("""
-WITH job AS (
+def _job_ctes(rows: str) -> str:
+    """``job``: INSERT the jobs of ``rows`` (a ``VALUES`` or ``SELECT`` of the listed columns)
+    ``RETURNING *``; ``dispatch``: raise the team ``:team_id``'s ``has_ready`` if one was inserted
+    (the three ways in: :func:`enqueue`, :func:`enqueue_ctes`, :func:`enqueue_batch_ctes`)."""
+    return f"""job AS (
     INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
                       custom_model_version, provider, estimated_credits, reservation_id, is_free, max_attempts)
-    VALUES (:id, :team_id, :user_id, :type, :priority, CAST(:params AS jsonb), :reference_model_id,
-            :custom_model_id, :custom_model_version, :provider, :estimated_credits, :reservation_id, :is_free,
-            :max_attempts)
+    {rows}
     RETURNING *
 ), dispatch AS (
-    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id
-)
-SELECT * FROM job
-""")
+    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id AND EXISTS (SELECT 1 FROM job)
+)"""
 
 
+_ENQUEUE = text("WITH " + _job_ctes("""VALUES (:id, :team_id, :user_id, :type, :priority, CAST(:params AS jsonb),
+            :reference_model_id, :custom_model_id, :custom_model_version, :provider, :estimated_credits,
+            :reservation_id, :is_free, :max_attempts)""") + "\nSELECT * FROM job")
 
 
 def queued_jobs_cte(name: str) -> str:
@@ -129,17 +131,10 @@ def enqueue_ctes(gate: str, *, estimated_credits: str, reservation_id: str, is_f
     ``estimated_credits``, ``reservation_id``, ``is_free``: SQL expressions (over the caller's CTEs);
     the other columns are parameters (``:job_id``, ``:job_type`` and the rest as in :func:`enqueue`).
     Count a job queued this way with :func:`count_submitted`."""
-    return f"""job AS (
-    INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
-                      custom_model_version, provider, estimated_credits, reservation_id, is_free, max_attempts)
-    SELECT CAST(:job_id AS uuid), :team_id, :user_id, :job_type, :priority, CAST(:params AS jsonb),
+    return _job_ctes(f"""SELECT CAST(:job_id AS uuid), :team_id, :user_id, :job_type, :priority, CAST(:params AS jsonb),
            :reference_model_id, :custom_model_id, :custom_model_version, :provider, {estimated_credits},
            {reservation_id}, {is_free}, :max_attempts
-     WHERE {gate}
-    RETURNING *
-), dispatch AS (
-    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id AND EXISTS (SELECT 1 FROM job)
-)"""
+     WHERE {gate}""")
 
 
 def enqueue_batch_ctes(source: str) -> str:
@@ -149,17 +144,10 @@ def enqueue_batch_ctes(source: str) -> str:
     ``custom_model_version``, ``provider``, ``amount`` — the estimate — and ``reservation_id``),
     in its ``ord`` order, and returns them; ``dispatch`` raises the team's ``has_ready`` if any.
     ``:job_type``, ``:priority``, ``:max_attempts`` as in :func:`enqueue`."""
-    return f"""job AS (
-    INSERT INTO jobs (id, team_id, user_id, type, priority, params, reference_model_id, custom_model_id,
-                      custom_model_version, provider, estimated_credits, reservation_id, is_free, max_attempts)
-    SELECT s.job_id, CAST(:team_id AS uuid), s.user_id, :job_type, :priority, CAST(s.params AS jsonb),
+    return _job_ctes(f"""SELECT s.job_id, CAST(:team_id AS uuid), s.user_id, :job_type, :priority, CAST(s.params AS jsonb),
            s.reference_model_id, s.custom_model_id, s.custom_model_version, s.provider, s.amount, s.reservation_id,
            false, :max_attempts
-      FROM {source} s ORDER BY s.ord
-    RETURNING *
-), dispatch AS (
-    UPDATE team_dispatch SET has_ready = true WHERE team_id = :team_id AND EXISTS (SELECT 1 FROM job)
-)"""
+      FROM {source} s ORDER BY s.ord""")
 
 
 def count_submitted(session: AsyncSession | None, job: Job) -> None:
@@ -172,6 +160,9 @@ def count_submitted(session: AsyncSession | None, job: Job) -> None:
         metrics.after_commit(session, counter.inc)
 
 
+_QUEUED_JOBS = text("WITH " + queued_jobs_cte("cap") + " SELECT queued FROM cap")
+
+
 class QueueFull(TooManyRequests):
     code = "queue_full"
 
@@ -182,10 +173,7 @@ async def ensure_queue_capacity(session: AsyncSession, *, team_id: uuid.UUID, li
     ``limit`` index entries."""
     if limit <= 0:
         return
-    queued = await session.scalar(
-        text("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE team_id = :t AND state = 'queued' LIMIT :n) q"),
-        {"t": team_id, "n": limit},
-    )
+    queued = await session.scalar(_QUEUED_JOBS, {"team_id": team_id, "queue_limit": limit})
     if queued >= limit:
         raise QueueFull(
             f"The team has {limit} queued jobs, the most it may have; wait for some to run or cancel some.",

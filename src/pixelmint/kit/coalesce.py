@@ -25,6 +25,8 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pixelmint.kit.db import driver_connection
+
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -109,8 +111,7 @@ class Coalescer(Generic[K, T, R]):
                 self.stats.batches += 1
                 self.stats.batched += len(batch)
                 async with batch[0].engine.connect() as connection:
-                    driver = (await connection.get_raw_connection()).driver_connection
-                    results = await self._batch(driver, key, [w.item for w in batch])
+                    results = await self._batch(await driver_connection(connection), key, [w.item for w in batch])
                 for waiting, result in zip(batch, results, strict=True):
                     if not waiting.future.done():
                         waiting.future.set_result(result)

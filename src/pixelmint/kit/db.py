@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import sqlalchemy.exc
-from sqlalchemy import MetaData, func
+from sqlalchemy import MetaData, TextClause, func
 from sqlalchemy.dialects.postgresql import TIMESTAMP, UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -132,6 +133,48 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# One statement straight on the driver: the hot paths' one-round-trip statements
+
+
+class DriverStatement:
+    """A text statement compiled once (SQLAlchemy's asyncpg dialect: ``:name`` binds become
+    ``$n``), sent on the asyncpg connection itself — no SQLAlchemy execution, result or
+    transaction of its own. For the one-statement paths that are their own transaction
+    (``credits/ledger.consume_alone``, the coalesced batches of ``kit/coalesce.py``,
+    ``flows/generation``'s submit): sent outside any transaction block, the statement commits when
+    it returns."""
+
+    def __init__(self, statement: TextClause) -> None:
+        compiled = statement.compile(dialect=asyncpg_dialect.dialect())
+        self.sql: str = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for ``values`` (every bind name of the statement; extra keys ignored)."""
+        return [values[name] for name in self._names]
+
+    async def fetch(self, driver: Any, values: Mapping[str, Any]) -> list[Any]:
+        """The rows (asyncpg records) of the statement run on ``driver`` with ``values``."""
+        return list(await driver.fetch(self.sql, *self.args(values)))
+
+    async def fetchrow(self, driver: Any, values: Mapping[str, Any]) -> Any:
+        """Its first row (an asyncpg record), or ``None``."""
+        return await driver.fetchrow(self.sql, *self.args(values))
+
+
+async def driver_connection(connection: AsyncSession | AsyncConnection) -> Any:
+    """The asyncpg connection under ``connection`` (a session's is checked out now). SQLAlchemy's
+    asyncpg adapter begins its transaction lazily, with the first statement it sends itself: a
+    statement sent here before any is its own transaction (callers check that the session has run
+    nothing)."""
+    if isinstance(connection, AsyncSession):
+        connection = await connection.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
 
 
 # --------------------------------------------------------------------------------------------

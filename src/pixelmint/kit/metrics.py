@@ -36,7 +36,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 # The metrics of this process (single-process mode), with the process, platform and GC
 # collectors of prometheus_client's default registry (they do not work across processes).
@@ -140,18 +140,38 @@ _PENDING = "pixelmint_metrics_after_commit"
 
 def after_commit(session: Any, action: Callable[[], None]) -> None:
     """Run ``action`` (a counter increment, a histogram observation) when ``session``'s
-    transaction commits; forget it if the transaction rolls back. ``session``: an ``AsyncSession``
-    or a ``Session``."""
+    transaction commits; forget it if the transaction rolls back, or if the savepoint it was
+    added in does (``begin_nested``: the rest of the transaction's actions stay). ``session``: an
+    ``AsyncSession`` or a ``Session``."""
     sync: Session = getattr(session, "sync_session", session)
-    sync.info.setdefault(_PENDING, []).append(action)
+    added_in = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault(_PENDING, []).append((added_in, action))
 
 
 @event.listens_for(Session, "after_commit")
 def _run_pending(session: Session) -> None:
-    for action in session.info.pop(_PENDING, ()):
+    if session.get_nested_transaction() is not None:  # a savepoint was released (SQLAlchemy fires this too)
+        return
+    for _added_in, action in session.info.pop(_PENDING, ()):
         action()
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+def _inside(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Any rollback, the transaction's or a savepoint's (SQLAlchemy fires this one for both, with
+    the transaction that ended): drop the actions added inside what was rolled back."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    if not previous_transaction.nested:
+        session.info.pop(_PENDING, None)
+        return
+    session.info[_PENDING] = [(t, a) for t, a in pending if not _inside(t, previous_transaction)]

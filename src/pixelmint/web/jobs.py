@@ -22,6 +22,7 @@ from pixelmint.kit.http import SessionDep, SettingsDep
 from pixelmint.kit.pagination import decode_cursor, encode_cursor, timestamp
 from pixelmint.storage.deps import UrlSignerDep
 from pixelmint.web.auth import CurrentUserDep
+from pixelmint.web.home import OPERATION_LABELS
 from pixelmint.web.paging import Filters, with_query
 from pixelmint.web.routing import web_router
 from pixelmint.web.templating import is_htmx, render
@@ -29,8 +30,7 @@ from pixelmint.web.templating import is_htmx, render
 router = web_router(prefix="/app/jobs")
 
 PAGE_SIZE = 25
-TYPE_LABELS = {"image_generation": "Image generation", "model_creation": "Model training",
-               "model_refinement": "Refinement"}
+TYPE_LABELS = OPERATION_LABELS  # a job's type is the credit operation it is charged as
 # Ledger row types of a job's hold, in words.
 TRAIL_LABELS = {"reserve": "reserved", "capture": "charged", "release": "released (given back)",
                 "consume": "charged", "grant": "granted", "adjust": "adjusted"}
