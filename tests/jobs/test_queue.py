@@ -52,6 +52,30 @@ async def test_teams_waiting_out_a_backoff_do_not_starve_the_claim(db) -> None:
     assert waiting == slots
 
 
+async def test_a_large_claim_serves_higher_plans_first_then_round_robin(db) -> None:
+    """A claim of many slots hands them out as claims of one would: the enterprise team's jobs up
+    to its limit (10) first, then the pro teams' first jobs, then their second ones (round robin
+    within a priority); the basic teams get what is left."""
+    enterprise = (await make_team(db, plan="enterprise", name="e")).team_id
+    pros = [(await make_team(db, plan="pro", name=f"p{i}")).team_id for i in range(2)]
+    basics = [(await make_team(db, plan="basic", name=f"b{i}")).team_id for i in range(3)]
+    await queue_jobs(db, enterprise, 12)
+    for team_id in pros:
+        await queue_jobs(db, team_id, 3)
+    for team_id in basics:
+        await queue_jobs(db, team_id, 2)
+
+    async def claim(demand: int) -> dict[uuid.UUID, int]:
+        async with db.transaction() as session:
+            claimed = await queue.claim(session, worker_id="w", demand=demand, lease_seconds=30)
+        return {team: sum(1 for job in claimed if job.team_id == team) for team in {job.team_id for job in claimed}}
+
+    assert await claim(12) == {enterprise: 10, pros[0]: 1, pros[1]: 1}
+    assert await claim(2) == {pros[0]: 1, pros[1]: 1}
+    assert await claim(10) == {pros[0]: 1, pros[1]: 1, basics[0]: 1, basics[1]: 1, basics[2]: 1}
+    assert await claim(10) == {}  # every team at its limit
+
+
 async def test_the_claim_function_is_its_sql_file_and_migrates_both_ways(database_url, db) -> None:
     """The database's claim function is ``migrations/pixelmint_claim_jobs.sql`` (with the ready-now
     probe of step 1); the downgrade removes it, the upgrade puts the same one back."""

@@ -1,7 +1,8 @@
--- pixelmint_claim_jobs(worker, demand, lease seconds, per team): claims up to `demand` queued jobs,
--- fairly across teams and within each team's concurrency limit. Its one definition, run by
--- revision 0001_schema. A later revision that changes it edits this file and runs it again
--- (CREATE OR REPLACE); that revision's downgrade carries the text it replaced.
+-- pixelmint_claim_jobs(worker, demand, lease seconds[, per team]): claims up to `demand` queued
+-- jobs, by plan priority and fairly across the teams of a priority, within each team's concurrency
+-- limit. Its one definition, run by revision 0001_schema. A later revision that changes it edits
+-- this file and runs it again (CREATE OR REPLACE); that revision's downgrade carries the text it
+-- replaced (0005_claim_by_priority: the claim hands out slots by priority whatever its size).
 --
 -- Statement 1 locks up to p_demand teams that have a job ready now and free capacity, highest plan
 -- priority first, then least recently served (round robin), skipping teams other workers hold.
@@ -11,12 +12,17 @@
 -- keeps it a per-team probe rather than a semi-join over every queued job). A team's running
 -- count is two counts, one per partial index (ix_jobs_running_team, ix_jobs_awaiting_team): a
 -- job awaiting its provider's callback counts as running.
--- Statement 2 runs with a fresh snapshot taken after those locks, so its running count is exact,
--- and claims at most least(free, p_per_team) jobs per team, each announced on
--- pixelmint_job_events as '<id> running'. Statement 3 clears has_ready for teams with nothing
--- queued (safe because enqueue holds the same team_dispatch row lock until it commits).
+-- Statement 2 runs with a fresh snapshot taken after those locks, so its running count is exact.
+-- It hands the p_demand slots out as one claim at a time would: every locked team offers one slot
+-- per job it could start now (its free capacity, at most p_per_team when given, and its ready
+-- jobs, counted up to that on ix_jobs_ready); the slots go highest plan priority first, and
+-- within a priority round robin (each team's first slot, in least-recently-served order, before
+-- any team's second). So a claim of 32 with 30 teams ready still serves the higher plans first,
+-- as 32 claims of one would. Each claimed job is announced on pixelmint_job_events as
+-- '<id> running'. Statement 3 clears has_ready for teams with nothing queued (safe because
+-- enqueue holds the same team_dispatch row lock until it commits).
 CREATE OR REPLACE FUNCTION pixelmint_claim_jobs(
-    p_worker text, p_demand int, p_lease_seconds double precision, p_per_team int DEFAULT 1
+    p_worker text, p_demand int, p_lease_seconds double precision, p_per_team int DEFAULT NULL
 ) RETURNS SETOF jobs LANGUAGE plpgsql AS $$
 DECLARE v_teams uuid[];
 BEGIN
@@ -34,19 +40,28 @@ BEGIN
 
   RETURN QUERY
   WITH cap AS (
-    SELECT d.team_id,
-           d.max_running - ((SELECT count(*) FROM jobs r WHERE r.team_id = d.team_id AND r.state = 'running')
-         + (SELECT count(*) FROM jobs r WHERE r.team_id = d.team_id AND r.state = 'awaiting_webhook')) AS free
+    SELECT d.team_id, d.priority, d.last_dispatched_at,
+           LEAST(d.max_running - ((SELECT count(*) FROM jobs r WHERE r.team_id = d.team_id AND r.state = 'running')
+         + (SELECT count(*) FROM jobs r WHERE r.team_id = d.team_id AND r.state = 'awaiting_webhook')), p_per_team) AS free
       FROM team_dispatch d WHERE d.team_id = ANY (v_teams)
+  ), offer AS (
+    SELECT c.team_id, c.priority, c.last_dispatched_at,
+           (SELECT count(*) FROM (SELECT FROM jobs j WHERE j.team_id = c.team_id AND j.state = 'queued'
+                                     AND j.run_at <= now() LIMIT c.free) r) AS slots
+      FROM cap c WHERE c.free > 0
+  ), allotted AS (
+    SELECT s.team_id, count(*) AS n FROM (
+      SELECT o.team_id FROM offer o CROSS JOIN LATERAL generate_series(1, o.slots) k
+       ORDER BY o.priority DESC, k, o.last_dispatched_at, o.team_id
+       LIMIT p_demand) s
+     GROUP BY s.team_id
   ), picked AS (
-    SELECT q.id FROM cap c CROSS JOIN LATERAL (
+    SELECT q.id FROM allotted a CROSS JOIN LATERAL (
       SELECT j.id FROM jobs j
-       WHERE j.team_id = c.team_id AND j.state = 'queued' AND j.run_at <= now()
+       WHERE j.team_id = a.team_id AND j.state = 'queued' AND j.run_at <= now()
        ORDER BY j.priority DESC, j.run_at, j.created_at
-       LIMIT LEAST(c.free, p_per_team)
+       LIMIT a.n
        FOR UPDATE OF j SKIP LOCKED) q
-     WHERE c.free > 0
-     LIMIT p_demand
   ), claimed AS (
     UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, locked_by = p_worker,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
