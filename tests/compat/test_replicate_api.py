@@ -298,6 +298,8 @@ async def test_training_makes_a_version_that_runs_and_refining_makes_the_next(li
     assert refined.status == "succeeded" and refined.output["version"] != new_version
     versions = (await asyncio.to_thread(model.versions.list)).results
     assert [v.id for v in versions] == [refined.output["version"].split(":")[1], version_id]
+    listed = {m.id: m for m in await asyncio.to_thread(client.models.list)}  # the list shows the newest too
+    assert listed[destination].latest_version.id == versions[0].id
     assert_pngs(await asyncio.to_thread(client.run, refined.output["version"], input=INPUT), 1)
     spent += cost + estimate(live_service, team, operation="image_generation", customModelId=custom_model_id,
                              resolution="256x256")

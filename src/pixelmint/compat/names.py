@@ -97,6 +97,11 @@ def version_id(model_key: uuid.UUID, version: int) -> str:
     return f"{model_key.hex}{version:032x}"
 
 
+def catalog_version_id(reference_model_id: str) -> str:
+    """The one version id of the catalog model ``reference_model_id`` (version ``CATALOG_VERSION``)."""
+    return version_id(catalog_key(reference_model_id), int(CATALOG_VERSION))
+
+
 def parse_version_id(text: str) -> tuple[uuid.UUID, int] | None:
     """A version id → (model key, version number); ``None`` when ``text`` is not one."""
     if not _VERSION_ID.match(text):

@@ -214,6 +214,18 @@ async def versions(session: AsyncSession, model_id: uuid.UUID) -> list[CustomMod
     return list(rows.all())
 
 
+async def latest_versions(session: AsyncSession, model_ids: list[uuid.UUID]) -> dict[uuid.UUID, CustomModelVersion]:
+    """Each of ``model_ids``' newest version, by model id (a model without one is absent); one statement."""
+    if not model_ids:
+        return {}
+    rows = await session.scalars(
+        select(CustomModelVersion).where(CustomModelVersion.model_id.in_(model_ids))
+        .order_by(CustomModelVersion.model_id, CustomModelVersion.version.desc())
+        .distinct(CustomModelVersion.model_id)
+    )
+    return {row.model_id: row for row in rows.all()}
+
+
 async def update_model(
     session: AsyncSession, principal: Principal, model_id: uuid.UUID, *, name: str | None, description: str | None
 ) -> CustomModel:

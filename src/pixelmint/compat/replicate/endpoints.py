@@ -86,8 +86,8 @@ async def list_models(
     """The catalog, then the team's custom models; ``next`` is an absolute URL."""
     after = decode_cursor(cursor, str, lambda v: v, lambda v: v) if cursor else None
     found, position = await service.list_models(session, principal, limit=limit, after=after)
-    results = [present for model in found
-               for present in [service.present_model(model, await service.versions_of(session, model), urls)]]
+    results = [service.present_model(model, latest, urls)
+               for model, latest in zip(found, await service.latest_versions(session, found), strict=True)]
     return Page[Model](next=_next(urls, "models", encode_cursor(*position) if position else None, limit),
                        results=results)
 
@@ -95,7 +95,8 @@ async def list_models(
 @router.get("/v1/models/{owner}/{name}", response_model=Model)
 async def get_model(owner: str, name: str, principal: PrincipalDep, session: SessionDep, urls: UrlSignerDep) -> Model:
     model = await service.find_model(session, principal, owner, name)
-    return service.present_model(model, await service.versions_of(session, model), urls)
+    [latest] = await service.latest_versions(session, [model])
+    return service.present_model(model, latest, urls)
 
 
 @router.get("/v1/models/{owner}/{name}/versions", response_model=Page[Version])

@@ -27,6 +27,7 @@ for), so ``failed`` would be false, and a URL list would point at nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -102,9 +103,10 @@ def _time(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+@functools.cache
 def openapi_schema() -> dict[str, Any]:
     """A version's ``openapi_schema``, as cog writes it: what matters to clients is
-    ``components.schemas.Input`` and ``Output``."""
+    ``components.schemas.Input`` and ``Output``. Built once and shared: not to be modified."""
     return {
         "openapi": "3.0.2",
         "info": {"title": "Pixelmint", "version": "0.1.0"},
@@ -158,19 +160,33 @@ async def find_model(session: AsyncSession, principal: Principal, owner: str, na
     return FoundModel(owner, name, custom=await custom_models.get_model(session, principal, parsed.custom_model_id))
 
 
+def _version(version_id: str, created_at: dt.datetime | None) -> Version:
+    return Version(id=version_id, created_at=_time(created_at) or "", cog_version=COG_VERSION,
+                   openapi_schema=openapi_schema())
+
+
 async def versions_of(session: AsyncSession, model: FoundModel) -> list[Version]:
     """The model's versions, newest first."""
     if model.reference is not None:
-        key = names.catalog_key(model.reference.id)
-        return [Version(id=names.version_id(key, 1), created_at=_time(model.reference.created_at) or "",
-                        cog_version=COG_VERSION, openapi_schema=openapi_schema())]
+        return [_version(names.catalog_version_id(model.reference.id), model.reference.created_at)]
     assert model.custom is not None
     rows = await custom_models.versions(session, model.custom.id)
-    return [
-        Version(id=names.version_id(model.custom.id, row.version), created_at=_time(row.created_at) or "",
-                cog_version=COG_VERSION, openapi_schema=openapi_schema())
-        for row in reversed(rows)
-    ]
+    return [_version(names.version_id(model.custom.id, row.version), row.created_at) for row in reversed(rows)]
+
+
+async def latest_versions(session: AsyncSession, models: list[FoundModel]) -> list[Version | None]:
+    """Each model's newest version (``None``: a custom model without one yet), with one statement
+    for all the custom models."""
+    custom = await custom_models.latest_versions(session, [m.custom.id for m in models if m.custom is not None])
+    latest: list[Version | None] = []
+    for model in models:
+        if model.reference is not None:
+            latest.append(_version(names.catalog_version_id(model.reference.id), model.reference.created_at))
+        elif model.custom is not None and (row := custom.get(model.custom.id)) is not None:
+            latest.append(_version(names.version_id(model.custom.id, row.version), row.created_at))
+        else:
+            latest.append(None)
+    return latest
 
 
 async def find_version(session: AsyncSession, model: FoundModel, version: str) -> Version:
@@ -182,7 +198,7 @@ async def find_version(session: AsyncSession, model: FoundModel, version: str) -
     raise VersionNotFound(f"Model {model.full_name} has no version {version}.")
 
 
-def present_model(model: FoundModel, versions: list[Version], urls: UrlSigner) -> Model:
+def present_model(model: FoundModel, latest: Version | None, urls: UrlSigner) -> Model:
     cover = None
     if model.reference is not None:
         description: str | None = model.reference.description or model.reference.name
@@ -194,7 +210,7 @@ def present_model(model: FoundModel, versions: list[Version], urls: UrlSigner) -
     return Model(
         url=f"{api_base(urls)}/models/{model.full_name}", owner=model.owner, name=model.name,
         description=description, visibility="public" if model.reference is not None else "private",
-        run_count=0, cover_image_url=cover, latest_version=versions[0] if versions else None,
+        run_count=0, cover_image_url=cover, latest_version=latest,
     )
 
 
@@ -365,7 +381,7 @@ def _model_and_version(job: Job) -> tuple[str, str]:
         return (names.custom_name(job.team_id, job.custom_model_id),
                 names.version_id(job.custom_model_id, job.custom_model_version or 1))
     reference = job.reference_model_id or ""
-    return names.catalog_name(reference), names.version_id(names.catalog_key(reference), 1)
+    return names.catalog_name(reference), names.catalog_version_id(reference)
 
 
 def _urls(base: str, kind: str, job: Job) -> dict[str, str]:
@@ -487,7 +503,7 @@ async def present_training(session: AsyncSession, job: Job, urls: UrlSigner) -> 
         model, version = kept["model"], kept["version"]
     elif job.type == "model_creation":
         model = names.catalog_name(job.reference_model_id or "")
-        version = names.version_id(names.catalog_key(job.reference_model_id or ""), 1)
+        version = names.catalog_version_id(job.reference_model_id or "")
     else:
         model, version = destination, names.version_id(job.custom_model_id, job.custom_model_version or 1)
     output = None
