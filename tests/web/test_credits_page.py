@@ -71,6 +71,7 @@ async def test_buckets_ledger_filters_csv_and_chart(api_with_worker: httpx.Async
     assert "Use a date such as" in bad.text and "Choose one of" in bad.text
     partial = await api.get("/app/credits?type=reserve", headers={"HX-Request": "true"})
     assert "<html" not in partial.text and ledger_types(partial.text) == ["reserve"]
+    assert 'id="allocation-credits"' not in partial.text  # the ledger block only
     assert 'href="/app/credits/history.csv?type=reserve"' in partial.text
 
     # The CSV: the same export as the API's, filtered alike.

@@ -10,7 +10,7 @@ Everyone in the team sees the page; owners and admins pay (``ManagerDep``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Form, Request
@@ -26,10 +26,10 @@ from pixelmint.kit.http import DatabaseDep, SessionDep, SettingsDep, base_url
 from pixelmint.kit.pagination import bigint, decode_cursor, encode_cursor
 from pixelmint.web.auth import CurrentUserDep, ManagerDep, WebPrincipalDep
 from pixelmint.web.forms import CheckoutForm, WebForm
-from pixelmint.web.home import usage_context
+from pixelmint.web.home import OPERATION_LABELS, usage_context
 from pixelmint.web.paging import Filters, day_range, with_query
 from pixelmint.web.routing import web_router
-from pixelmint.web.templating import render
+from pixelmint.web.templating import is_htmx, render
 
 router = web_router(prefix="/app/credits")
 
@@ -63,20 +63,24 @@ async def credits_page(
     rows = await history.list_transactions(session, user.team_id, ledger, limit=PAGE_SIZE + 1, before_id=before)
     page = rows[:PAGE_SIZE]
     next_link = with_query(request, cursor=encode_cursor(page[-1].id)) if len(rows) > PAGE_SIZE else None
-    balance = await credits.get_balance(session, user.team_id)
-    team = await accounts.get_team(session, user.team_id)
     query = {k: v for k, v in {"type": type, "since": since, "until": until}.items() if v}
-    return render(request, "credits.html", {
-        "balance": balance, "available": balance.allocation_credits + balance.bonus_credits,
-        "plan": await accounts.get_plan(session, user.principal.plan_code), "plans": await accounts.list_plans(session),
-        "prices": settings.plan_prices, "team": team, **await usage_context(session, user.team_id),
-        "rows": page, "types": LEDGER_TYPES, "type_labels": TYPE_LABELS, "filters": {"type": type, "since": since,
-                                                                                        "until": until},
-        "errors": filters.errors, "next_link": next_link, "first_link": with_query(request, cursor=None) if cursor else None,
+    context: dict[str, Any] = {
+        "rows": page, "types": LEDGER_TYPES, "type_labels": TYPE_LABELS, "operation_labels": OPERATION_LABELS,
+        "filters": {"type": type, "since": since, "until": until}, "errors": filters.errors,
+        "next_link": next_link, "first_link": with_query(request, cursor=None) if cursor else None,
         "csv_link": "/app/credits/history.csv" + (f"?{urlencode(query)}" if query else ""),
-        "stripe": checkout.enabled(settings), "offers": checkout.offers(settings),
-        "checkout": request.query_params.get("checkout"),
-    }, block="ledger")
+    }
+    if not is_htmx(request):  # the whole page; htmx paging the ledger gets its block only
+        balance = await credits.get_balance(session, user.team_id)
+        context |= {
+            "balance": balance, "available": balance.allocation_credits + balance.bonus_credits,
+            "plan": await accounts.get_plan(session, user.principal.plan_code),
+            "plans": await accounts.list_plans(session), "prices": settings.plan_prices,
+            "team": await accounts.get_team(session, user.team_id), **await usage_context(session, user.team_id),
+            "stripe": checkout.enabled(settings), "offers": checkout.offers(settings),
+            "checkout": request.query_params.get("checkout"),
+        }
+    return render(request, "credits.html", context, block="ledger")
 
 
 @router.get("/history.csv")
