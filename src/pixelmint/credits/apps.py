@@ -316,18 +316,20 @@ async def release(session: AsyncSession, app: AppPrincipal, hold_id: uuid.UUID) 
 
 
 async def release_expired_holds(session: AsyncSession, *, batch: int = 500) -> int:
-    """Release holds past ``expires_at`` (``SKIP LOCKED``: safe from every worker). Returns how many."""
-    ids = (
-        await session.scalars(
-            text("""SELECT id FROM credit_reservations
+    """Release holds past ``expires_at`` (``SKIP LOCKED``: safe from every worker). Returns how many.
+    The oldest ``batch`` holds, released team by team in team id order: each release locks its
+    team's balance, and two workers locking balances in one order cannot deadlock."""
+    holds = (
+        await session.execute(
+            text("""SELECT id, team_id FROM credit_reservations
                      WHERE status = 'held' AND expires_at IS NOT NULL AND expires_at <= now()
                      ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED"""),
             {"batch": batch},
         )
     ).all()
-    for hold_id in ids:
-        await credits.release(session, hold_id, description="hold expired")
-    return len(ids)
+    for hold in sorted(holds, key=lambda hold: (hold.team_id, hold.id)):
+        await credits.release(session, hold.id, description="hold expired")
+    return len(holds)
 
 
 @dataclass(frozen=True)

@@ -284,9 +284,13 @@ async def _notify(session: AsyncSession, job_id: uuid.UUID, state: str, *, slot_
 
 
 async def _mark_ready(session: AsyncSession, team_ids: set[uuid.UUID]) -> None:
-    """The teams may have claimable work again (a requeued job): raise their dispatch flags."""
+    """The teams may have claimable work again (a requeued job): raise their dispatch flags,
+    locking the rows in team id order (two transactions raising overlapping sets cannot deadlock)."""
     await session.execute(
-        text("UPDATE team_dispatch SET has_ready = true WHERE team_id = ANY(:teams)"), {"teams": list(team_ids)}
+        text("""UPDATE team_dispatch SET has_ready = true
+                 WHERE team_id IN (SELECT team_id FROM team_dispatch WHERE team_id = ANY(:teams)
+                                    ORDER BY team_id FOR UPDATE)"""),
+        {"teams": list(team_ids)},
     )
 
 
