@@ -17,7 +17,7 @@ from pixelmint.accounts.service import hash_api_key, new_api_key
 from pixelmint.accounts.tables import ApiKey
 from pixelmint.credits import apps
 from pixelmint.credits.app_endpoints import consume
-from pixelmint.credits.auth import get_app
+from pixelmint.credits.auth import spending_caller
 from pixelmint.credits.schemas import ConsumeOut
 from pixelmint.kit.http import rate_limit
 from pixelmint.kit.ratelimit import RateLimiter, ScopeLimits, parse_limits
@@ -83,7 +83,7 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
     async with client_with(redis_url=None, rate_limit_consume="2/minute", rate_limit_consume_team="1/minute") as api:
         api.app.router.add_api_route(  # type: ignore[attr-defined]
             "/test/consume", consume, methods=["POST"], response_model=ConsumeOut,
-            dependencies=[rate_limit("consume", get_app)],
+            dependencies=[rate_limit("consume", spending_caller)],
         )
         alice, bob = await make_team(db, credits="100", name="alice"), await make_team(db, credits="100", name="bob")
         one, two = [await make_app(db, name=name, operations={"deck": Decimal("1")}, teams=(alice, bob))
@@ -99,6 +99,13 @@ async def test_consume_is_limited_per_app_key_and_per_team_named_in_the_body(cli
         assert await charge(two, bob) == 200
         assert await charge(two, bob) == 429  # app two's key limit (2) is spent, and bob's
         assert await charge(one, bob) == 429  # bob's team limit
+
+        # An app the team never granted spends none of the team's limit (the endpoint refuses it).
+        carol = await make_team(db, credits="100", name="carol")
+        stranger = await make_app(db, name="stranger", operations={"deck": Decimal("1")}, teams=(alice,))
+        assert await charge(stranger, carol) == 403
+        granted = await make_app(db, name="granted", operations={"deck": Decimal("1")}, teams=(carol,))
+        assert await charge(granted, carol) == 200  # carol's one consume of the minute was still there
 
 
 @pytest.mark.parametrize("content_type", [

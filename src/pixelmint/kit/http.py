@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -160,32 +159,19 @@ def idempotent(caller: Callable[..., Any]) -> Any:
     return _idempotent[caller]
 
 
-async def _team_in_body(request: Request) -> uuid.UUID | None:
-    """``teamId`` of a JSON body (credit-API calls name the team they charge), if there is one.
-
-    Whatever the ``Content-Type`` says: FastAPI accepts JSON under several (``application/json;
-    charset=utf-8``, ``Application/JSON``, ``application/…+json``), and a limit that trusted the
-    header could be dodged by changing it. ``request.json()`` reuses FastAPI's parse when it made one.
-    """
-    try:
-        return uuid.UUID((await request.json())["teamId"])
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return None
-
-
 def rate_limit(scope: str, caller: Callable[..., Any]) -> Any:
     """Dependency that counts the request against ``scope``'s limits (``kit/ratelimit.py``):
     ``dependencies=[rate_limit("generate", get_principal)]``; over a limit it is 429
     ``rate_limited`` with ``Retry-After``.
 
-    Per key: the caller's ``api_key_id`` (or an app's ``app_id``); per team: its ``team_id``, or
-    the ``teamId`` of the JSON body for credit-API apps (``rate_limit("consume", get_app)``).
+    Per key: the caller's ``api_key_id`` (or an app's ``app_id``); per team: its ``team_id``
+    (none counted when it is ``None``: see ``credits/auth.spending_caller``).
     """
     if (scope, caller) not in _rate_limits:
 
         @error_responses(RateLimited)
         async def dependency(request: Request, limiter: RateLimiterDep, who: Any = Depends(caller)) -> None:
-            team = getattr(who, "team_id", None) or await _team_in_body(request)
+            team = getattr(who, "team_id", None)
             key = getattr(who, "api_key_id", None) or getattr(who, "app_id", None)
             await limiter.hit(scope, team=team, key=key)
 
