@@ -9,6 +9,9 @@
   client's COMMIT raises).
 - A server restart: ``drop_all()`` breaks every open connection, and the next ``refuse``
   connections are closed at once (the server is still down); ``refused`` counts them.
+- A half-open connection (a network partition, a NAT entry dropped): ``freeze_all()`` makes every
+  open connection silently lose what either side sends from then on, without closing it; new
+  connections work.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class PgProxy:
         self.refuse = self.refused = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._frozen: set[asyncio.Event] = set()
         self.url = ""
 
     async def __aenter__(self) -> PgProxy:
@@ -53,6 +57,11 @@ class PgProxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def freeze_all(self) -> None:
+        """Every open connection loses all traffic from now on, and stays open."""
+        for frozen in self._frozen:
+            frozen.set()
+
     async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = self._target["host"], self._target["port"]
         if host.startswith("/"):  # the embedded server listens on a Unix socket
@@ -68,10 +77,14 @@ class PgProxy:
         server_r, server_w = await self._connect_upstream()
         armed = holding = False
         released = asyncio.Event()
+        frozen = asyncio.Event()
+        self._frozen.add(frozen)
 
         async def client_to_server() -> None:
             nonlocal armed, holding
             while data := await client_r.read(65536):
+                if frozen.is_set():
+                    continue
                 if data.startswith(CANCEL_REQUEST) and self.held.is_set():
                     self.gave_up.set()
                 armed = armed or (self.commit_marker is not None and self.commit_marker in data)
@@ -82,6 +95,8 @@ class PgProxy:
 
         async def server_to_client() -> None:
             while data := await server_r.read(65536):
+                if frozen.is_set():
+                    continue
                 if holding and not released.is_set():
                     self.held.set()
                     if self.lose:
@@ -108,3 +123,4 @@ class PgProxy:
                 with suppress(Exception):
                     await writer.wait_closed()
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._frozen.discard(frozen)

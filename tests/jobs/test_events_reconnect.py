@@ -80,3 +80,24 @@ async def test_the_listener_keeps_reconnecting_while_the_server_is_down(database
             await notified.wait()  # and it listens again
         finally:
             await hub.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_half_open_listen_connection_is_given_up_and_replaced(database_url, db) -> None:
+    """The connection stays open but nothing gets through (a partition): the ping notices within
+    its timeout, the listener reconnects and hears notifications again."""
+    job_id = uuid.uuid4()
+    async with PgProxy(database_url) as server:
+        hub = JobEvents(server.url, ping_seconds=0.1, ping_timeout_seconds=0.5)
+        await hub.start()
+        try:
+            woken = hub.watch(job_id)
+            server.freeze_all()
+            await woken.wait()  # set once the listener is back on a new connection
+
+            notified = hub.watch(job_id)
+            async with db.transaction() as s:
+                await s.execute(text("SELECT pg_notify('pixelmint_job_events', :payload)"), {"payload": f"{job_id} running"})
+            await notified.wait()
+        finally:
+            await hub.stop()

@@ -15,6 +15,11 @@ When the connection is lost (PostgreSQL restarted, the backend was terminated, t
 it), asyncpg's termination listener starts a reconnect loop with exponential backoff (0.1 s
 doubling up to 5 s). Once the new connection listens again, every waiter is woken to re-read its
 job and workers look for work: notifications sent while nobody listened are gone.
+
+A connection can also die without a word: after a network partition or a dropped NAT entry it
+stays open, delivers nothing and raises nothing (half-open). So every ``ping_seconds`` (15) the
+connection must answer ``SELECT 1`` within ``ping_timeout_seconds`` (5); if it does not, it is
+terminated and the reconnect loop above takes over.
 """
 
 from __future__ import annotations
@@ -37,11 +42,16 @@ from pixelmint.kit.db import Database, asyncpg_connect_kwargs
 log = structlog.get_logger(__name__)
 
 RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS = 0.1, 5.0
+PING_SECONDS, PING_TIMEOUT_SECONDS = 15.0, 5.0
 
 
 class JobEvents:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, ping_seconds: float = PING_SECONDS,
+                 ping_timeout_seconds: float = PING_TIMEOUT_SECONDS) -> None:
         self._url = database_url
+        self._ping_seconds, self._ping_timeout = ping_seconds, ping_timeout_seconds
+        self._ping_task: asyncio.Task[None] | None = None
+        self._in_use = asyncio.Lock()  # one statement at a time on the connection (NOTIFY, ping)
         self._conn: asyncpg.Connection | None = None
         self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self._state_listeners: list[Callable[[uuid.UUID, str], None]] = []
@@ -63,12 +73,15 @@ class JobEvents:
             raise
         conn.add_termination_listener(self._on_connection_lost)
         self._conn = conn
+        if self._ping_task is None:
+            self._ping_task = asyncio.create_task(self._ping())
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-            await asyncio.gather(self._reconnect_task, return_exceptions=True)
+        tasks = [task for task in (self._ping_task, self._reconnect_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._notify_task:
             await asyncio.gather(self._notify_task, return_exceptions=True)
         if self._conn is not None:
@@ -76,6 +89,23 @@ class JobEvents:
             self._conn = None
 
     # -- reconnecting ---------------------------------------------------------------------
+
+    async def _ping(self) -> None:
+        """Terminate a connection that stopped answering (half-open: the module docstring)."""
+        while True:
+            await asyncio.sleep(self._ping_seconds)
+            if (conn := self._conn) is not None and not await self._answers(conn):
+                conn.terminate()  # its termination listener starts the reconnect (if still the current one)
+
+    async def _answers(self, conn: asyncpg.Connection) -> bool:
+        try:
+            async with asyncio.timeout(self._ping_timeout):
+                async with self._in_use:
+                    await conn.fetchval("SELECT 1")
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("listen_ping_failed", error=str(exc) or type(exc).__name__)
+            return False
+        return True
 
     def _on_connection_lost(self, conn: object) -> None:
         if self._stopping or conn is not self._conn:
@@ -155,7 +185,8 @@ class JobEvents:
         while (conn := self._conn) is not None:
             self._notify_pending = False
             try:
-                await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+                async with self._in_use:
+                    await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("notify_failed", error=str(exc))
                 return
