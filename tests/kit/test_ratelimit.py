@@ -134,7 +134,7 @@ async def test_limits_syntax_and_a_storage_outage_lets_requests_through() -> Non
         parse_limits("lots")
 
     class Down(MemoryStorage):
-        async def acquire_entry(self, *args: Any, **kwargs: Any) -> bool:
+        async def acquire_sliding_window_entry(self, *args: Any, **kwargs: Any) -> bool:
             raise ConnectionError("storage unreachable")
 
     limiter = RateLimiter({"generate": ScopeLimits(parse_limits("1/minute"), ())}, Down())

@@ -1,4 +1,7 @@
-"""Rate limits per team and per key, with the ``limits`` library (moving window).
+"""Rate limits per team and per key, with the ``limits`` library (sliding window counter: the
+current fixed window's count plus the previous window's, weighted by how much of it the sliding
+window still covers — Cloudflare's approximation of a moving window, two counters per key instead
+of one timestamp per request).
 
 A *scope* is a group of endpoints sharing limits (``generate``: ``POST /generate`` and custom model
 create/refine; ``consume``: the credit API's spending endpoints; ``webhooks``: creating webhook endpoints
@@ -27,7 +30,7 @@ from typing import Any
 import structlog
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from pixelmint.kit.errors import TooManyRequests
@@ -74,7 +77,7 @@ class RateLimiter:
     def __init__(self, scopes: dict[str, ScopeLimits], storage: Storage | None = None) -> None:
         self.scopes = scopes
         self.storage = storage or MemoryStorage()
-        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
 
     @classmethod
     def from_settings(cls, settings: Any, scopes: tuple[str, ...] = ("generate", "consume", "webhooks", "login")) -> RateLimiter:
