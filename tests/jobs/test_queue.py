@@ -9,6 +9,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
@@ -17,7 +18,8 @@ from sqlalchemy import text
 from pixelmint.accounts.service import Principal
 from pixelmint.jobs import queue
 from pixelmint.jobs import service as jobs_service
-from pixelmint.kit.db import Database, alembic_config
+from pixelmint.jobs.queue import JOBS_CHANNEL
+from pixelmint.kit.db import Database, alembic_config, asyncpg_connect_kwargs
 from tests.builders import assert_ledger_ok, make_team
 from tests.helpers import queue_jobs
 
@@ -70,7 +72,15 @@ async def test_a_large_claim_serves_higher_plans_first_then_round_robin(db) -> N
             claimed = await queue.claim(session, worker_id="w", demand=demand, lease_seconds=30)
         return {team: sum(1 for job in claimed if job.team_id == team) for team in {job.team_id for job in claimed}}
 
-    assert await claim(12) == {enterprise: 10, pros[0]: 1, pros[1]: 1}
+    wakeups: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(**asyncpg_connect_kwargs(db.url))
+    try:
+        await listener.add_listener(JOBS_CHANNEL, lambda *args: wakeups.put_nowait(args[3]))
+        assert await claim(12) == {enterprise: 10, pros[0]: 1, pros[1]: 1}
+        # The basic teams were locked by that full claim and got nothing: the other workers are woken.
+        await asyncio.wait_for(wakeups.get(), 30)
+    finally:
+        await listener.close()
     assert await claim(2) == {pros[0]: 1, pros[1]: 1}
     assert await claim(10) == {pros[0]: 1, pros[1]: 1, basics[0]: 1, basics[1]: 1, basics[2]: 1}
     assert await claim(10) == {}  # every team at its limit

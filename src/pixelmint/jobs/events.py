@@ -43,6 +43,7 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_BASE_SECONDS, RECONNECT_MAX_SECONDS = 0.1, 5.0
 PING_SECONDS, PING_TIMEOUT_SECONDS = 15.0, 5.0
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class JobEvents:
@@ -78,14 +79,14 @@ class JobEvents:
 
     async def stop(self) -> None:
         self._stopping = True
-        tasks = [task for task in (self._ping_task, self._reconnect_task) if task is not None]
+        # A wake-up still being sent is dropped (workers poll); on a half-open connection it, and
+        # a polite close, would never end: the close gives up after CLOSE_TIMEOUT_SECONDS.
+        tasks = [task for task in (self._ping_task, self._reconnect_task, self._notify_task) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._notify_task:
-            await asyncio.gather(self._notify_task, return_exceptions=True)
         if self._conn is not None:
-            await self._conn.close()
+            await self._conn.close(timeout=CLOSE_TIMEOUT_SECONDS)  # terminates it past the timeout
             self._conn = None
 
     # -- reconnecting ---------------------------------------------------------------------
@@ -102,7 +103,7 @@ class JobEvents:
             async with asyncio.timeout(self._ping_timeout):
                 async with self._in_use:
                     await conn.fetchval("SELECT 1")
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the connection is not answering
             log.warning("listen_ping_failed", error=str(exc) or type(exc).__name__)
             return False
         return True

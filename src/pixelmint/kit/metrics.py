@@ -9,9 +9,9 @@ error codes; credit operations, which are the job types and the operations admin
 Counting a change that a transaction makes: ``after_commit(session, action)`` runs ``action``
 when the session's transaction commits and drops it when it rolls back, so the counters say what
 really happened (the credit counters of ``credits/ledger.py`` and the job counters of
-``jobs/queue.py`` count this way). A rollback to a savepoint drops every action of the
-transaction so far: the only savepoint (``kit/idempotency.py``) is taken before the endpoint's
-work, so nothing is lost in practice.
+``jobs/queue.py`` count this way). A rollback to a savepoint drops the actions added inside it
+and keeps the others; releasing a savepoint runs nothing yet (the transaction may still roll
+back).
 
 Several processes (``pixelmint serve --processes N``, ``pixelmint worker``) add up when
 ``PROMETHEUS_MULTIPROC_DIR`` names a directory they share, set before they start (and emptied
@@ -162,6 +162,14 @@ def _inside(transaction: SessionTransaction | None, ended: SessionTransaction) -
             return True
         transaction = transaction.parent
     return False
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
+    """The session's transaction is over however it ended (a ``close()`` fires neither commit nor
+    rollback events): nothing it left pending may run in the session's next one."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")

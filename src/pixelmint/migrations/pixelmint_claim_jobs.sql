@@ -19,12 +19,13 @@
 -- within a priority round robin (each team's first slot, in least-recently-served order, before
 -- any team's second). So a claim of 32 with 30 teams ready still serves the higher plans first,
 -- as 32 claims of one would. Each claimed job is announced on pixelmint_job_events as
--- '<id> running'. Statement 3 clears has_ready for teams with nothing queued (safe because
--- enqueue holds the same team_dispatch row lock until it commits).
+-- '<id> running'. A full claim that locked teams it gave no job to (other workers skipped them
+-- meanwhile) wakes the workers on pixelmint_jobs. Statement 3 clears has_ready for teams with
+-- nothing queued (safe because enqueue holds the same team_dispatch row lock until it commits).
 CREATE OR REPLACE FUNCTION pixelmint_claim_jobs(
     p_worker text, p_demand int, p_lease_seconds double precision, p_per_team int DEFAULT NULL
 ) RETURNS SETOF jobs LANGUAGE plpgsql AS $$
-DECLARE v_teams uuid[];
+DECLARE v_teams uuid[]; v_now timestamptz; v_claimed int; v_served int;
 BEGIN
   SELECT array_agg(s.team_id) INTO v_teams FROM (
     SELECT d.team_id FROM team_dispatch d
@@ -38,6 +39,7 @@ BEGIN
      FOR UPDATE OF d SKIP LOCKED) s;
   IF v_teams IS NULL THEN RETURN; END IF;
 
+  v_now := clock_timestamp();
   RETURN QUERY
   WITH cap AS (
     SELECT d.team_id, d.priority, d.last_dispatched_at,
@@ -72,11 +74,21 @@ BEGIN
     INSERT INTO job_attempts (job_id, team_id, attempt, worker_id, started_at)
     SELECT c.id, c.team_id, c.attempt, p_worker, c.started_at FROM claimed c
   ), rr AS (
-    UPDATE team_dispatch d SET last_dispatched_at = clock_timestamp()
+    UPDATE team_dispatch d SET last_dispatched_at = v_now
      WHERE d.team_id IN (SELECT c.team_id FROM claimed c)
   )
   SELECT c.* FROM claimed c
    CROSS JOIN LATERAL pg_notify('pixelmint_job_events', c.id::text || ' running') AS announce;
+  GET DIAGNOSTICS v_claimed = ROW_COUNT;
+
+  -- A full claim that left locked teams without a job (higher plans took their slots) kept other
+  -- workers from them meanwhile: wake the workers, there is more to claim.
+  IF v_claimed >= p_demand THEN
+    SELECT count(*) INTO v_served FROM team_dispatch d WHERE d.team_id = ANY (v_teams) AND d.last_dispatched_at = v_now;
+    IF v_served < cardinality(v_teams) THEN
+      PERFORM pg_notify('pixelmint_jobs', '');
+    END IF;
+  END IF;
 
   UPDATE team_dispatch d SET has_ready = false
    WHERE d.team_id = ANY (v_teams)
