@@ -13,11 +13,11 @@
 -- count is two counts, one per partial index (ix_jobs_running_team, ix_jobs_awaiting_team): a
 -- job awaiting its provider's callback counts as running.
 -- Statement 2 runs with a fresh snapshot taken after those locks, so its running count is exact.
--- It hands the p_demand slots out as one claim at a time would: every locked team offers one slot
--- per job it could start now (its free capacity, at most p_per_team when given, and its ready
--- jobs, counted up to that on ix_jobs_ready); the slots go highest plan priority first, and
--- within a priority round robin (each team's first slot, in least-recently-served order, before
--- any team's second). So a claim of 32 with 30 teams ready still serves the higher plans first,
+-- It hands the p_demand slots out as one claim at a time would: every locked team offers its
+-- ready jobs up to its free capacity (at most p_per_team when given; k = 1, 2… in the team's own
+-- order, read on ix_jobs_ready); the offers go highest plan priority first, and within a priority
+-- round robin (each team's first job, in least-recently-served order, before any team's second).
+-- Only the jobs taken are locked, re-checked as still queued. So a claim of 32 with 30 teams ready still serves the higher plans first,
 -- as 32 claims of one would. Each claimed job is announced on pixelmint_job_events as
 -- '<id> running'. A full claim that locked teams it gave no job to (other workers skipped them
 -- meanwhile) wakes the workers on pixelmint_jobs. Statement 3 clears has_ready for teams with
@@ -46,24 +46,19 @@ BEGIN
            LEAST(d.max_running - ((SELECT count(*) FROM jobs r WHERE r.team_id = d.team_id AND r.state = 'running')
          + (SELECT count(*) FROM jobs r WHERE r.team_id = d.team_id AND r.state = 'awaiting_webhook')), p_per_team) AS free
       FROM team_dispatch d WHERE d.team_id = ANY (v_teams)
-  ), offer AS (
-    SELECT c.team_id, c.priority, c.last_dispatched_at,
-           (SELECT count(*) FROM (SELECT FROM jobs j WHERE j.team_id = c.team_id AND j.state = 'queued'
-                                     AND j.run_at <= now() LIMIT c.free) r) AS slots
-      FROM cap c WHERE c.free > 0
-  ), allotted AS (
-    SELECT s.team_id, count(*) AS n FROM (
-      SELECT o.team_id FROM offer o CROSS JOIN LATERAL generate_series(1, o.slots) k
-       ORDER BY o.priority DESC, k, o.last_dispatched_at, o.team_id
-       LIMIT p_demand) s
-     GROUP BY s.team_id
-  ), picked AS (
-    SELECT q.id FROM allotted a CROSS JOIN LATERAL (
-      SELECT j.id FROM jobs j
-       WHERE j.team_id = a.team_id AND j.state = 'queued' AND j.run_at <= now()
+  ), ready AS (
+    SELECT c.team_id, c.priority, c.last_dispatched_at, q.id, q.k FROM cap c CROSS JOIN LATERAL (
+      SELECT j.id, row_number() OVER (ORDER BY j.priority DESC, j.run_at, j.created_at) AS k FROM jobs j
+       WHERE j.team_id = c.team_id AND j.state = 'queued' AND j.run_at <= now()
        ORDER BY j.priority DESC, j.run_at, j.created_at
-       LIMIT a.n
-       FOR UPDATE OF j SKIP LOCKED) q
+       LIMIT c.free) q
+     WHERE c.free > 0
+  ), picked AS (
+    SELECT j.id FROM jobs j
+     WHERE j.id IN (SELECT r.id FROM ready r ORDER BY r.priority DESC, r.k, r.last_dispatched_at, r.team_id
+                     LIMIT p_demand)
+       AND j.state = 'queued' AND j.run_at <= now()
+       FOR UPDATE OF j SKIP LOCKED
   ), claimed AS (
     UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, locked_by = p_worker,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
