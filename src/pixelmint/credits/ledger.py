@@ -307,15 +307,12 @@ def _spend_batch_ctes(source: str, *, hold: bool, admit: str = "true") -> str:
 
 
 def reserve_batch_ctes(source: str, admit: str) -> str:
-    """RESERVE for several holds on the team ``:team_id`` at once, as CTEs of a larger statement
-    that is its own transaction (``flows/generation.py``: the paid generations that queued while
-    one was in flight, ``kit/coalesce.py``). ``source``: the caller's CTE of requests, one row each
-    with ``ord`` (arrival order), ``amount`` (> 0), ``job_id``, ``reservation_id`` and ``user_id``
-    (its other columns are carried along); ``admit``: a further SQL condition on ``run`` (``n``:
-    the 1-based rank in ``source``) that only gets stricter along ``ord``. The CTEs of
-    :func:`_spend_batch_ctes` (``d``: the admitted holds) and ``res`` (one reservation each, no
-    expiry) and ``led`` (one ``reserve`` row each, chained in arrival order). ``:operation``: the
-    holds' operation. Count each with :func:`count_reserved`."""
+    """RESERVE for several holds on the team ``:team_id`` at once (``flows/generation.py``: the paid
+    generations that queued while one was in flight): the CTEs of :func:`_spend_batch_ctes`
+    (``source``, ``admit`` as there; ``source`` rows also carry ``job_id``, ``reservation_id`` and
+    ``user_id``; ``d``: the admitted holds), then ``res`` (one reservation each, no expiry) and
+    ``led`` (one ``reserve`` row each, in arrival order). ``:operation``: the holds' operation.
+    Count each with :func:`count_reserved`."""
     return _spend_batch_ctes(source, hold=True, admit=admit) + """, res AS (
     INSERT INTO credit_reservations (id, team_id, job_id, operation, amount, from_allocation, from_bonus,
                                      allocation_period)

@@ -158,7 +158,7 @@ class DriverStatement:
 
     async def fetch(self, driver: Any, values: Mapping[str, Any]) -> list[Any]:
         """The rows (asyncpg records) of the statement run on ``driver`` with ``values``."""
-        return list(await driver.fetch(self.sql, *self.args(values)))
+        return await driver.fetch(self.sql, *self.args(values))
 
     async def fetchrow(self, driver: Any, values: Mapping[str, Any]) -> Any:
         """Its first row (an asyncpg record), or ``None``."""

@@ -174,12 +174,8 @@ def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, previous_transaction: SessionTransaction) -> None:
-    """Any rollback, the transaction's or a savepoint's (SQLAlchemy fires this one for both, with
-    the transaction that ended): drop the actions added inside what was rolled back."""
+    """A savepoint rolled back (SQLAlchemy fires this for every rollback, with the transaction
+    that ended; the whole transaction's is ``_forget_pending``'s): drop the actions added inside it."""
     pending = session.info.get(_PENDING)
-    if not pending:
-        return
-    if not previous_transaction.nested:
-        session.info.pop(_PENDING, None)
-        return
-    session.info[_PENDING] = [(t, a) for t, a in pending if not _inside(t, previous_transaction)]
+    if pending and previous_transaction.nested:
+        session.info[_PENDING] = [(t, a) for t, a in pending if not _inside(t, previous_transaction)]

@@ -165,10 +165,14 @@ def _version(version_id: str, created_at: dt.datetime | None) -> Version:
                    openapi_schema=openapi_schema())
 
 
+def _catalog_version(reference: ReferenceModel) -> Version:
+    return _version(names.catalog_version_id(reference.id), reference.created_at)
+
+
 async def versions_of(session: AsyncSession, model: FoundModel) -> list[Version]:
     """The model's versions, newest first."""
     if model.reference is not None:
-        return [_version(names.catalog_version_id(model.reference.id), model.reference.created_at)]
+        return [_catalog_version(model.reference)]
     assert model.custom is not None
     rows = await custom_models.versions(session, model.custom.id)
     return [_version(names.version_id(model.custom.id, row.version), row.created_at) for row in reversed(rows)]
@@ -181,7 +185,7 @@ async def latest_versions(session: AsyncSession, models: list[FoundModel]) -> li
     latest: list[Version | None] = []
     for model in models:
         if model.reference is not None:
-            latest.append(_version(names.catalog_version_id(model.reference.id), model.reference.created_at))
+            latest.append(_catalog_version(model.reference))
         elif model.custom is not None and (row := custom.get(model.custom.id)) is not None:
             latest.append(_version(names.version_id(model.custom.id, row.version), row.created_at))
         else:
